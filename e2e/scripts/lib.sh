@@ -1,0 +1,12 @@
+# Shared settings of the control-plane scripts. Sourced, not run.
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../versions.env
+. "$E2E_DIR/versions.env"
+# Binaries are built once per version into a cache outside the repository.
+MICROPLANE_CACHE=${MICROPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microplane}
+K8S_BIN="$MICROPLANE_CACHE/kubernetes-v$K8S_VERSION"
+ETCD_BIN="$MICROPLANE_CACHE/etcd-v$ETCD_VERSION"
+KWOK_BIN="$MICROPLANE_CACHE/kwok-v$KWOK_VERSION"
+# Runtime state of one control plane (certificates, etcd data, logs, pids, kubeconfig).
+MICROPLANE_STATE=${MICROPLANE_STATE:-$E2E_DIR/../.state/controlplane}
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
