@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "AuthRuleStatus",
     doc = "An access rule of the tenant (Micro's rule model): who (scope) may call what (resource), evaluated by priority, highest first.",
-    printcolumn(name = "Service", type_ = "string", json_path = ".spec.resource.name", description = "Service name or *"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.resource.endpoint", description = "Endpoint or wildcard"),
-    printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope", description = "Required scope"),
-    printcolumn(name = "Access", type_ = "string", json_path = ".spec.access", description = "Granted or Denied"),
-    printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority", description = "Higher first"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Service", "type": "string", "jsonPath": ".spec.resource.name", "description": "Service name or *"}"#,
+    printcolumn = r#"{"name": "Endpoint", "type": "string", "jsonPath": ".spec.resource.endpoint", "description": "Endpoint or wildcard"}"#,
+    printcolumn = r#"{"name": "Scope", "type": "string", "jsonPath": ".spec.scope", "description": "Required scope"}"#,
+    printcolumn = r#"{"name": "Access", "type": "string", "jsonPath": ".spec.access", "description": "Granted or Denied"}"#,
+    printcolumn = r#"{"name": "Priority", "type": "integer", "jsonPath": ".spec.priority", "description": "Higher first"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AuthRuleSpec {

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "ConfigStatus",
     doc = "Dynamic configuration for services: a JSON document plus values from Secrets, delivered to the pods of the MicroServices that list it.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Ready condition"),
-    printcolumn(name = "Rollout", type_ = "string", json_path = ".spec.rollout", description = "How changes reach pods"),
-    printcolumn(name = "Hash", type_ = "string", json_path = ".status.hash", priority = 1, description = "Content hash"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Ready condition"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".spec.rollout", "description": "How changes reach pods"}"#,
+    printcolumn = r#"{"name": "Hash", "type": "string", "jsonPath": ".status.hash", "priority": 1, "description": "Content hash"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigSpec {

@@ -19,12 +19,12 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "MicroServiceStatus",
     doc = "A deployable service: a prebuilt image or a git source built by the platform, run as a Deployment and Service and routed by the gateway at /<name>/....",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Lifecycle phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Ready condition"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready replicas"),
-    printcolumn(name = "Commit", type_ = "string", json_path = ".status.commit", priority = 1, description = "Resolved git commit"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.url", description = "Where the gateway serves it"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Ready condition"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas"}"#,
+    printcolumn = r#"{"name": "Commit", "type": "string", "jsonPath": ".status.commit", "priority": 1, "description": "Resolved git commit"}"#,
+    printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Where the gateway serves it"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.source)").message("exactly one of spec.image or spec.source must be set"))]
 #[serde(rename_all = "camelCase")]
@@ -203,7 +203,11 @@ pub struct Autoscaling {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
     /// Average CPU utilisation (percent of requests) to aim for. Default 80.
-    #[serde(default, rename = "targetCPUUtilizationPercentage", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: Option<i32>,
 }

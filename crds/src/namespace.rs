@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
     category = "microplane",
     status = "NamespaceStatus",
     doc = "A tenant: the core Namespace of the same name with its owners, quota, network isolation and auth settings. Its name is the tenant name at the gateway.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Ready condition"),
-    printcolumn(name = "Access", type_ = "string", json_path = ".spec.defaultAccess", description = "Default access"),
-    printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer", priority = 1, description = "Token issuer"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Ready condition"}"#,
+    printcolumn = r#"{"name": "Access", "type": "string", "jsonPath": ".spec.defaultAccess", "description": "Default access"}"#,
+    printcolumn = r#"{"name": "Issuer", "type": "string", "jsonPath": ".status.issuer", "priority": 1, "description": "Token issuer"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a tenant name must be a DNS label (at most 63 lower-case letters, digits and '-'), as it names a core Namespace")
 )]
 #[serde(rename_all = "camelCase")]

@@ -16,7 +16,11 @@ fn committed_crds_match_the_types() {
         for (name, yaml) in crd_files().unwrap() {
             let path = repo().join(dir).join(&name);
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(committed == yaml, "{} differs from the types: run `make generate` and commit", path.display());
+            assert!(
+                committed == yaml,
+                "{} differs from the types: run `make generate` and commit",
+                path.display()
+            );
         }
     }
 }
@@ -26,20 +30,44 @@ fn crds_carry_names_categories_and_status() {
     for crd in microplane_crds::generate::crds() {
         let names = &crd.spec.names;
         assert_eq!(crd.spec.group, "microplane.dev");
-        assert_eq!(names.categories.as_deref(), Some(&["microplane".to_string()][..]), "{}", names.kind);
-        assert!(names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{} has no short name", names.kind);
+        assert_eq!(
+            names.categories.as_deref(),
+            Some(&["microplane".to_string()][..]),
+            "{}",
+            names.kind
+        );
+        assert!(
+            names.short_names.as_ref().is_some_and(|s| !s.is_empty()),
+            "{} has no short name",
+            names.kind
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{} has no status subresource", names.kind);
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{} has no status subresource",
+            names.kind
+        );
         let status = serde_json::to_value(&version.schema).unwrap()["openAPIV3Schema"]["properties"]["status"].clone();
-        assert_eq!(status["properties"]["conditions"]["x-kubernetes-list-type"], "map", "{}", names.kind);
-        assert!(status["properties"]["observedGeneration"].is_object(), "{} lacks observedGeneration", names.kind);
+        assert_eq!(
+            status["properties"]["conditions"]["x-kubernetes-list-type"], "map",
+            "{}",
+            names.kind
+        );
+        assert!(
+            status["properties"]["observedGeneration"].is_object(),
+            "{} lacks observedGeneration",
+            names.kind
+        );
     }
 }
 
 #[test]
 fn namespace_is_cluster_scoped_with_tenant_short_names() {
-    let crd = microplane_crds::generate::crds().into_iter().find(|c| c.spec.names.kind == "Namespace").unwrap();
+    let crd = microplane_crds::generate::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Namespace")
+        .unwrap();
     assert_eq!(crd.metadata.name.as_deref(), Some("namespaces.microplane.dev"));
     assert_eq!(crd.spec.scope, "Cluster");
     assert_eq!(crd.spec.names.short_names, Some(vec!["mns".into(), "tenant".into()]));
@@ -52,7 +80,14 @@ fn every_field_is_documented() {
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, sub) in props {
                 let p = format!("{path}.{name}");
-                if sub.get("description").and_then(|d| d.as_str()).is_none_or(str::is_empty) && name != "apiVersion" && name != "kind" && name != "metadata" {
+                if sub
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .is_none_or(str::is_empty)
+                    && name != "apiVersion"
+                    && name != "kind"
+                    && name != "metadata"
+                {
                     missing.push(p.clone());
                 }
                 walk(&p, sub, missing);
@@ -72,7 +107,9 @@ fn every_field_is_documented() {
 
 fn docs(file: &str) -> Vec<serde_yaml::Value> {
     let text = std::fs::read_to_string(repo().join("config/samples").join(file)).unwrap();
-    serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
 }
 
 #[test]

@@ -1,1 +1,239 @@
+//! Helpers for end-to-end suites against the real local control plane (`e2e/scripts/`).
+//!
+//! A suite calls [`Cluster::connect`] (which fails, never skips, when no control plane answers), gives
+//! each test its own [`TestNamespace`], and waits on conditions with [`wait_for`] and a timeout.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace as CoreNamespace;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiResource, Discovery, Scope};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, Resource};
+
+/// Errors of the e2e helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No control plane to talk to.
+    #[error("no control plane: {0} (start one with `make up`, or run `make test`)")]
+    NoControlPlane(String),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// A wait ran out of time.
+    #[error("timed out after {1:?} waiting for {0}")]
+    Timeout(String, Duration),
+    /// A manifest could not be read or understood.
+    #[error("manifest: {0}")]
+    Manifest(String),
+    /// kubectl could not be run.
+    #[error("kubectl: {0}")]
+    Kubectl(String),
+}
+
+/// Result of the e2e helpers.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Field manager of objects the suites apply.
+pub const FIELD_MANAGER: &str = "microplane.dev/e2e";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A connection to the control plane under test.
+#[derive(Clone)]
+pub struct Cluster {
+    /// Client with the admin credentials.
+    pub client: Client,
+    /// Admin kubeconfig file.
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Connects with `$KUBECONFIG` (set by `make test`), checking the API server answers.
+    pub async fn connect() -> Result<Self> {
+        let path = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::NoControlPlane("KUBECONFIG is not set".into()))?;
+        let kc = Kubeconfig::read_from(&path).map_err(|e| Error::NoControlPlane(format!("{}: {e}", path.display())))?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::NoControlPlane(e.to_string()))?;
+        let client = Client::try_from(config)?;
+        client
+            .apiserver_version()
+            .await
+            .map_err(|e| Error::NoControlPlane(format!("API server does not answer: {e}")))?;
+        Ok(Self {
+            client,
+            kubeconfig: path,
+        })
+    }
+
+    /// Runs kubectl (`$KUBECTL`, else from `PATH`) against this cluster; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut child = Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Kubectl(format!("{bin}: {e}")))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .map_err(|e| Error::Kubectl(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| Error::Kubectl(e.to_string()))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Server-side applies every document of a YAML stream, placing namespaced objects in `namespace`
+    /// when given. Returns the applied objects, or the first error.
+    pub async fn apply_yaml(&self, yaml: &str, namespace: Option<&str>) -> Result<Vec<DynamicObject>> {
+        let discovery = Discovery::new(self.client.clone()).run().await?;
+        let mut applied = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value: serde_json::Value =
+                serde::Deserialize::deserialize(doc).map_err(|e| Error::Manifest(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let mut obj: DynamicObject = serde_json::from_value(value).map_err(|e| Error::Manifest(e.to_string()))?;
+            let gvk = obj
+                .types
+                .as_ref()
+                .ok_or_else(|| Error::Manifest("document without apiVersion/kind".into()))
+                .and_then(|t| kube::core::GroupVersionKind::try_from(t).map_err(|e| Error::Manifest(e.to_string())))?;
+            let (ar, caps) = discovery
+                .resolve_gvk(&gvk)
+                .ok_or_else(|| Error::Manifest(format!("unknown kind {gvk:?}")))?;
+            let name = obj
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| Error::Manifest("document without a name".into()))?;
+            let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+                let ns = namespace
+                    .map(str::to_owned)
+                    .or_else(|| obj.metadata.namespace.clone())
+                    .unwrap_or_else(|| "default".into());
+                obj.metadata.namespace = Some(ns.clone());
+                Api::namespaced_with(self.client.clone(), &ns, &ar)
+            } else {
+                Api::all_with(self.client.clone(), &ar)
+            };
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            applied.push(api.patch(&name, &params, &Patch::Apply(&obj)).await?);
+        }
+        Ok(applied)
+    }
+
+    /// Creates one object from YAML (the first document) in `namespace`, as `kubectl create` would.
+    pub async fn create_yaml(&self, yaml: &str, namespace: &str) -> Result<DynamicObject> {
+        let mut obj: DynamicObject = serde_yaml::from_str(yaml).map_err(|e| Error::Manifest(e.to_string()))?;
+        let types = obj
+            .types
+            .clone()
+            .ok_or_else(|| Error::Manifest("document without apiVersion/kind".into()))?;
+        let gvk = kube::core::GroupVersionKind::try_from(&types).map_err(|e| Error::Manifest(e.to_string()))?;
+        let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            obj.metadata.namespace = Some(namespace.into());
+            Api::namespaced_with(self.client.clone(), namespace, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        };
+        Ok(api.create(&PostParams::default(), &obj).await?)
+    }
+
+    /// The API resource of a Microplane kind.
+    pub fn api_resource<K: Resource<DynamicType = ()>>() -> ApiResource {
+        ApiResource::erase::<K>(&())
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name with the given prefix: `<prefix>-<pid>-<n>`, a DNS label.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A core Namespace of one test, deleted (without waiting) when dropped.
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    cluster: Cluster,
+}
+
+impl TestNamespace {
+    /// Creates `e2e-<prefix>-…` labelled `microplane.dev/e2e=true`.
+    pub async fn new(cluster: &Cluster, prefix: &str) -> Result<Self> {
+        let name = unique_name(&format!("e2e-{prefix}"));
+        let api: Api<CoreNamespace> = Api::all(cluster.client.clone());
+        let ns: CoreNamespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"microplane.dev/e2e": "true"}}
+        }))
+        .map_err(|e| Error::Manifest(e.to_string()))?;
+        api.create(&PostParams::default(), &ns).await?;
+        Ok(Self {
+            name,
+            cluster: cluster.clone(),
+        })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Deleting through the async client from Drop could block the runtime that owns its
+        // connections; kubectl is synchronous and leaves the wait to the namespace controller.
+        let _ = self.cluster.kubectl(
+            &["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"],
+            None,
+        );
+    }
+}
+
+/// Waits until `cond` holds for the named object, at most `timeout`.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, cond: impl Condition<K>, timeout: Duration) -> Result<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => Ok(obj),
+        Ok(Ok(None)) => Err(Error::Timeout(format!("{name} (deleted)"), timeout)),
+        Ok(Err(e)) => Err(Error::Timeout(format!("{name}: {e}"), timeout)),
+        Err(_) => Err(Error::Timeout(name.to_owned(), timeout)),
+    }
+}
+
+/// Installs (server-side applies) the CRDs generated from the types and waits until all are Established.
+pub async fn install_crds(cluster: &Cluster, timeout: Duration) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in microplane_crds::generate::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        wait_for(&api, &name, kube::runtime::conditions::is_crd_established(), timeout).await?;
+    }
+    Ok(())
+}

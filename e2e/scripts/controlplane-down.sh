@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stop exactly the processes controlplane-up.sh started (same MICROPLANE_STATE): each pid is checked
+# against the binary it must be running before it is signalled.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+pids=$MICROPLANE_STATE/pids
+[[ -d $pids ]] || exit 0
+for f in "$pids"/*.pid; do
+  [[ -e $f ]] || continue
+  name=$(basename "$f" .pid); pid=$(cat "$f")
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  if [[ -n $exe && $(basename "$exe") == "$name" ]]; then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null && log "killed $name ($pid) after 5s" || log "stopped $name ($pid)"
+  fi
+  rm -f "$f"
+done

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes on
+# 127.0.0.1 with TLS, RBAC and service-account keys; write an admin kubeconfig; wait for /readyz.
+#   MICROPLANE_STATE=<dir> e2e/scripts/controlplane-up.sh
+# Prints `export KUBECONFIG=...`. Stop with controlplane-down.sh (same MICROPLANE_STATE).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+state=$(mkdir -p "$MICROPLANE_STATE" && cd "$MICROPLANE_STATE" && pwd)
+pki=$state/pki
+for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" "$ETCD_BIN/etcd"; do
+  [[ -x $b ]] || { echo "missing $b: run e2e/scripts/build-controlplane.sh (make controlplane)" >&2; exit 1; }
+done
+if "$(dirname "$0")/controlplane-status.sh" >/dev/null 2>&1; then
+  log "control plane already running in $state"
+  echo "export KUBECONFIG=$state/kubeconfig"; exit 0
+fi
+"$(dirname "$0")/controlplane-down.sh" >/dev/null 2>&1 || true
+rm -rf "$state/etcd" "$state/logs" "$state/pids"
+mkdir -p "$pki" "$state/etcd" "$state/logs" "$state/pids"
+t0=$(date +%s.%N)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); SCHED_PORT=$(free_port)
+
+# --- PKI: a CA, the serving certificate, client certificates, the service-account key pair.
+if [[ ! -f $pki/ca.crt ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=microplane-local-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+  cert() { # name subject [san]
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
+    local ext; ext=$(mktemp)
+    if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$ext"
+    else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
+    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
+    rm -f "$ext" "$pki/$1.csr"
+  }
+  cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  cert admin "/O=system:masters/CN=microplane-admin"
+  cert kube-controller-manager "/CN=system:kube-controller-manager"
+  cert kube-scheduler "/CN=system:kube-scheduler"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
+  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  chmod 600 "$pki"/*.key
+fi
+
+kubeconfig() { # file user
+  cat >"$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: microplane-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $pki/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $pki/$2.crt
+    client-key: $pki/$2.key
+contexts:
+- name: microplane-local
+  context: {cluster: microplane-local, user: $2}
+current-context: microplane-local
+KC
+}
+kubeconfig "$state/kubeconfig" admin
+kubeconfig "$state/kube-controller-manager.kubeconfig" kube-controller-manager
+kubeconfig "$state/kube-scheduler.kubeconfig" kube-scheduler
+
+start() { # name binary args...
+  local name=$1 bin=$2; shift 2
+  setsid "$bin" "$@" >"$state/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/$name.pid"
+}
+
+start etcd "$ETCD_BIN/etcd" --name=local --data-dir="$state/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" --log-level=warn --unsafe-no-fsync
+
+start kube-apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --bind-address=127.0.0.1 --secure-port="$API_PORT" \
+  --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+  --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+  --client-ca-file="$pki/ca.crt" \
+  --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --authorization-mode=Node,RBAC --service-cluster-ip-range=10.96.0.0/16 \
+  --allow-privileged=false --profiling=false --cert-dir="$state/pki/generated" --v=1
+
+start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
+  --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+  --use-service-account-credentials=true \
+  --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+  --profiling=false --v=1
+
+start kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1
+
+cat >"$state/env" <<ENV
+API_PORT=$API_PORT
+ETCD_PORT=$ETCD_PORT
+KCM_PORT=$KCM_PORT
+SCHED_PORT=$SCHED_PORT
+KUBECONFIG=$state/kubeconfig
+K8S_VERSION=$K8S_VERSION
+ENV
+
+# --- Wait for the API server, then for the controller manager and scheduler.
+probe() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1" >/dev/null 2>&1; }
+wait_for() { # what url timeout-seconds
+  local deadline=$((SECONDS + $3))
+  until probe "$2"; do
+    for p in "$state"/pids/*.pid; do
+      kill -0 "$(cat "$p")" 2>/dev/null || { echo "$(basename "$p" .pid) exited; last log lines:" >&2; tail -20 "$state/logs/$(basename "$p" .pid).log" >&2; exit 1; }
+    done
+    ((SECONDS < deadline)) || { echo "timed out waiting for $1 ($2)" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+wait_for kube-apiserver "https://127.0.0.1:$API_PORT/readyz" 120
+ready=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60
+wait_for kube-scheduler "https://127.0.0.1:$SCHED_PORT/healthz" 60
+log "control plane v$K8S_VERSION ready in ${ready}s (apiserver /readyz); state in $state"
+echo "export KUBECONFIG=$state/kubeconfig"
