@@ -20,10 +20,10 @@ up: controlplane ## Bring Microplane up on the local control plane (CRDs install
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
-	  crd/microservices.microplane.dev crd/namespaces.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
+	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
 	@echo "Microplane API is up on Kubernetes v$(K8S_VERSION). Point kubectl at it:"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
-	@echo "  kubectl get crds -l '!nothing' | grep microplane.dev; kubectl explain microservice.spec"
+	@echo "  kubectl get crds | grep microplane.dev; kubectl explain microservice.spec"
 	@echo "Stop it with: make down"
 
 down: ## Stop exactly what `make up` started

@@ -7,13 +7,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A tenant: the core Namespace of the same name, its owners, quota, isolation and auth settings.
+/// Served as `tenants.microplane.dev`: a cluster-scoped custom resource with the plural `namespaces`
+/// cannot be addressed by name on any API server (kubernetes/kubernetes#97397), see docs/api.md.
 /// Its name is also the tenant name at the gateway.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "microplane.dev",
     version = "v1alpha1",
     kind = "Namespace",
-    plural = "namespaces",
+    plural = "tenants",
+    singular = "tenant",
     shortname = "mns",
     shortname = "tenant",
     category = "microplane",

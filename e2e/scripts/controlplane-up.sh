@@ -23,27 +23,32 @@ t0=$(date +%s.%N)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); SCHED_PORT=$(free_port)
 
-# --- PKI: a CA, the serving certificate, client certificates, the service-account key pair.
+# --- PKI: a CA, serving certificates, client certificates, the service-account key pair. Kept across
+# restarts of the same state directory; each piece is made when missing.
 if [[ ! -f $pki/ca.crt ]]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=microplane-local-ca" \
     -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-  cert() { # name subject [san]
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
-    local ext; ext=$(mktemp)
-    if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$ext"
-    else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
-    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
-      -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
-    rm -f "$ext" "$pki/$1.csr"
-  }
-  cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-  cert admin "/O=system:masters/CN=microplane-admin"
-  cert kube-controller-manager "/CN=system:kube-controller-manager"
-  cert kube-scheduler "/CN=system:kube-scheduler"
+fi
+cert() { # name subject [serving-SANs]
+  [[ -f $pki/$1.crt ]] && return
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
+  local ext; ext=$(mktemp)
+  if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$ext"
+  else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
+  rm -f "$ext" "$pki/$1.csr"
+}
+cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert localhost-serving "/CN=localhost" "IP:127.0.0.1,DNS:localhost"
+cert admin "/O=system:masters/CN=microplane-admin"
+cert kube-controller-manager "/CN=system:kube-controller-manager"
+cert kube-scheduler "/CN=system:kube-scheduler"
+if [[ ! -f $pki/sa.key ]]; then
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
   openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
-  chmod 600 "$pki"/*.key
 fi
+chmod 600 "$pki"/*.key
 
 kubeconfig() { # file user
   cat >"$1" <<KC
@@ -91,22 +96,6 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --authorization-mode=Node,RBAC --service-cluster-ip-range=10.96.0.0/16 \
   --allow-privileged=false --profiling=false --cert-dir="$state/pki/generated" --v=1
 
-start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
-  --kubeconfig="$state/kube-controller-manager.kubeconfig" \
-  --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-  --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
-  --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --leader-elect=false \
-  --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
-  --use-service-account-credentials=true \
-  --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-  --profiling=false --v=1
-
-start kube-scheduler "$K8S_BIN/kube-scheduler" \
-  --kubeconfig="$state/kube-scheduler.kubeconfig" \
-  --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
-  --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
-  --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --leader-elect=false --profiling=false --v=1
-
 cat >"$state/env" <<ENV
 API_PORT=$API_PORT
 ETCD_PORT=$ETCD_PORT
@@ -130,6 +119,26 @@ wait_for() { # what url timeout-seconds
 }
 wait_for kube-apiserver "https://127.0.0.1:$API_PORT/readyz" 120
 ready=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+# The controller manager and scheduler start once RBAC is bootstrapped (part of /readyz), or they
+# fail reading the extension-apiserver-authentication ConfigMap.
+start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$state/kube-controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
+  --tls-cert-file="$pki/localhost-serving.crt" --tls-private-key-file="$pki/localhost-serving.key" --leader-elect=false \
+  --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+  --use-service-account-credentials=true \
+  --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+  --profiling=false --v=1
+
+start kube-scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
+  --tls-cert-file="$pki/localhost-serving.crt" --tls-private-key-file="$pki/localhost-serving.key" --leader-elect=false --profiling=false --v=1
+
 wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60
 wait_for kube-scheduler "https://127.0.0.1:$SCHED_PORT/healthz" 60
 log "control plane v$K8S_VERSION ready in ${ready}s (apiserver /readyz); state in $state"

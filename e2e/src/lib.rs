@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace as CoreNamespace;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::{ApiResource, Discovery, Scope};
+use kube::discovery::{ApiResource, Scope};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 
@@ -104,7 +104,6 @@ impl Cluster {
     /// Server-side applies every document of a YAML stream, placing namespaced objects in `namespace`
     /// when given. Returns the applied objects, or the first error.
     pub async fn apply_yaml(&self, yaml: &str, namespace: Option<&str>) -> Result<Vec<DynamicObject>> {
-        let discovery = Discovery::new(self.client.clone()).run().await?;
         let mut applied = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(yaml) {
             let value: serde_json::Value =
@@ -118,9 +117,7 @@ impl Cluster {
                 .as_ref()
                 .ok_or_else(|| Error::Manifest("document without apiVersion/kind".into()))
                 .and_then(|t| kube::core::GroupVersionKind::try_from(t).map_err(|e| Error::Manifest(e.to_string())))?;
-            let (ar, caps) = discovery
-                .resolve_gvk(&gvk)
-                .ok_or_else(|| Error::Manifest(format!("unknown kind {gvk:?}")))?;
+            let (ar, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await?;
             let name = obj
                 .metadata
                 .name

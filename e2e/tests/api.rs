@@ -9,29 +9,29 @@ use kube::api::{Api, DynamicObject};
 use microplane_e2e::{Cluster, TestNamespace, install_crds, repo_root, unique_name};
 use tokio::sync::OnceCell;
 
-static CLUSTER: OnceCell<Cluster> = OnceCell::const_new();
+static CRDS: OnceCell<()> = OnceCell::const_new();
 
-/// The cluster, with the CRDs installed once per run.
-async fn cluster() -> &'static Cluster {
-    CLUSTER
-        .get_or_init(|| async {
-            let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
-            install_crds(&c, Duration::from_secs(30))
-                .await
-                .expect("CRDs become Established");
-            c
-        })
-        .await
+/// A connection for this test (each test has its own runtime, so clients are not shared), with the
+/// CRDs installed once per run.
+async fn cluster() -> Cluster {
+    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
+    CRDS.get_or_init(|| async {
+        install_crds(&c, Duration::from_secs(30))
+            .await
+            .expect("CRDs become Established");
+    })
+    .await;
+    c
 }
 
 #[tokio::test]
 async fn crds_are_established_with_names_and_categories() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let c = cluster().await;
+    let c = &cluster().await;
     let api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     for name in [
         "microservices.microplane.dev",
-        "namespaces.microplane.dev",
+        "tenants.microplane.dev",
         "configs.microplane.dev",
         "authrules.microplane.dev",
     ] {
@@ -59,7 +59,7 @@ async fn crds_are_established_with_names_and_categories() {
 
 #[tokio::test]
 async fn kubectl_explain_prints_field_docs() {
-    let c = cluster().await;
+    let c = &cluster().await;
     // Discovery caches may lag the CRD by a moment; explain reads the published OpenAPI.
     let mut last = String::new();
     for _ in 0..50 {
@@ -322,7 +322,7 @@ spec: {owners: [{kind: ServiceAccount, name: deployer}]}"#,
 
 #[tokio::test]
 async fn invalid_objects_are_rejected_with_their_message() {
-    let c = cluster().await;
+    let c = &cluster().await;
     let ns = TestNamespace::new(c, "reject").await.unwrap();
     let mut failures = Vec::new();
     for (what, manifest, message) in REJECTIONS {
@@ -351,7 +351,7 @@ async fn invalid_objects_are_rejected_with_their_message() {
 
 #[tokio::test]
 async fn kubectl_apply_shows_the_rule_message() {
-    let c = cluster().await;
+    let c = &cluster().await;
     let ns = TestNamespace::new(c, "kubectl").await.unwrap();
     let manifest = "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {name: both}\nspec: {image: \"nginx:1\", source: {git: {url: \"https://example.com/a/b\"}}}\n";
     let (ok, _, err) = c
@@ -367,7 +367,7 @@ async fn kubectl_apply_shows_the_rule_message() {
 /// The rules are not over-eager: every accepted form of each field applies.
 #[tokio::test]
 async fn valid_edge_cases_are_accepted() {
-    let c = cluster().await;
+    let c = &cluster().await;
     let ns = TestNamespace::new(c, "accept").await.unwrap();
     let cases = [
         r#"{source: {git: {url: "git@github.com:acme/helloworld.git", ref: {commit: "0123abc"}}}}"#,
@@ -396,7 +396,7 @@ async fn valid_edge_cases_are_accepted() {
 
 #[tokio::test]
 async fn samples_apply_cleanly() {
-    let c = cluster().await;
+    let c = &cluster().await;
     let ns = TestNamespace::new(c, "samples").await.unwrap();
     let dir = repo_root().join("config/samples");
     let mut applied = 0;
@@ -421,9 +421,10 @@ async fn samples_apply_cleanly() {
         {
             let api: Api<DynamicObject> =
                 Api::all_with(c.client.clone(), &Cluster::api_resource::<microplane_crds::Namespace>());
-            api.delete(obj.metadata.name.as_deref().unwrap(), &Default::default())
-                .await
-                .unwrap();
+            // Addressable by name (a plural of `namespaces` would 404 here), then removed.
+            let name = obj.metadata.name.as_deref().unwrap();
+            assert_eq!(api.get(name).await.unwrap().metadata.name.as_deref(), Some(name));
+            api.delete(name, &Default::default()).await.unwrap();
         }
     }
     assert!(applied >= 6, "only {applied} sample objects applied");

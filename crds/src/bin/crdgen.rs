@@ -2,8 +2,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use microplane_crds::generate::{CRD_DIRS, crd_files};
-
 fn main() -> ExitCode {
     let mut check = false;
     let mut root = PathBuf::from(".");
@@ -13,36 +11,23 @@ fn main() -> ExitCode {
             _ => root = PathBuf::from(arg),
         }
     }
-    let files = match crd_files() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("crdgen: cannot render CRDs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut stale = 0;
-    for dir in CRD_DIRS {
-        let dir = root.join(dir);
-        for (name, yaml) in &files {
-            let path = dir.join(name);
-            let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current == *yaml {
-                continue;
-            }
-            if check {
+    match microplane_crds::generate::sync(&root, !check) {
+        Ok(differing) if check && !differing.is_empty() => {
+            for path in differing {
                 eprintln!("crdgen: {} is out of date", path.display());
-                stale += 1;
-            } else if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, yaml)) {
-                eprintln!("crdgen: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            } else {
-                println!("wrote {}", path.display());
             }
+            eprintln!("crdgen: run `make generate` and commit the result");
+            ExitCode::FAILURE
+        }
+        Ok(differing) => {
+            for path in differing {
+                println!("updated {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("crdgen: {e}");
+            ExitCode::FAILURE
         }
     }
-    if stale > 0 {
-        eprintln!("crdgen: run `make generate` and commit the result");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
 }
