@@ -1,7 +1,10 @@
 # Shared settings of the control-plane scripts. Sourced, not run.
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# versions.env holds the defaults; a version already in the environment (`make test K8S_VERSION=…`) wins.
+_override_k8s=${K8S_VERSION:-}
 # shellcheck source=../versions.env
 . "$E2E_DIR/versions.env"
+K8S_VERSION=${_override_k8s:-$K8S_VERSION}
 # Binaries are built once per version into a cache outside the repository.
 MICROPLANE_CACHE=${MICROPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/microplane}
 K8S_BIN="$MICROPLANE_CACHE/kubernetes-v$K8S_VERSION"
