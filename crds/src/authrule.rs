@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     plural = "authrules",
     shortname = "rule",
     category = "microplane",
+    derive = "PartialEq",
     namespaced,
     status = "AuthRuleStatus",
     doc = "An access rule of the tenant (Micro's rule model): who (scope) may call what (resource), evaluated by priority, highest first.",

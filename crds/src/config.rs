@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     plural = "configs",
     shortname = "mcfg",
     category = "microplane",
+    derive = "PartialEq",
     namespaced,
     status = "ConfigStatus",
     doc = "Dynamic configuration for services: a JSON document plus values from Secrets, delivered to the pods of the MicroServices that list it.",

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
     plural = "microservices",
     shortname = "ms",
     category = "microplane",
+    derive = "PartialEq",
     namespaced,
     status = "MicroServiceStatus",
     doc = "A deployable service: a prebuilt image or a git source built by the platform, run as a Deployment and Service and routed by the gateway at /<name>/....",

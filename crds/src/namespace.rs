@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     shortname = "mns",
     shortname = "tenant",
     category = "microplane",
+    derive = "PartialEq",
     status = "NamespaceStatus",
     doc = "A tenant: the core Namespace of the same name with its owners, quota, network isolation and auth settings. Its name is the tenant name at the gateway.",
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Ready condition"}"#,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes on
 # 127.0.0.1 with TLS, RBAC and service-account keys; write an admin kubeconfig; wait for /readyz.
+# Then start kwok, which simulates the kubelets of fake nodes (e2e/kwok/, e2e/scripts/kwok-nodes.sh).
 #   MICROPLANE_STATE=<dir> e2e/scripts/controlplane-up.sh
 # Prints `export KUBECONFIG=...`. Stop with controlplane-down.sh (same MICROPLANE_STATE).
 set -euo pipefail
@@ -8,27 +9,11 @@ set -euo pipefail
 
 state=$(mkdir -p "$MICROPLANE_STATE" && cd "$MICROPLANE_STATE" && pwd)
 pki=$state/pki
-for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" "$ETCD_BIN/etcd"; do
+for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" "$K8S_BIN/kubectl" "$ETCD_BIN/etcd" "$KWOK_BIN/kwok"; do
   [[ -x $b ]] || { echo "missing $b: run e2e/scripts/build-controlplane.sh (make controlplane)" >&2; exit 1; }
 done
-if "$(dirname "$0")/controlplane-status.sh" >/dev/null 2>&1; then
-  log "control plane already running in $state"
-  echo "export KUBECONFIG=$state/kubeconfig"; exit 0
-fi
-"$(dirname "$0")/controlplane-down.sh" >/dev/null 2>&1 || true
-rm -rf "$state/etcd" "$state/logs" "$state/pids"
-mkdir -p "$pki" "$state/etcd" "$state/logs" "$state/pids"
-t0=$(date +%s.%N)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); SCHED_PORT=$(free_port)
-
-# --- PKI: a CA, serving certificates, client certificates, the service-account key pair. Kept across
-# restarts of the same state directory; each piece is made when missing.
-if [[ ! -f $pki/ca.crt ]]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=microplane-local-ca" \
-    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
-fi
 cert() { # name subject [serving-SANs]
   [[ -f $pki/$1.crt ]] && return
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
@@ -39,16 +24,6 @@ cert() { # name subject [serving-SANs]
     -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
   rm -f "$ext" "$pki/$1.csr"
 }
-cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-cert localhost-serving "/CN=localhost" "IP:127.0.0.1,DNS:localhost"
-cert admin "/O=system:masters/CN=microplane-admin"
-cert kube-controller-manager "/CN=system:kube-controller-manager"
-cert kube-scheduler "/CN=system:kube-scheduler"
-if [[ ! -f $pki/sa.key ]]; then
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
-  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
-fi
-chmod 600 "$pki"/*.key
 
 kubeconfig() { # file user
   cat >"$1" <<KC
@@ -70,15 +45,92 @@ contexts:
 current-context: microplane-local
 KC
 }
-kubeconfig "$state/kubeconfig" admin
-kubeconfig "$state/kube-controller-manager.kubeconfig" kube-controller-manager
-kubeconfig "$state/kube-scheduler.kubeconfig" kube-scheduler
 
 start() { # name binary args...
   local name=$1 bin=$2; shift 2
   setsid "$bin" "$@" >"$state/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$state/pids/$name.pid"
 }
+
+probe() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1" >/dev/null 2>&1; }
+wait_for() { # what url timeout-seconds
+  local deadline=$((SECONDS + $3))
+  until probe "$2"; do
+    for p in "$state"/pids/*.pid; do
+      kill -0 "$(cat "$p")" 2>/dev/null || { echo "$(basename "$p" .pid) exited; last log lines:" >&2; tail -20 "$state/logs/$(basename "$p" .pid).log" >&2; exit 1; }
+    done
+    ((SECONDS < deadline)) || { echo "timed out waiting for $1 ($2)" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+
+running() { # name: its pid file names a live process of that binary
+  local pid exe
+  pid=$(cat "$state/pids/$1.pid" 2>/dev/null) || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [[ $(basename "$exe") == "$1" ]]
+}
+
+# kwok plays the kubelet of every Node annotated kwok.x-k8s.io/node=fake (e2e/scripts/kwok-nodes.sh
+# makes them): it marks them Ready, renews their Leases, and moves the pods bound to them through the
+# stages in e2e/kwok/stages/ (node fast + lease heartbeat + pod fast: Running and Ready at once, with a
+# pod IP; deleted pods are removed). It runs as its own identity, CN=microplane-kwok, with the RBAC of
+# e2e/kwok/rbac.yaml. Its server (/healthz, /readyz, /metrics) listens on 127.0.0.1 only.
+start_kwok() {
+  cert kwok "/CN=microplane-kwok"; chmod 600 "$pki/kwok.key"
+  kubeconfig "$state/kwok.kubeconfig" kwok
+  "$K8S_BIN/kubectl" --kubeconfig "$state/kubeconfig" apply --server-side --force-conflicts \
+    --field-manager=microplane.dev/controlplane -f "$E2E_DIR/kwok/rbac.yaml" >/dev/null
+  local configs=(--config="$E2E_DIR/kwok/kwok.yaml") f
+  for f in "$E2E_DIR"/kwok/stages/*.yaml; do configs+=(--config="$f"); done
+  KWOK_PORT=$(free_port)
+  sed -i '/^KWOK_PORT=/d' "$state/env"; echo "KWOK_PORT=$KWOK_PORT" >>"$state/env"
+  # kwok would read ~/.kwok/kwok.yaml too when present; its work directory is kept in the state instead.
+  mkdir -p "$state/kwok"; export KWOK_WORKDIR=$state/kwok
+  start kwok "$KWOK_BIN/kwok" --kubeconfig="$state/kwok.kubeconfig" "${configs[@]}" \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --server-address="127.0.0.1:$KWOK_PORT" \
+    --tls-cert-file="$pki/localhost-serving.crt" --tls-private-key-file="$pki/localhost-serving.key"
+  wait_for kwok "https://127.0.0.1:$KWOK_PORT/healthz" 60
+}
+
+if "$(dirname "$0")/controlplane-status.sh" >/dev/null 2>&1; then
+  # A control plane started before kwok was part of it gets kwok added; the rest is left as it is.
+  if ! running kwok; then
+    . "$state/env"
+    log "control plane already running in $state; starting kwok"
+    start_kwok
+  fi
+  log "control plane already running in $state"
+  echo "export KUBECONFIG=$state/kubeconfig"; exit 0
+fi
+"$(dirname "$0")/controlplane-down.sh" >/dev/null 2>&1 || true
+rm -rf "$state/etcd" "$state/logs" "$state/pids"
+mkdir -p "$pki" "$state/etcd" "$state/logs" "$state/pids"
+t0=$(date +%s.%N)
+
+ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); SCHED_PORT=$(free_port)
+
+# --- PKI: a CA, serving certificates, client certificates, the service-account key pair. Kept across
+# restarts of the same state directory; each piece is made when missing.
+if [[ ! -f $pki/ca.crt ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/CN=microplane-local-ca" \
+    -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+fi
+cert apiserver "/CN=kube-apiserver" "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert localhost-serving "/CN=localhost" "IP:127.0.0.1,DNS:localhost"
+cert admin "/O=system:masters/CN=microplane-admin"
+cert kube-controller-manager "/CN=system:kube-controller-manager"
+cert kube-scheduler "/CN=system:kube-scheduler"
+if [[ ! -f $pki/sa.key ]]; then
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
+  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+fi
+chmod 600 "$pki"/*.key
+
+kubeconfig "$state/kubeconfig" admin
+kubeconfig "$state/kube-controller-manager.kubeconfig" kube-controller-manager
+kubeconfig "$state/kube-scheduler.kubeconfig" kube-scheduler
 
 start etcd "$ETCD_BIN/etcd" --name=local --data-dir="$state/etcd" \
   --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
@@ -105,18 +157,7 @@ KUBECONFIG=$state/kubeconfig
 K8S_VERSION=$K8S_VERSION
 ENV
 
-# --- Wait for the API server, then for the controller manager and scheduler.
-probe() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1" >/dev/null 2>&1; }
-wait_for() { # what url timeout-seconds
-  local deadline=$((SECONDS + $3))
-  until probe "$2"; do
-    for p in "$state"/pids/*.pid; do
-      kill -0 "$(cat "$p")" 2>/dev/null || { echo "$(basename "$p" .pid) exited; last log lines:" >&2; tail -20 "$state/logs/$(basename "$p" .pid).log" >&2; exit 1; }
-    done
-    ((SECONDS < deadline)) || { echo "timed out waiting for $1 ($2)" >&2; exit 1; }
-    sleep 0.2
-  done
-}
+# --- Wait for the API server, then for the controller manager and scheduler, then start kwok.
 wait_for kube-apiserver "https://127.0.0.1:$API_PORT/readyz" 120
 ready=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
 # The controller manager and scheduler start once RBAC is bootstrapped (part of /readyz), or they
@@ -141,5 +182,6 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
 
 wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60
 wait_for kube-scheduler "https://127.0.0.1:$SCHED_PORT/healthz" 60
+start_kwok
 log "control plane v$K8S_VERSION ready in ${ready}s (apiserver /readyz); state in $state"
 echo "export KUBECONFIG=$state/kubeconfig"

@@ -234,3 +234,45 @@ pub async fn install_crds(cluster: &Cluster, timeout: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// Names of the fake Nodes kwok manages: `kwok-node-0`, `kwok-node-1`, …
+pub const KWOK_NODE_PREFIX: &str = "kwok-node-";
+
+/// The annotation (key, value) by which kwok (started by `controlplane-up.sh`) picks its Nodes.
+pub const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
+
+/// How long [`ensure_kwok_nodes`] waits for each Node to become Ready.
+pub const KWOK_NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The manifest of one kwok Node, shared with `e2e/scripts/kwok-nodes.sh`.
+const KWOK_NODE_YAML: &str = include_str!("../kwok/node.yaml");
+
+/// Server-side applies (idempotently) `n` fake Nodes `kwok-node-0..n-1` from `e2e/kwok/node.yaml`,
+/// the same ones `e2e/scripts/kwok-nodes.sh` makes: annotated for kwok, labelled `type=kwok`,
+/// 32 cpu, 256Gi and 250 pods allocatable, no taints. Waits until each is Ready, at most
+/// [`KWOK_NODE_READY_TIMEOUT`] per Node; a Node that stays NotReady means kwok is not running.
+pub async fn ensure_kwok_nodes(cluster: &Cluster, n: usize) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let names: Vec<String> = (0..n).map(|i| format!("{KWOK_NODE_PREFIX}{i}")).collect();
+    for name in &names {
+        let node: Node = serde_yaml::from_str(&KWOK_NODE_YAML.replace("NODE_NAME", name))
+            .map_err(|e| Error::Manifest(format!("e2e/kwok/node.yaml: {e}")))?;
+        // A create keeps the status (allocatable, capacity), as when a kubelet registers; for a Node
+        // that already exists it is applied through the status subresource.
+        api.patch(name, &params, &Patch::Apply(&node)).await?;
+        api.patch_status(name, &params, &Patch::Apply(&node)).await?;
+    }
+    for name in &names {
+        wait_for(&api, name, is_node_ready, KWOK_NODE_READY_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// Whether the Node's Ready condition is True.
+fn is_node_ready(node: Option<&k8s_openapi::api::core::v1::Node>) -> bool {
+    node.and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

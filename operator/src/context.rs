@@ -1,0 +1,271 @@
+//! What every reconcile shares: the client, settings, caches of watched objects, metrics, the
+//! event recorder and the leader flag.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use microplane_crds::{Config, Namespace};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+
+/// (kind, namespace, name) of an applied object.
+type AppliedKey = (&'static str, String, String);
+
+/// Field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "microplane.dev/operator";
+
+/// Settings from flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace of the gateway, whose pods tenant NetworkPolicies admit.
+    pub gateway_namespace: String,
+    /// Accept `file://` git URLs (tests only).
+    pub allow_file_git_urls: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            gateway_namespace: "microplane-system".into(),
+            allow_file_git_urls: false,
+        }
+    }
+}
+
+/// Caches of watched objects, read by reconciles instead of the API server.
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments owned by MicroServices.
+    pub deployments: Store<Deployment>,
+    /// Services owned by MicroServices.
+    pub services: Store<Service>,
+    /// PodDisruptionBudgets owned by MicroServices.
+    pub pdbs: Store<PodDisruptionBudget>,
+    /// HorizontalPodAutoscalers owned by MicroServices.
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    /// Pods of MicroServices (label `microplane.dev/service`).
+    pub pods: Store<Pod>,
+    /// Tenants.
+    pub tenants: Store<Namespace>,
+    /// Configs.
+    pub configs: Store<Config>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// Client of the API server.
+    pub client: Client,
+    /// Settings from flags.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Caches.
+    pub stores: Stores,
+    recorder: Recorder,
+    leader: watch::Receiver<bool>,
+    /// What this process last applied: (kind, namespace, name) → (hash of the desired object, the
+    /// generation or resourceVersion the API server answered). An unchanged desired object over an
+    /// unchanged child is not sent again, so an idle resync writes nothing.
+    applied: Mutex<HashMap<AppliedKey, (u64, String)>>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context; `leader` tells whether this replica may write.
+    pub fn new(client: Client, settings: Settings, stores: Stores, leader: watch::Receiver<bool>) -> Self {
+        let reporter = Reporter {
+            controller: "microplane-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics: Metrics::default(),
+            stores,
+            leader,
+            applied: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The delay before retrying an object that failed: 1s doubling to 5 minutes.
+    pub fn backoff(&self, key: &str) -> std::time::Duration {
+        let n = self.failures.lock().map_or(0, |mut m| {
+            let n = m.entry(key.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        });
+        std::time::Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(std::time::Duration::from_secs(300))
+    }
+
+    /// Forgets the failures of an object that reconciled.
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Whether this replica holds the lease (standbys watch but never write).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Server-side applies `desired` unless this process already applied the same object and the
+    /// child has not changed since (`current` from a cache). Returns the object as the API server
+    /// has it, or `current` when nothing was sent.
+    pub async fn apply<K>(&self, controller: &'static str, current: Option<&K>, desired: &K) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::Scope: ApiScope,
+    {
+        let kind = K::kind(&());
+        let kind: &'static str = match kind.as_ref() {
+            "Deployment" => "Deployment",
+            "Service" => "Service",
+            "PodDisruptionBudget" => "PodDisruptionBudget",
+            "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+            "Namespace" => "Namespace",
+            "ResourceQuota" => "ResourceQuota",
+            "LimitRange" => "LimitRange",
+            "NetworkPolicy" => "NetworkPolicy",
+            "RoleBinding" => "RoleBinding",
+            "ConfigMap" => "ConfigMap",
+            "Secret" => "Secret",
+            "AuthRule" => "AuthRule",
+            _ => "other",
+        };
+        let name = desired
+            .meta()
+            .name
+            .clone()
+            .ok_or(Error::Malformed("desired object without a name"))?;
+        let namespace = desired.meta().namespace.clone().unwrap_or_default();
+        let hash = hash_of(desired)?;
+        let key = (kind, namespace.clone(), name.clone());
+        if let Some(current) = current {
+            let seen = version_of(current.meta());
+            let cached = self.applied.lock().ok().and_then(|m| m.get(&key).cloned());
+            if cached.is_some_and(|(h, v)| h == hash && v == seen) {
+                return Ok(current.clone());
+            }
+        }
+        let api: Api<K> = K::Scope::api(self.client.clone(), &namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let applied = api.patch(&name, &params, &Patch::Apply(desired)).await?;
+        self.metrics.wrote(controller, kind);
+        if let Ok(mut m) = self.applied.lock() {
+            m.insert(key, (hash, version_of(applied.meta())));
+        }
+        Ok(applied)
+    }
+
+    /// Deletes an object if it exists (orphan cleanup); a missing object is fine.
+    pub async fn delete_if_exists<K>(&self, controller: &'static str, namespace: &str, name: &str) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K::Scope: ApiScope,
+    {
+        let api: Api<K> = K::Scope::api(self.client.clone(), namespace);
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {
+                self.metrics.wrote(controller, "delete");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Publishes an event about `obj`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot publish event");
+        }
+    }
+}
+
+/// Namespaced or cluster-scoped `Api` construction from the resource scope.
+pub trait ApiScope {
+    /// The `Api` of `K` in `namespace` (ignored for cluster-scoped kinds).
+    fn api<K: Resource<Scope = Self, DynamicType = ()>>(client: Client, namespace: &str) -> Api<K>
+    where
+        Self: Sized;
+}
+
+impl ApiScope for k8s_openapi::NamespaceResourceScope {
+    fn api<K: Resource<Scope = Self, DynamicType = ()>>(client: Client, namespace: &str) -> Api<K> {
+        Api::namespaced(client, namespace)
+    }
+}
+
+impl ApiScope for k8s_openapi::ClusterResourceScope {
+    fn api<K: Resource<Scope = Self, DynamicType = ()>>(client: Client, _: &str) -> Api<K> {
+        Api::all(client)
+    }
+}
+
+fn version_of(meta: &kube::api::ObjectMeta) -> String {
+    // Generation moves only with the spec, so status churn (a Deployment's pod counts) does not
+    // force a re-apply; kinds without a generation fall back to the resourceVersion.
+    match meta.generation {
+        Some(g) => format!("g{g}"),
+        None => meta.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+fn hash_of<K: Serialize>(obj: &K) -> Result<u64> {
+    let json = serde_json::to_vec(obj)?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    Ok(h.finish())
+}
+
+/// The name of an object, or a malformed-object error.
+pub fn name_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta().name.clone().ok_or(Error::Malformed("object without a name"))
+}
+
+/// The namespace of a namespaced object, or a malformed-object error.
+pub fn namespace_of<K: ResourceExt>(obj: &K) -> Result<String> {
+    obj.namespace()
+        .ok_or(Error::Malformed("namespaced object without a namespace"))
+}
+
+/// The key of an object in backoff bookkeeping and logs: `Kind/namespace/name`.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}

@@ -1,0 +1,71 @@
+//! The AuthRule controller: the schema has validated the rule at apply time; this publishes that it
+//! is accepted (`Accepted`, `Ready`) for the current generation. The gateway issue adds enforcement.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use microplane_crds::{AuthRule, AuthRuleStatus};
+
+use crate::Result;
+use crate::conditions::{self, Cond};
+use crate::context::{Context, FIELD_MANAGER, name_of, namespace_of};
+
+/// Name of this controller in metrics.
+pub const CONTROLLER: &str = "authrule";
+
+/// Reconciles one AuthRule.
+pub async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let result = reconcile_inner(&rule, &ctx).await;
+    ctx.metrics
+        .reconciled(CONTROLLER, started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.succeeded(&crate::context::object_key(rule.as_ref()));
+    }
+    result
+}
+
+async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {
+    let name = name_of(rule)?;
+    let namespace = namespace_of(rule)?;
+    let in_tenant = ctx.stores.tenants.get(&ObjectRef::new(&namespace)).is_some();
+    let wanted = if in_tenant {
+        vec![
+            Cond::ok("Accepted", "Valid", "the rule is valid"),
+            Cond::ok("Ready", "Accepted", "the rule is accepted"),
+        ]
+    } else {
+        let m = format!("namespace {namespace} is not a tenant, so no request is evaluated against this rule");
+        vec![
+            Cond::ok("Accepted", "Valid", "the rule is valid"),
+            Cond::fail("Ready", "TenantNotFound", m),
+        ]
+    };
+    let previous = rule.status.as_ref();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let next = AuthRuleStatus {
+        observed_generation: rule.meta().generation,
+        conditions: conditions::merge(
+            previous.map_or(&[][..], |p| &p.conditions),
+            &wanted,
+            rule.meta().generation,
+            &now,
+        ),
+    };
+    if previous != Some(&next) {
+        let api: Api<AuthRule> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "AuthRule", "status": next});
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+        ctx.metrics.wrote(CONTROLLER, "status");
+    }
+    Ok(Action::await_change())
+}

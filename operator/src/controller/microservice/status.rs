@@ -1,0 +1,213 @@
+//! The status of a MicroService, computed from what was observed: a pure function.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use microplane_crds::{MicroServiceStatus, Phase};
+
+use crate::conditions::Cond;
+
+/// Why a MicroService cannot be deployed at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocked {
+    /// Its namespace has no tenant (Namespace object).
+    TenantNotFound(String),
+    /// Configs it lists do not exist.
+    ConfigNotFound(Vec<String>),
+    /// A listed Config exists but is not delivered yet (or failed).
+    ConfigNotReady(String),
+    /// Building from git sources is not available in this operator.
+    SourceNotSupported,
+}
+
+/// A pod-level problem that explains why the Deployment is not available.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    /// The container waiting reason, e.g. `ImagePullBackOff`.
+    pub reason: &'static str,
+    /// What the kubelet said, with the pod name.
+    pub message: String,
+}
+
+/// Waiting reasons that need a user's action; anything else (ContainerCreating, …) is progress.
+const PROBLEM_REASONS: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// The first actionable container problem among the pods.
+pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodProblem> {
+    let mut problems: Vec<(String, PodProblem)> = pods
+        .into_iter()
+        .flat_map(|pod| {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .filter_map(|cs| {
+                    cs.state
+                        .as_ref()?
+                        .waiting
+                        .as_ref()
+                        .map(|w| (cs.name.clone(), w.clone()))
+                })
+                .filter_map(move |(container, w)| {
+                    let reason = PROBLEM_REASONS.iter().find(|r| Some(**r) == w.reason.as_deref())?;
+                    let detail = w.message.unwrap_or_default();
+                    Some((
+                        pod_name.clone(),
+                        PodProblem {
+                            reason,
+                            message: format!("pod {pod_name} container {container}: {reason} {detail}")
+                                .trim()
+                                .to_string(),
+                        },
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Deterministic across reconciles, so the status does not flap between pods.
+    problems.sort_by(|a, b| a.0.cmp(&b.0));
+    problems.into_iter().next().map(|(_, p)| p)
+}
+
+/// Rollout state of a Deployment for the generation the operator last applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    /// Replicas wanted.
+    pub desired: i32,
+    /// Pods existing (old and new).
+    pub replicas: i32,
+    /// Ready pods.
+    pub ready: i32,
+    /// Pods of the current template.
+    pub updated: i32,
+    /// Available pods.
+    pub available: i32,
+    /// The Deployment controller has seen the current spec.
+    pub observed: bool,
+    /// `Progressing` says the deadline passed.
+    pub deadline_exceeded: bool,
+}
+
+impl Rollout {
+    /// Reads a Deployment.
+    pub fn of(d: &Deployment) -> Self {
+        let st = d.status.clone().unwrap_or_default();
+        let desired = d.spec.replicas.unwrap_or(1);
+        Self {
+            desired,
+            replicas: st.replicas.unwrap_or(0),
+            ready: st.ready_replicas.unwrap_or(0),
+            updated: st.updated_replicas.unwrap_or(0),
+            available: st.available_replicas.unwrap_or(0),
+            observed: st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0),
+            deadline_exceeded: st.conditions.iter().flatten().any(|c| {
+                c.type_.as_deref() == Some("Progressing")
+                    && c.status.as_deref() == Some("False")
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            }),
+        }
+    }
+
+    /// Fully rolled out: every wanted pod is of the current template and available, no old ones left.
+    pub fn complete(&self) -> bool {
+        self.observed && self.updated >= self.desired && self.available >= self.desired && self.replicas == self.desired
+    }
+}
+
+/// Computes the status. `previous` supplies the fields this function does not own.
+pub fn compute(
+    previous: Option<&MicroServiceStatus>,
+    generation: Option<i64>,
+    image: Option<&str>,
+    blocked: Option<&Blocked>,
+    rollout: Option<&Rollout>,
+    problem: Option<&PodProblem>,
+) -> (MicroServiceStatus, Vec<Cond>) {
+    let mut status = MicroServiceStatus {
+        observed_generation: generation,
+        commit: previous.and_then(|p| p.commit.clone()),
+        endpoints: previous.map(|p| p.endpoints.clone()).unwrap_or_default(),
+        url: previous.and_then(|p| p.url.clone()),
+        ..MicroServiceStatus::default()
+    };
+    let (phase, available, ready) = match (blocked, rollout) {
+        (Some(b), _) => {
+            let (reason, message) = match b {
+                Blocked::TenantNotFound(ns) => (
+                    "TenantNotFound",
+                    format!("namespace {ns} is not a tenant: create a Namespace (microplane.dev) named {ns}"),
+                ),
+                Blocked::ConfigNotFound(names) => (
+                    "ConfigNotFound",
+                    format!("Config {} not found in this namespace", names.join(", ")),
+                ),
+                Blocked::ConfigNotReady(name) => ("ConfigNotReady", format!("Config {name} is not delivered yet")),
+                Blocked::SourceNotSupported => (
+                    "SourceNotSupported",
+                    "building from spec.source is not available in this operator version; use spec.image".to_string(),
+                ),
+            };
+            let phase = if matches!(b, Blocked::ConfigNotReady(_)) {
+                Phase::Pending
+            } else {
+                Phase::Failed
+            };
+            (
+                phase,
+                Cond::fail("Available", reason, message.clone()),
+                Cond::fail("Ready", reason, message),
+            )
+        }
+        (None, None) => {
+            let m = "waiting for the Deployment".to_string();
+            (
+                Phase::Pending,
+                Cond::fail("Available", "Pending", m.clone()),
+                Cond::fail("Ready", "Pending", m),
+            )
+        }
+        (None, Some(r)) => {
+            status.replicas = Some(r.replicas);
+            status.ready_replicas = Some(r.ready);
+            status.image = image.map(str::to_owned);
+            let counts = format!("{}/{} pods available, {} updated", r.available, r.desired, r.updated);
+            if r.complete() {
+                let reason = if r.desired == 0 { "ScaledToZero" } else { "Running" };
+                let m = format!("{counts}; rolled out");
+                (
+                    Phase::Running,
+                    Cond::ok("Available", reason, m.clone()),
+                    Cond::ok("Ready", reason, m),
+                )
+            } else if let Some(p) = problem {
+                (
+                    Phase::Failed,
+                    Cond::fail("Available", p.reason, p.message.clone()),
+                    Cond::fail("Ready", p.reason, p.message.clone()),
+                )
+            } else if r.deadline_exceeded {
+                let m = format!("{counts}; the rollout exceeded its progress deadline");
+                (
+                    Phase::Failed,
+                    Cond::fail("Available", "ProgressDeadlineExceeded", m.clone()),
+                    Cond::fail("Ready", "ProgressDeadlineExceeded", m),
+                )
+            } else {
+                let m = format!("{counts}; rolling out");
+                (
+                    Phase::Deploying,
+                    Cond::fail("Available", "Deploying", m.clone()),
+                    Cond::fail("Ready", "Deploying", m),
+                )
+            }
+        }
+    };
+    status.phase = Some(phase);
+    (status, vec![ready, available])
+}

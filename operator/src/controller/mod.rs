@@ -1,0 +1,290 @@
+//! The controllers and how they are wired: one kube-runtime `Controller` per kind, reading shared
+//! caches, all gated by the leader flag.
+
+pub mod authrule;
+pub mod config;
+pub mod microservice;
+pub mod tenant;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, reflector as reflect, watcher};
+use kube::{Client, Resource, ResourceExt};
+use microplane_crds::{AuthRule, Config, MicroService, Namespace};
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::context::{Context, Settings, Stores};
+
+/// Reconciles running at once per controller.
+pub const CONCURRENCY: u16 = 16;
+
+/// Caches and their watch streams, built before the controllers so reconciles can read them.
+pub struct Caches {
+    /// The stores, for the Context.
+    pub stores: Stores,
+    /// Readers to wait on for readiness.
+    ms_store: Store<MicroService>,
+    rule_store: Store<AuthRule>,
+}
+
+/// A stream that yields once each time the leader flag turns true (at start too, when it is), so a
+/// new leader reconciles everything.
+fn on_leadership(leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold((leader, false), |(mut rx, mut was)| async move {
+        loop {
+            let now = *rx.borrow_and_update();
+            if now && !was {
+                return Some(((), (rx, true)));
+            }
+            was = now;
+            rx.changed().await.ok()?;
+        }
+    })
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    );
+    let delay = ctx.backoff(&key);
+    tracing::warn!(object = %key, category = error.category(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn pod_signal(pod: &Pod) -> Option<u64> {
+    // Pods matter to a MicroService only through container waiting reasons (image pulls, crash loops);
+    // readiness reaches it through the Deployment.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+        cs.state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_ref())
+            .hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// Runs every controller until `shutdown` resolves. `on_ready` is called once all caches are synced.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    leader: watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_ready: impl FnOnce(Arc<Context>) + Send + 'static,
+) {
+    let wc = watcher::Config::default().any_semantic();
+    let owned = watcher::Config::default()
+        .labels(microservice::build::SERVICE_LABEL)
+        .any_semantic();
+
+    let (ms_store, ms_writer) = reflector::store();
+    let (dep_store, dep_writer) = reflector::store();
+    let (svc_store, svc_writer) = reflector::store();
+    let (pdb_store, pdb_writer) = reflector::store();
+    let (hpa_store, hpa_writer) = reflector::store();
+    let (pod_store, pod_writer) = reflector::store();
+    let (tenant_store, tenant_writer) = reflector::store();
+    let (config_store, config_writer) = reflector::store();
+    let (rule_store, rule_writer) = reflector::store();
+
+    let stores = Stores {
+        deployments: dep_store.clone(),
+        services: svc_store.clone(),
+        pdbs: pdb_store.clone(),
+        hpas: hpa_store.clone(),
+        pods: pod_store.clone(),
+        tenants: tenant_store.clone(),
+        configs: config_store.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), settings, stores, leader.clone()));
+    let ccfg = controller::Config::default().concurrency(CONCURRENCY);
+
+    // --- MicroService
+    let ms_stream = reflect(ms_writer, watcher(Api::<MicroService>::all(client.clone()), wc.clone()))
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let deployments = reflect(
+        dep_writer,
+        watcher(Api::<Deployment>::all(client.clone()), owned.clone()),
+    )
+    .applied_objects();
+    let pods = reflect(pod_writer, watcher(Api::<Pod>::all(client.clone()), owned.clone()))
+        .applied_objects()
+        .predicate_filter(pod_signal, Default::default());
+    let ms_in_ns = {
+        let store = ms_store.clone();
+        move |ns: &str| -> Vec<ObjectRef<MicroService>> {
+            store
+                .state()
+                .iter()
+                .filter(|m| m.namespace().as_deref() == Some(ns))
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+                .collect()
+        }
+    };
+    let ms_ctrl = Controller::for_stream(ms_stream, ms_store.clone())
+        .with_config(ccfg.clone())
+        .owns_stream(deployments)
+        .owns_stream(reflect(svc_writer, watcher(Api::<Service>::all(client.clone()), owned.clone())).applied_objects())
+        .owns_stream(
+            reflect(
+                pdb_writer,
+                watcher(Api::<PodDisruptionBudget>::all(client.clone()), owned.clone()),
+            )
+            .applied_objects(),
+        )
+        .owns_stream(
+            reflect(
+                hpa_writer,
+                watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned.clone()),
+            )
+            .applied_objects(),
+        )
+        .watches_stream(pods, |pod: Pod| {
+            let name = pod.labels().get(microservice::build::SERVICE_LABEL).cloned();
+            name.zip(pod.namespace()).map(|(n, ns)| ObjectRef::new(&n).within(&ns))
+        })
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            wc.clone(),
+            move |t: Namespace| ms_in_ns(&t.name_any()),
+        )
+        .watches(Api::<Config>::all(client.clone()), wc.clone(), {
+            let store = ms_store.clone();
+            move |c: Config| {
+                let ns = c.namespace();
+                let name = c.name_any();
+                store
+                    .state()
+                    .iter()
+                    .filter(|m| m.namespace() == ns && m.spec.config.contains(&name))
+                    .map(|m| ObjectRef::from_obj(m.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .reconcile_all_on(on_leadership(leader.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(microservice::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    // --- Tenant
+    let tenant_stream = reflect(
+        tenant_writer,
+        watcher(Api::<Namespace>::all(client.clone()), wc.clone()),
+    )
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let tenant_ctrl = Controller::for_stream(tenant_stream, tenant_store.clone())
+        .with_config(ccfg.clone())
+        .owns(
+            Api::<CoreNamespace>::all(client.clone()),
+            watcher::Config::default().labels(tenant::TENANT_LABEL).any_semantic(),
+        )
+        .reconcile_all_on(on_leadership(leader.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(tenant::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    // --- Config
+    let config_stream = reflect(config_writer, watcher(Api::<Config>::all(client.clone()), wc.clone()))
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let config_labels = watcher::Config::default()
+        .labels("microplane.dev/config")
+        .any_semantic();
+    // Metadata only: Secret values never reach this process through the watch.
+    let secrets_meta = watcher(
+        Api::<kube::core::PartialObjectMeta<Secret>>::all(client.clone()),
+        wc.clone(),
+    )
+    .touched_objects();
+    let config_ctrl = Controller::for_stream(config_stream, config_store.clone())
+        .with_config(ccfg.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config_labels.clone())
+        .owns(Api::<Secret>::all(client.clone()), config_labels)
+        .watches_stream(secrets_meta, {
+            let store = config_store.clone();
+            move |s: kube::core::PartialObjectMeta<Secret>| {
+                let ns = s.namespace();
+                let name = s.name_any();
+                store
+                    .state()
+                    .iter()
+                    .filter(|c| c.namespace() == ns && c.spec.secrets.iter().any(|e| e.secret_key_ref.name == name))
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .reconcile_all_on(on_leadership(leader.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(config::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    // --- AuthRule
+    let rule_stream = reflect(rule_writer, watcher(Api::<AuthRule>::all(client.clone()), wc.clone()))
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let rule_ctrl = Controller::for_stream(rule_stream, rule_store.clone())
+        .with_config(ccfg)
+        .watches(Api::<Namespace>::all(client.clone()), wc, {
+            let store = rule_store.clone();
+            move |t: Namespace| {
+                let ns = t.name_any();
+                store
+                    .state()
+                    .iter()
+                    .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect::<Vec<_>>()
+            }
+        })
+        .reconcile_all_on(on_leadership(leader))
+        .graceful_shutdown_on(shutdown)
+        .run(authrule::reconcile, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let readiness = {
+        let ctx = ctx.clone();
+        let caches = Caches {
+            stores: ctx.stores.clone(),
+            ms_store,
+            rule_store,
+        };
+        async move {
+            let s = &caches.stores;
+            let synced = futures::future::join_all([
+                Box::pin(caches.ms_store.wait_until_ready())
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+                Box::pin(caches.rule_store.wait_until_ready()),
+                Box::pin(s.deployments.wait_until_ready()),
+                Box::pin(s.services.wait_until_ready()),
+                Box::pin(s.pdbs.wait_until_ready()),
+                Box::pin(s.hpas.wait_until_ready()),
+                Box::pin(s.pods.wait_until_ready()),
+                Box::pin(s.tenants.wait_until_ready()),
+                Box::pin(s.configs.wait_until_ready()),
+            ])
+            .await;
+            if synced.iter().all(Result::is_ok) {
+                tracing::info!("caches synced");
+                on_ready(ctx);
+            }
+        }
+    };
+    tokio::join!(ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
+    tracing::info!("controllers stopped");
+}

@@ -1,0 +1,98 @@
+//! `microplane-operator`: parses flags and wires the library together.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::FutureExt;
+use microplane_operator::admin::{self, AdminState};
+use microplane_operator::context::Settings;
+use microplane_operator::{controller, leader};
+
+/// The Microplane operator. Every flag can also be set by the environment variable shown.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address of the admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "MICROPLANE_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
+    admin_address: SocketAddr,
+    /// Elect a leader on a Lease; standbys watch but never write.
+    #[arg(long, env = "MICROPLANE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "microplane-system")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "MICROPLANE_LEASE_NAME", default_value = "microplane-operator")]
+    lease_name: String,
+    /// Lease duration in seconds: how long a dead leader keeps the lease.
+    #[arg(long, env = "MICROPLANE_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Namespace of the gateway, admitted by tenants' NetworkPolicies.
+    #[arg(long, env = "MICROPLANE_GATEWAY_NAMESPACE", default_value = "microplane-system")]
+    gateway_namespace: String,
+    /// Accept `file://` git URLs (tests only).
+    #[arg(long, env = "MICROPLANE_ALLOW_FILE_GIT_URLS", default_value_t = false)]
+    allow_file_git_urls: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_lease_manager=warn"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server")?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+        tracing::info!("shutting down");
+    }
+    .shared();
+
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let election = args.leader_elect.then(|| leader::Election {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity,
+        duration: args.lease_seconds,
+    });
+    let is_leader = leader::start(client.clone(), election)
+        .await
+        .context("starting leader election")?;
+
+    let state = AdminState::default();
+    let admin = tokio::spawn(admin::serve(args.admin_address, state.clone(), shutdown.clone()));
+    let settings = Settings {
+        gateway_namespace: args.gateway_namespace,
+        allow_file_git_urls: args.allow_file_git_urls,
+    };
+    let ready = state.clone();
+    controller::run(client, settings, is_leader, shutdown, move |ctx| {
+        let _ = ready.context.set(ctx);
+        ready.ready.store(true, Ordering::Release);
+    })
+    .await;
+    admin.await.context("admin server task")?.context("admin server")?;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
+}

@@ -1,0 +1,106 @@
+//! Prometheus metrics of the operator. Labels are bounded: controller and error category, never
+//! object names.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label of per-controller metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// `microservice`, `tenant`, `config` or `authrule`.
+    pub controller: &'static str,
+}
+
+/// Label of error metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// The controller.
+    pub controller: &'static str,
+    /// [`crate::Error::category`].
+    pub category: &'static str,
+}
+
+/// Label of write metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabel {
+    /// The controller.
+    pub controller: &'static str,
+    /// Kind written, e.g. `Deployment`, or `status`.
+    pub kind: &'static str,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    /// Reconciles run.
+    pub reconciles: Family<ControllerLabel, Counter>,
+    /// Reconciles that failed, by category.
+    pub errors: Family<ErrorLabel, Counter>,
+    /// Reconcile duration.
+    pub duration: Family<ControllerLabel, Histogram>,
+    /// Writes (applies, deletes, status patches) sent to the API server.
+    pub writes: Family<WriteLabel, Counter>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("microplane_operator");
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        let errors = Family::<ErrorLabel, Counter>::default();
+        let writes = Family::<WriteLabel, Counter>::default();
+        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
+            errors.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
+        registry.register("writes", "Writes sent to the API server, by kind", writes.clone());
+        Self {
+            reconciles,
+            errors,
+            duration,
+            writes,
+            registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile.
+    pub fn reconciled(&self, controller: &'static str, took: Duration, error: Option<&crate::Error>) {
+        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
+        self.duration
+            .get_or_create(&ControllerLabel { controller })
+            .observe(took.as_secs_f64());
+        if let Some(e) = error {
+            self.errors
+                .get_or_create(&ErrorLabel {
+                    controller,
+                    category: e.category(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records one write.
+    pub fn wrote(&self, controller: &'static str, kind: &'static str) {
+        self.writes.get_or_create(&WriteLabel { controller, kind }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
