@@ -11,20 +11,30 @@ KUBECTL := $(K8S_BIN)/kubectl
 DEV_STATE := $(CURDIR)/.state/dev
 E2E_STATE := $(CURDIR)/.state/e2e
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt lint
+.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator bench-operator
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-up: controlplane ## Bring Microplane up on the local control plane (CRDs installed)
+up: controlplane operator ## Bring Microplane up on the local control plane: CRDs, operator, the `micro` tenant and helloworld
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
-	@echo "Microplane API is up on Kubernetes v$(K8S_VERSION). Point kubectl at it:"
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/kwok-nodes.sh 2 >/dev/null
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/operator-up.sh
+	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -f config/samples/tenant.yaml >/dev/null
+	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s tenant/micro >/dev/null
+	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install \
+	  -f config/samples/helloworld-secrets.yaml -f config/samples/config.yaml -f config/samples/helloworld.yaml >/dev/null
+	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s -n micro microservice/helloworld >/dev/null
+	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready."
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
-	@echo "  kubectl get crds | grep microplane.dev; kubectl explain microservice.spec"
-	@echo "Stop it with: make down"
+	@echo "  kubectl get microplane -A; kubectl get tenants; kubectl explain microservice.spec"
+	@echo "Operator log: $(DEV_STATE)/logs/microplane-operator.log. Stop everything with: make down"
+
+operator: ## Build the operator binary
+	cargo build -p microplane-operator
 
 down: ## Stop exactly what `make up` started
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-down.sh
@@ -39,11 +49,13 @@ test-unit: ## Unit and mocked tiers, plus formatting, lints and generated-file d
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace
 
-test-e2e: controlplane ## e2e tier against a fresh real control plane, stopped afterwards
-	@rm -rf $(E2E_STATE)/etcd
+test-e2e: controlplane operator ## e2e tier against a fresh real control plane (operator included), stopped afterwards
+	@MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh
+	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info
 	@trap 'MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
-	  KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) cargo test -p microplane-e2e --features e2e -- --test-threads=4
+	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
+	    cargo test -p microplane-e2e --features e2e -- --test-threads=4
 
 controlplane: ## Build the control-plane binaries into $(MICROPLANE_CACHE) (reused when present)
 	@e2e/scripts/build-controlplane.sh

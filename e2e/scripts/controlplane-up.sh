@@ -108,6 +108,8 @@ fi
 rm -rf "$state/etcd" "$state/logs" "$state/pids"
 mkdir -p "$pki" "$state/etcd" "$state/logs" "$state/pids"
 t0=$(date +%s.%N)
+# A start that fails half-way stops what it started, so the next start begins clean.
+trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what was started"; "$(dirname "$0")/controlplane-down.sh" >/dev/null 2>&1; fi' EXIT
 
 ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port); KCM_PORT=$(free_port); SCHED_PORT=$(free_port)
 

@@ -14,6 +14,8 @@ use kube::discovery::{ApiResource, Scope};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 
+pub mod operator;
+
 /// Errors of the e2e helpers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -275,4 +277,17 @@ fn is_node_ready(node: Option<&k8s_openapi::api::core::v1::Node>) -> bool {
     node.and_then(|n| n.status.as_ref())
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until the named object is gone (absent, or deleted and replaced by one with another uid
+/// counts as gone only when `uid` is given), at most `timeout`.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, |o: Option<&K>| o.is_none())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::Timeout(format!("{name} to be deleted: {e}"), timeout)),
+        Err(_) => Err(Error::Timeout(format!("{name} to be deleted"), timeout)),
+    }
 }

@@ -34,6 +34,9 @@ pub struct Settings {
     pub gateway_namespace: String,
     /// Accept `file://` git URLs (tests only).
     pub allow_file_git_urls: bool,
+    /// How often a healthy object is reconciled again without a change (a backstop for missed
+    /// events; it writes nothing when nothing drifted).
+    pub resync: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
         Self {
             gateway_namespace: "microplane-system".into(),
             allow_file_git_urls: false,
+            resync: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -172,6 +176,33 @@ impl Context {
             m.insert(key, (hash, version_of(applied.meta())));
         }
         Ok(applied)
+    }
+
+    /// Server-side applies the whole `status` of an object (field manager [`FIELD_MANAGER`]). An
+    /// object deleted meanwhile is fine: there is nothing left to report on.
+    pub async fn patch_status<K>(&self, controller: &'static str, obj: &K, status: &impl Serialize) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K::Scope: ApiScope,
+    {
+        let name = name_of(obj)?;
+        let api: Api<K> = K::Scope::api(self.client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        match api
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.metrics.wrote(controller, "status");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes an object if it exists (orphan cleanup); a missing object is fine.

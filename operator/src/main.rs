@@ -35,6 +35,10 @@ struct Args {
     /// Accept `file://` git URLs (tests only).
     #[arg(long, env = "MICROPLANE_ALLOW_FILE_GIT_URLS", default_value_t = false)]
     allow_file_git_urls: bool,
+    /// Seconds between resyncs of a healthy object (a backstop for missed events; writes nothing
+    /// when nothing drifted).
+    #[arg(long, env = "MICROPLANE_RESYNC_SECONDS", default_value_t = 600)]
+    resync_seconds: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
     log_json: bool,
@@ -48,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
     if args.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
     }
 
     let client = kube::Client::try_default()
@@ -80,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         gateway_namespace: args.gateway_namespace,
         allow_file_git_urls: args.allow_file_git_urls,
+        resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
     };
     let ready = state.clone();
     controller::run(client, settings, is_leader, shutdown, move |ctx| {

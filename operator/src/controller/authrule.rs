@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use microplane_crds::{AuthRule, AuthRuleStatus};
 
 use crate::Result;
 use crate::conditions::{self, Cond};
-use crate::context::{Context, FIELD_MANAGER, name_of, namespace_of};
+use crate::context::{Context, namespace_of};
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "authrule";
@@ -34,7 +33,6 @@ pub async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action>
 }
 
 async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {
-    let name = name_of(rule)?;
     let namespace = namespace_of(rule)?;
     let in_tenant = ctx.stores.tenants.get(&ObjectRef::new(&namespace)).is_some();
     let wanted = if in_tenant {
@@ -61,11 +59,7 @@ async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {
         ),
     };
     if previous != Some(&next) {
-        let api: Api<AuthRule> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "AuthRule", "status": next});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
-        ctx.metrics.wrote(CONTROLLER, "status");
+        ctx.patch_status(CONTROLLER, rule, &next).await?;
     }
     Ok(Action::await_change())
 }

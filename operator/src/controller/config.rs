@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use microplane_crds::{Config, ConfigStatus};
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::conditions::{self, Cond};
-use crate::context::{Context, FIELD_MANAGER, name_of, namespace_of};
+use crate::context::{Context, name_of, namespace_of};
 use crate::{Error, Result};
 
 /// Name of this controller in metrics.
@@ -260,14 +260,10 @@ async fn reconcile_inner(config: &Config, ctx: &Context) -> Result<Action> {
             ctx.event(config, true, wanted.reason, wanted.message.clone(), "Deliver")
                 .await;
         }
-        let api: Api<Config> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Config", "status": next});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
-        ctx.metrics.wrote(CONTROLLER, "status");
+        ctx.patch_status(CONTROLLER, config, &next).await?;
     }
     Ok(if wanted.status {
-        Action::requeue(Duration::from_secs(600))
+        Action::requeue(ctx.settings.resync)
     } else {
         Action::requeue(Duration::from_secs(60))
     })

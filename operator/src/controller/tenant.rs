@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, 
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use microplane_crds::{
@@ -22,7 +22,7 @@ use microplane_crds::{
 };
 
 use crate::conditions::{self, Cond};
-use crate::context::{Context, FIELD_MANAGER, name_of};
+use crate::context::{Context, name_of};
 use crate::{Error, Result};
 
 /// Name of this controller in metrics.
@@ -335,15 +335,11 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
             ctx.event(tenant, true, wanted.reason, wanted.message.clone(), "Provision")
                 .await;
         }
-        let api: Api<Namespace> = Api::all(ctx.client.clone());
-        let patch = serde_json::json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "status": next});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
-        ctx.metrics.wrote(CONTROLLER, "status");
+        ctx.patch_status(CONTROLLER, tenant, &next).await?;
     }
     // A conflict or a terminating namespace is resolved outside this object: look again soon.
     Ok(if wanted.status {
-        Action::requeue(Duration::from_secs(600))
+        Action::requeue(ctx.settings.resync)
     } else {
         Action::requeue(Duration::from_secs(15))
     })

@@ -11,15 +11,14 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use microplane_crds::{MicroService, MicroServiceStatus, Rollout as ConfigRollout};
+use microplane_crds::{MicroService, Rollout as ConfigRollout};
 
 use self::build::ListedConfig;
 use self::status::{Blocked, Rollout};
-use crate::context::{Context, FIELD_MANAGER, name_of, namespace_of};
+use crate::context::{Context, name_of, namespace_of};
 use crate::{Result, conditions};
 
 /// Name of this controller in metrics.
@@ -114,16 +113,17 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
             .map(|c| c.reason.clone());
         let ready = &next.conditions[0];
         if old_reason.as_deref() != Some(ready.reason.as_str()) {
-            let warning = ready.status != "True" && ready.reason != "Deploying" && ready.reason != "Pending";
+            let warning =
+                ready.status != "True" && !matches!(ready.reason.as_str(), "Deploying" | "Pending" | "ConfigNotReady");
             ctx.event(ms, warning, &ready.reason, ready.message.clone(), "Reconcile")
                 .await;
         }
-        patch_status(ctx, &namespace, &name, next.clone()).await?;
+        ctx.patch_status(CONTROLLER, ms, &next).await?;
     }
 
     Ok(match (&blocked, &rollout) {
         // Progress arrives through watches (Deployment, pods, tenants, Configs); the timer is a backstop.
-        (None, Some(r)) if r.complete() => Action::requeue(Duration::from_secs(600)),
+        (None, Some(r)) if r.complete() => Action::requeue(ctx.settings.resync),
         _ => Action::requeue(Duration::from_secs(60)),
     })
 }
@@ -176,17 +176,4 @@ fn listed_configs(ms: &MicroService, ctx: &Context, namespace: &str) -> Vec<List
             }
         })
         .collect()
-}
-
-async fn patch_status(ctx: &Context, namespace: &str, name: &str, status: MicroServiceStatus) -> Result<()> {
-    let api: Api<MicroService> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({
-        "apiVersion": "microplane.dev/v1alpha1",
-        "kind": "MicroService",
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    ctx.metrics.wrote(CONTROLLER, "status");
-    Ok(())
 }

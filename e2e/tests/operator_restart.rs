@@ -1,0 +1,65 @@
+//! The operator killed mid-reconcile (SIGKILL: no graceful shutdown, its Lease not released)
+//! converges after a restart: the new process takes the Lease when it expires and finishes the work.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use microplane_crds::{MicroService, Namespace};
+use microplane_e2e::operator::Operator;
+use microplane_e2e::{Cluster, ensure_kwok_nodes, install_crds, unique_name, wait_for};
+use serde_json::json;
+
+#[tokio::test]
+async fn operator_killed_mid_reconcile_converges_after_restart() {
+    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
+    install_crds(&c, Duration::from_secs(30)).await.unwrap();
+    ensure_kwok_nodes(&c, 2).await.unwrap();
+    Operator::ensure(&c).await.unwrap();
+
+    let ns = unique_name("crash");
+    let tenants: Api<Namespace> = Api::all(c.client.clone());
+    let t: Namespace = serde_json::from_value(
+        json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {}}),
+    )
+    .unwrap();
+    tenants.create(&PostParams::default(), &t).await.unwrap();
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
+    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
+    let names: Vec<String> = (0..20).map(|i| format!("svc-{i}")).collect();
+    for name in &names {
+        let ms: MicroService = serde_json::from_value(json!({
+            "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
+            "spec": {"image": "localhost/microplane/helloworld:1", "replicas": 2}
+        }))
+        .unwrap();
+        api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
+            .await
+            .unwrap();
+    }
+    // Kill it while it is working through them.
+    let restarted = Operator::crash_and_restart(&c).await.unwrap();
+    assert!(restarted.pid > 0);
+
+    for name in &names {
+        let ready = wait_for(
+            &api,
+            name,
+            |m: Option<&MicroService>| {
+                m.is_some_and(|m| {
+                    m.status.as_ref().is_some_and(|s| {
+                        s.observed_generation == m.metadata.generation
+                            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+            },
+            Duration::from_secs(90),
+        )
+        .await;
+        assert!(ready.is_ok(), "{name} never became Ready after the restart: {ready:?}");
+    }
+}
