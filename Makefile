@@ -57,6 +57,22 @@ test-e2e: controlplane operator ## e2e tier against a fresh real control plane (
 	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
 	    cargo test -p microplane-e2e --features e2e -- --test-threads=4
 
+BENCH_STATE := $(CURDIR)/.state/bench
+bench: bench-operator ## All benchmarks
+
+bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate, operator peak RSS, requests per object, idle writes
+	cargo build --release -p microplane-operator
+	cargo build --release -p microplane-e2e --features e2e --bin bench-operator
+	@MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh
+	@rm -rf $(BENCH_STATE)/etcd $(BENCH_STATE)/operator.info
+	@trap 'MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
+	  MICROPLANE_STATE=$(BENCH_STATE) KCM_API_QPS=1000 KCM_API_BURST=2000 e2e/scripts/controlplane-up.sh >/dev/null; \
+	  MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/kwok-nodes.sh 5 >/dev/null; \
+	  MICROPLANE_STATE=$(BENCH_STATE) MICROPLANE_OPERATOR_BIN=$(CURDIR)/target/release/microplane-operator \
+	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
+	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 \
+	    target/release/bench-operator
+
 controlplane: ## Build the control-plane binaries into $(MICROPLANE_CACHE) (reused when present)
 	@e2e/scripts/build-controlplane.sh
 

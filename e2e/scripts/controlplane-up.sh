@@ -173,6 +173,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true \
   --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+  --kube-api-qps="${KCM_API_QPS:-200}" --kube-api-burst="${KCM_API_BURST:-400}" \
   --profiling=false --v=1
 
 start kube-scheduler "$K8S_BIN/kube-scheduler" \
@@ -180,7 +181,8 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --authentication-kubeconfig="$state/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
-  --tls-cert-file="$pki/localhost-serving.crt" --tls-private-key-file="$pki/localhost-serving.key" --leader-elect=false --profiling=false --v=1
+  --tls-cert-file="$pki/localhost-serving.crt" --tls-private-key-file="$pki/localhost-serving.key" --leader-elect=false --profiling=false --v=1 \
+  --kube-api-qps="${KCM_API_QPS:-200}" --kube-api-burst="${KCM_API_BURST:-400}"
 
 wait_for kube-controller-manager "https://127.0.0.1:$KCM_PORT/healthz" 60
 wait_for kube-scheduler "https://127.0.0.1:$SCHED_PORT/healthz" 60

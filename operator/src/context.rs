@@ -91,6 +91,17 @@ pub struct Context {
 impl Context {
     /// A context; `leader` tells whether this replica may write.
     pub fn new(client: Client, settings: Settings, stores: Stores, leader: watch::Receiver<bool>) -> Self {
+        Self::with_metrics(client, settings, stores, leader, Metrics::default())
+    }
+
+    /// A context with the given metrics (whose request counter the client's layer feeds).
+    pub fn with_metrics(
+        client: Client,
+        settings: Settings,
+        stores: Stores,
+        leader: watch::Receiver<bool>,
+        metrics: Metrics,
+    ) -> Self {
         let reporter = Reporter {
             controller: "microplane-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -99,7 +110,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
-            metrics: Metrics::default(),
+            metrics,
             stores,
             leader,
             applied: Mutex::default(),

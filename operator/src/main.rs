@@ -8,6 +8,7 @@ use clap::Parser;
 use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
 use microplane_operator::context::Settings;
+use microplane_operator::metrics::{ApiRequests, Metrics};
 use microplane_operator::{controller, leader};
 
 /// The Microplane operator. Every flag can also be set by the environment variable shown.
@@ -56,9 +57,21 @@ async fn main() -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
     }
 
-    let client = kube::Client::try_default()
+    // Every request the client sends is counted by method (microplane_operator_api_requests_total).
+    let api_requests = ApiRequests::default();
+    let counter = api_requests.clone();
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the API server")?;
+        .context("loading the kubeconfig or in-cluster config")?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building the API client")?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |req: http::Request<kube::client::Body>| {
+                counter.count(req.method());
+                req
+            },
+        ))
+        .build();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -88,10 +101,17 @@ async fn main() -> anyhow::Result<()> {
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
     };
     let ready = state.clone();
-    controller::run(client, settings, is_leader, shutdown, move |ctx| {
-        let _ = ready.context.set(ctx);
-        ready.ready.store(true, Ordering::Release);
-    })
+    controller::run(
+        client,
+        Metrics::new(api_requests),
+        settings,
+        is_leader,
+        shutdown,
+        move |ctx| {
+            let _ = ready.context.set(ctx);
+            ready.ready.store(true, Ordering::Release);
+        },
+    )
     .await;
     admin.await.context("admin server task")?.context("admin server")?;
     Ok(())

@@ -34,6 +34,32 @@ pub struct WriteLabel {
     pub kind: &'static str,
 }
 
+/// Label of API request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    /// HTTP method (GET also covers list and watch).
+    pub method: &'static str,
+}
+
+/// API requests this process sent, by method: counted by a layer on the client.
+#[derive(Clone, Default)]
+pub struct ApiRequests(pub Family<VerbLabel, Counter>);
+
+impl ApiRequests {
+    /// Counts one request.
+    pub fn count(&self, method: &http::Method) {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        self.0.get_or_create(&VerbLabel { method }).inc();
+    }
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     /// Reconciles run.
@@ -44,11 +70,20 @@ pub struct Metrics {
     pub duration: Family<ControllerLabel, Histogram>,
     /// Writes (applies, deletes, status patches) sent to the API server.
     pub writes: Family<WriteLabel, Counter>,
+    /// All API requests, by method.
+    pub api_requests: ApiRequests,
     registry: Registry,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(ApiRequests::default())
+    }
+}
+
+impl Metrics {
+    /// Metrics that include the request counter of the client.
+    pub fn new(api_requests: ApiRequests) -> Self {
         let mut registry = Registry::with_prefix("microplane_operator");
         let reconciles = Family::<ControllerLabel, Counter>::default();
         let errors = Family::<ErrorLabel, Counter>::default();
@@ -64,17 +99,21 @@ impl Default for Metrics {
         );
         registry.register("reconcile_duration_seconds", "Reconcile duration", duration.clone());
         registry.register("writes", "Writes sent to the API server, by kind", writes.clone());
+        registry.register(
+            "api_requests",
+            "Requests sent to the API server, by method",
+            api_requests.0.clone(),
+        );
         Self {
             reconciles,
             errors,
             duration,
             writes,
+            api_requests,
             registry,
         }
     }
-}
 
-impl Metrics {
     /// Records one reconcile.
     pub fn reconciled(&self, controller: &'static str, took: Duration, error: Option<&crate::Error>) {
         self.reconciles.get_or_create(&ControllerLabel { controller }).inc();

@@ -81,6 +81,7 @@ fn pod_signal(pod: &Pod) -> Option<u64> {
 /// Runs every controller until `shutdown` resolves. `on_ready` is called once all caches are synced.
 pub async fn run(
     client: Client,
+    metrics: crate::metrics::Metrics,
     settings: Settings,
     leader: watch::Receiver<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
@@ -110,7 +111,13 @@ pub async fn run(
         tenants: tenant_store.clone(),
         configs: config_store.clone(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), settings, stores, leader.clone()));
+    let ctx = Arc::new(Context::with_metrics(
+        client.clone(),
+        settings,
+        stores,
+        leader.clone(),
+        metrics,
+    ));
     let ccfg = controller::Config::default().concurrency(CONCURRENCY);
 
     // --- MicroService

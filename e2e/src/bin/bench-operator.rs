@@ -1,0 +1,171 @@
+//! `make bench-operator`: N MicroServices (image mode) on kwok nodes, timed from the first create until
+//! all are Ready, with the operator's peak RSS, API requests per object, and the writes of an idle
+//! resync. Needs a control plane (MICROPLANE_STATE, KUBECONFIG) and a running operator.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use microplane_crds::{MicroService, Namespace};
+use microplane_e2e::operator::{Operator, metric_sum};
+use microplane_e2e::{Cluster, ensure_kwok_nodes, install_crds, unique_name, wait_for};
+use serde_json::json;
+
+fn ready(m: &MicroService) -> bool {
+    m.status.as_ref().is_some_and(|s| {
+        s.observed_generation == m.metadata.generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow_free::Result {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let resync: u64 = std::env::var("BENCH_RESYNC_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let c = Cluster::connect().await?;
+    install_crds(&c, Duration::from_secs(30)).await?;
+    ensure_kwok_nodes(&c, n.div_ceil(200).max(1)).await?;
+    let op = Operator::ensure(&c).await?;
+
+    let ns = unique_name("bench");
+    let tenants: Api<Namespace> = Api::all(c.client.clone());
+    let t: Namespace = serde_json::from_value(
+        json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"network": {"isolation": "None"}}}),
+    )?;
+    tenants.create(&PostParams::default(), &t).await?;
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
+    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), Duration::from_secs(60)).await?;
+
+    let page = op.metrics()?;
+    let (req0, writes0, rec0) = (
+        metric_sum(&page, "microplane_operator_api_requests_total"),
+        metric_sum(&page, "microplane_operator_writes_total"),
+        metric_sum(&page, "microplane_operator_reconciles_total"),
+    );
+    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("svc-{i:04}");
+                let ms: MicroService = serde_json::from_value(json!({
+                    "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
+                    "spec": {"image": "localhost/microplane/helloworld:1"}
+                }))
+                .expect("valid");
+                api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&ms))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created = started.elapsed();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let all_ready = loop {
+        tick.tick().await;
+        let list = api.list(&ListParams::default()).await?;
+        let count = list.items.iter().filter(|m| ready(m)).count();
+        if count == n {
+            break started.elapsed();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {count}/{n} Ready after 600s").into());
+        }
+    };
+    let page = op.metrics()?;
+    let (req1, writes1, rec1) = (
+        metric_sum(&page, "microplane_operator_api_requests_total"),
+        metric_sum(&page, "microplane_operator_writes_total"),
+        metric_sum(&page, "microplane_operator_reconciles_total"),
+    );
+
+    // Idle: two resync periods in which every object is reconciled again without a change.
+    let idle_start = Instant::now();
+    while idle_start.elapsed() < Duration::from_secs(2 * resync + 5) {
+        tick.tick().await;
+    }
+    let page = op.metrics()?;
+    let (req2, writes2, rec2) = (
+        metric_sum(&page, "microplane_operator_api_requests_total"),
+        metric_sum(&page, "microplane_operator_writes_total"),
+        metric_sum(&page, "microplane_operator_reconciles_total"),
+    );
+    let rss = peak_rss_mib(op.pid);
+
+    let rate = n as f64 / all_ready.as_secs_f64();
+    println!("## bench-operator: {n} MicroServices (image mode) on kwok nodes");
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| created (client side, 32 in flight) | {:.1} s | |",
+        created.as_secs_f64()
+    );
+    println!("| first create → all Ready | {:.1} s | |", all_ready.as_secs_f64());
+    println!("| MicroServices reconciled to Ready per second | {rate:.1} | ≥ 50 |");
+    println!("| operator peak RSS (VmHWM) | {rss:.1} MiB | ≤ 100 MB |");
+    println!(
+        "| operator API requests per MicroService (to Ready) | {:.2} | |",
+        (req1 - req0) / n as f64
+    );
+    println!(
+        "| operator writes per MicroService (to Ready) | {:.2} | |",
+        (writes1 - writes0) / n as f64
+    );
+    println!(
+        "| reconciles per MicroService (to Ready) | {:.2} | |",
+        (rec1 - rec0) / n as f64
+    );
+    println!(
+        "| idle {}s ({} resyncs): reconciles / writes / API requests | {:.0} / {:.0} / {:.0} | writes = 0 |",
+        2 * resync + 5,
+        2,
+        rec2 - rec1,
+        writes2 - writes1,
+        req2 - req1
+    );
+
+    tenants.delete(&ns, &Default::default()).await?;
+    let mut failed = Vec::new();
+    if rate < 50.0 {
+        failed.push(format!("rate {rate:.1}/s < 50/s"));
+    }
+    if rss > 100.0 * 1_000_000.0 / 1_048_576.0 {
+        failed.push(format!("peak RSS {rss:.1} MiB > 100 MB"));
+    }
+    if writes2 - writes1 > 0.0 {
+        failed.push(format!("{} writes on an idle resync", writes2 - writes1));
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; ").into())
+    }
+}
+
+/// `main` returns errors as text without pulling in anyhow.
+mod anyhow_free {
+    pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+}
