@@ -145,14 +145,14 @@ fn blocked(ms: &MicroService, ctx: &Context, namespace: &str) -> Option<Blocked>
     // A Config that exists but whose ConfigMap/Secret are not delivered would leave pods stuck in
     // ContainerCreating; wait for it instead.
     for c in &ms.spec.config {
-        let delivered = ctx
-            .stores
-            .configs
-            .get(&ObjectRef::new(c).within(namespace))
-            .and_then(|cfg| cfg.status.as_ref().and_then(|s| s.hash.clone()))
-            .is_some();
-        if !delivered {
-            return Some(Blocked::ConfigNotReady(c.clone()));
+        let cfg = ctx.stores.configs.get(&ObjectRef::new(c).within(namespace));
+        let status = cfg.as_ref().and_then(|cfg| cfg.status.as_ref());
+        if status.and_then(|s| s.hash.as_ref()).is_none() {
+            // Say why, when the Config knows (a missing Secret, say).
+            let why = status
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready" && c.status == "False"))
+                .map(|c| format!("{}: {}", c.reason, c.message));
+            return Some(Blocked::ConfigNotReady(c.clone(), why));
         }
     }
     if ms.spec.image.is_none() {

@@ -14,7 +14,7 @@ pub enum Blocked {
     /// Configs it lists do not exist.
     ConfigNotFound(Vec<String>),
     /// A listed Config exists but is not delivered yet (or failed).
-    ConfigNotReady(String),
+    ConfigNotReady(String, Option<String>),
     /// Building from git sources is not available in this operator.
     SourceNotSupported,
 }
@@ -147,13 +147,19 @@ pub fn compute(
                     "ConfigNotFound",
                     format!("Config {} not found in this namespace", names.join(", ")),
                 ),
-                Blocked::ConfigNotReady(name) => ("ConfigNotReady", format!("Config {name} is not delivered yet")),
+                Blocked::ConfigNotReady(name, why) => (
+                    "ConfigNotReady",
+                    match why {
+                        Some(why) => format!("Config {name} is not delivered: {why}"),
+                        None => format!("Config {name} is not delivered yet"),
+                    },
+                ),
                 Blocked::SourceNotSupported => (
                     "SourceNotSupported",
                     "building from spec.source is not available in this operator version; use spec.image".to_string(),
                 ),
             };
-            let phase = if matches!(b, Blocked::ConfigNotReady(_)) {
+            let phase = if matches!(b, Blocked::ConfigNotReady(..)) {
                 Phase::Pending
             } else {
                 Phase::Failed
