@@ -11,30 +11,34 @@ KUBECTL := $(K8S_BIN)/kubectl
 DEV_STATE := $(CURDIR)/.state/dev
 E2E_STATE := $(CURDIR)/.state/e2e
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator bench-operator
+.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-up: controlplane operator ## Bring Microplane up on the local control plane: CRDs, operator, the `micro` tenant and helloworld
+up: controlplane binaries ## Bring Microplane up on the local control plane: CRDs, operator, the `micro` tenant and helloworld
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
-	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/kwok-nodes.sh 2 >/dev/null
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/nodeagent-up.sh
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/operator-up.sh
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -f config/samples/tenant.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s tenant/micro >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install \
 	  -f config/samples/helloworld-secrets.yaml -f config/samples/config.yaml -f config/samples/helloworld.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s -n micro microservice/helloworld >/dev/null
-	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready."
+	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready and running."
+	@ip=$$($(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig get endpointslices -n micro -l kubernetes.io/service-name=helloworld -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
+	  echo "  helloworld's pod answers gRPC at $$ip:8080 (its EndpointSlice address, in the environment's network namespace)"; \
+	  echo "  its log: MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/pod-logs.sh micro \$$(kubectl get pods -n micro -o name | cut -d/ -f2 | head -1)"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
 	@echo "  kubectl get microplane -A; kubectl get tenants; kubectl explain microservice.spec"
 	@echo "Operator log: $(DEV_STATE)/logs/microplane-operator.log. Stop everything with: make down"
 
-operator: ## Build the operator binary
-	cargo build -p microplane-operator
+operator: binaries
+binaries: ## Build the operator, the node agent and the services the node agent runs
+	cargo build -p microplane-operator -p microplane-nodeagent -p helloworld
 
 down: ## Stop exactly what `make up` started
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-down.sh
@@ -49,11 +53,12 @@ test-unit: ## Unit and mocked tiers, plus formatting, lints and generated-file d
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace
 
-test-e2e: controlplane operator ## e2e tier against a fresh real control plane (operator included), stopped afterwards
+test-e2e: controlplane binaries ## e2e tier against a fresh real control plane (node agent, operator), stopped afterwards
 	@MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh
-	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info
+	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/node
 	@trap 'MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
+	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/nodeagent-up.sh; \
 	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
 	    cargo test -p microplane-e2e --features e2e -- --test-threads=4
 

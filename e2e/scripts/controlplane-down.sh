@@ -23,3 +23,6 @@ for f in "${ordered[@]}"; do
   fi
   rm -f "$f"
 done
+
+# The pods' network namespace, when the node agent had one.
+"$(dirname "$0")/netns-down.sh"

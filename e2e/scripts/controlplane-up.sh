@@ -174,6 +174,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --use-service-account-credentials=true \
   --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
   --kube-api-qps="${KCM_API_QPS:-200}" --kube-api-burst="${KCM_API_BURST:-400}" \
+  --resource-quota-sync-period=20s \
   --profiling=false --v=1
 
 start kube-scheduler "$K8S_BIN/kube-scheduler" \

@@ -249,18 +249,31 @@ pub const KWOK_NODE_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The manifest of one kwok Node, shared with `e2e/scripts/kwok-nodes.sh`.
 const KWOK_NODE_YAML: &str = include_str!("../kwok/node.yaml");
 
-/// Server-side applies (idempotently) `n` fake Nodes `kwok-node-0..n-1` from `e2e/kwok/node.yaml`,
-/// the same ones `e2e/scripts/kwok-nodes.sh` makes: annotated for kwok, labelled `type=kwok`,
-/// 32 cpu, 256Gi and 250 pods allocatable, no taints. Waits until each is Ready, at most
-/// [`KWOK_NODE_READY_TIMEOUT`] per Node; a Node that stays NotReady means kwok is not running.
+/// Taint of the e2e suites' kwok nodes (see [`ensure_kwok_nodes`]).
+pub const KWOK_TAINT: &str = "microplane.dev/simulated";
+
+/// Server-side applies (idempotently) `n` fake Nodes `kwok-node-0..n-1` from `e2e/kwok/node.yaml`
+/// (as `e2e/scripts/kwok-nodes.sh` does): annotated for kwok, labelled `type=kwok`, 32 cpu, 256Gi
+/// and 250 pods allocatable, and — unlike the script's, which the benchmark uses alone — tainted
+/// with [`KWOK_TAINT`], so beside the node agent only pods that tolerate it land there. Waits until
+/// each is Ready, at most [`KWOK_NODE_READY_TIMEOUT`] per Node; a Node that stays NotReady means
+/// kwok is not running.
 pub async fn ensure_kwok_nodes(cluster: &Cluster, n: usize) -> Result<()> {
     use k8s_openapi::api::core::v1::Node;
     let api: Api<Node> = Api::all(cluster.client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let names: Vec<String> = (0..n).map(|i| format!("{KWOK_NODE_PREFIX}{i}")).collect();
     for name in &names {
-        let node: Node = serde_yaml::from_str(&KWOK_NODE_YAML.replace("NODE_NAME", name))
+        let mut node: Node = serde_yaml::from_str(&KWOK_NODE_YAML.replace("NODE_NAME", name))
             .map_err(|e| Error::Manifest(format!("e2e/kwok/node.yaml: {e}")))?;
+        // Beside the node agent, simulated nodes take only pods that ask for them: a MicroService
+        // in the e2e suites really runs.
+        node.spec.get_or_insert_default().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: KWOK_TAINT.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }]);
         // A create keeps the status (allocatable, capacity), as when a kubelet registers; for a Node
         // that already exists it is applied through the status subresource.
         api.patch(name, &params, &Patch::Apply(&node)).await?;

@@ -27,6 +27,8 @@ fn deployment(name: &str) -> Deployment {
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [{"key": microplane_e2e::KWOK_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
                     "automountServiceAccountToken": false,
                     "securityContext": {
                         "runAsNonRoot": true,

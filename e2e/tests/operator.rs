@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use microplane_crds::{AuthRule, Config, MicroService, Namespace};
 use microplane_e2e::operator::{Operator, metric_sum};
-use microplane_e2e::{Cluster, ensure_kwok_nodes, install_crds, unique_name, wait_for, wait_gone};
+use microplane_e2e::{Cluster, install_crds, unique_name, wait_for, wait_gone};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -26,7 +26,6 @@ async fn cluster() -> Cluster {
     SETUP
         .get_or_init(|| async {
             install_crds(&c, Duration::from_secs(30)).await.expect("CRDs");
-            ensure_kwok_nodes(&c, 2).await.expect("kwok nodes");
         })
         .await;
     Operator::ensure(&c).await.expect("operator running");

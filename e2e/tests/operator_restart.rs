@@ -7,14 +7,13 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use microplane_crds::{MicroService, Namespace};
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, ensure_kwok_nodes, install_crds, unique_name, wait_for};
+use microplane_e2e::{Cluster, install_crds, unique_name, wait_for};
 use serde_json::json;
 
 #[tokio::test]
 async fn operator_killed_mid_reconcile_converges_after_restart() {
     let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
-    ensure_kwok_nodes(&c, 2).await.unwrap();
     Operator::ensure(&c).await.unwrap();
 
     let ns = unique_name("crash");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
@@ -197,6 +197,10 @@ pub async fn run(
     .predicate_filter(predicates::generation, Default::default());
     let tenant_ctrl = Controller::for_stream(tenant_stream, tenant_store.clone())
         .with_config(ccfg.clone())
+        .owns(
+            Api::<ResourceQuota>::all(client.clone()),
+            watcher::Config::default().labels(tenant::TENANT_LABEL).any_semantic(),
+        )
         .owns(
             Api::<CoreNamespace>::all(client.clone()),
             watcher::Config::default().labels(tenant::TENANT_LABEL).any_semantic(),

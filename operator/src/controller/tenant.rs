@@ -267,6 +267,7 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
         .as_ref()
         .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some());
 
+    let mut quota_pending = false;
     let wanted = if conflict {
         Cond::fail(
             "Ready",
@@ -286,8 +287,22 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
         ctx.apply(CONTROLLER, None, &d.namespace).await?;
         match &d.quota {
             Some((q, l)) => {
-                ctx.apply(CONTROLLER, None, q).await?;
+                let applied = ctx.apply(CONTROLLER, None, q).await?;
                 ctx.apply(CONTROLLER, None, l).await?;
+                // Until the quota controller has counted what the quota covers, the API server
+                // refuses every MicroService in the namespace ("status unknown for quota"); the
+                // tenant is not Ready before that.
+                let counted = applied
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.used.as_ref())
+                    .is_some_and(|used| {
+                        q.spec
+                            .as_ref()
+                            .and_then(|sp| sp.hard.as_ref())
+                            .is_some_and(|want| want.keys().all(|k| used.contains_key(k)))
+                    });
+                quota_pending = !counted;
             }
             None => {
                 ctx.delete_if_exists::<ResourceQuota>(CONTROLLER, &name, QUOTA).await?;
@@ -312,7 +327,15 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
                     .await?
             }
         }
-        Cond::ok("Ready", "Provisioned", format!("namespace {name} is provisioned"))
+        if quota_pending {
+            Cond::fail(
+                "Ready",
+                "QuotaPending",
+                format!("waiting for the quota controller to count namespace {name}"),
+            )
+        } else {
+            Cond::ok("Ready", "Provisioned", format!("namespace {name} is provisioned"))
+        }
     };
 
     let previous = tenant.status.as_ref();

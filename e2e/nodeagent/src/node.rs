@@ -1,0 +1,89 @@
+//! The Node object and its heartbeats: a Lease renewed every 10 s in `kube-node-lease` and the
+//! `Ready` condition refreshed every 30 s, as a kubelet does.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+/// Field manager of the agent.
+pub const MANAGER: &str = "microplane.dev/nodeagent";
+
+/// The Node's spec and metadata.
+pub fn node(name: &str, pod_cidr: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "microplane.dev/node-agent": "true",
+        }},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+    })
+}
+
+/// The Node's status at `now`.
+pub fn node_status(name: &str, now: &str, version: &str) -> serde_json::Value {
+    let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "status": {
+            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "conditions": [
+                cond("Ready", "True", "AgentReady", "microplane node agent is running pods as processes"),
+                cond("MemoryPressure", "False", "AgentHasSufficientMemory", ""),
+                cond("DiskPressure", "False", "AgentHasNoDiskPressure", ""),
+                cond("PIDPressure", "False", "AgentHasSufficientPID", ""),
+            ],
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "microplane-nodeagent",
+                "containerRuntimeVersion": "microplane://0.1.0", "kubeletVersion": version, "kubeProxyVersion": "",
+                "operatingSystem": "linux", "architecture": "amd64",
+            },
+        },
+    })
+}
+
+/// Registers the Node, then keeps its Lease and Ready condition fresh until the task is dropped.
+pub async fn run(client: Client, name: String, pod_cidr: String) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pp = PatchParams::apply(MANAGER).force();
+    nodes.patch(&name, &pp, &Patch::Apply(node(&name, &pod_cidr))).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_else(|_| "v1.37.1".into());
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": MicroTime(now)},
+        });
+        if let Err(e) = leases.patch(&name, &pp, &Patch::Apply(&lease)).await {
+            tracing::warn!(error = %e, "cannot renew the node lease");
+        }
+        if n.is_multiple_of(3) {
+            let now = serde_json::to_value(Time(now)).unwrap_or_default();
+            let status = node_status(&name, now.as_str().unwrap_or_default(), &version);
+            if let Err(e) = nodes.patch_status(&name, &pp, &Patch::Apply(&status)).await {
+                tracing::warn!(error = %e, "cannot update the node status");
+            }
+        }
+        n += 1;
+    }
+}
