@@ -18,7 +18,7 @@ use microplane_e2e::{Cluster, install_crds, unique_name, wait_for, wait_gone};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-const T: Duration = Duration::from_secs(60);
+const T: Duration = Duration::from_secs(90);
 static SETUP: OnceCell<()> = OnceCell::const_new();
 
 async fn cluster() -> Cluster {

@@ -101,6 +101,22 @@ pub async fn run(
     let (tenant_store, tenant_writer) = reflector::store();
     let (config_store, config_writer) = reflector::store();
     let (rule_store, rule_writer) = reflector::store();
+    // What a MicroService (or AuthRule) reconcile reads about tenants and Configs comes from the same
+    // watch that triggers it, so a reconcile never runs on a cache that has not seen its trigger yet.
+    let (shared_tenants, shared_tenants_writer) = reflector::store_shared::<Namespace>(1024);
+    let (shared_configs, shared_configs_writer) = reflector::store_shared::<Config>(1024);
+    let tenant_events = shared_tenants_writer.subscribe();
+    let tenant_events_for_rules = shared_tenants_writer.subscribe();
+    let config_events = shared_configs_writer.subscribe();
+    let feed = {
+        let tenants = watcher(Api::<Namespace>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .reflect_shared(shared_tenants_writer);
+        let configs = watcher(Api::<Config>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .reflect_shared(shared_configs_writer);
+        futures::future::join(tenants.for_each(|_| async {}), configs.for_each(|_| async {}))
+    };
 
     let stores = Stores {
         deployments: dep_store.clone(),
@@ -108,8 +124,8 @@ pub async fn run(
         pdbs: pdb_store.clone(),
         hpas: hpa_store.clone(),
         pods: pod_store.clone(),
-        tenants: tenant_store.clone(),
-        configs: config_store.clone(),
+        tenants: shared_tenants.clone(),
+        configs: shared_configs.clone(),
     };
     let ctx = Arc::new(Context::with_metrics(
         client.clone(),
@@ -165,14 +181,13 @@ pub async fn run(
             let name = pod.labels().get(microservice::build::SERVICE_LABEL).cloned();
             name.zip(pod.namespace()).map(|(n, ns)| ObjectRef::new(&n).within(&ns))
         })
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            wc.clone(),
-            move |t: Namespace| ms_in_ns(&t.name_any()),
+        .watches_shared_stream(
+            futures::stream::iter(tenant_events).flatten(),
+            move |t: Arc<Namespace>| ms_in_ns(&t.name_any()),
         )
-        .watches(Api::<Config>::all(client.clone()), wc.clone(), {
+        .watches_shared_stream(futures::stream::iter(config_events).flatten(), {
             let store = ms_store.clone();
-            move |c: Config| {
+            move |c: Arc<Config>| {
                 let ns = c.namespace();
                 let name = c.name_any();
                 store
@@ -251,9 +266,9 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default());
     let rule_ctrl = Controller::for_stream(rule_stream, rule_store.clone())
         .with_config(ccfg)
-        .watches(Api::<Namespace>::all(client.clone()), wc, {
+        .watches_shared_stream(futures::stream::iter(tenant_events_for_rules).flatten(), {
             let store = rule_store.clone();
-            move |t: Namespace| {
+            move |t: Arc<Namespace>| {
                 let ns = t.name_any();
                 store
                     .state()
@@ -296,6 +311,6 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
+    tokio::join!(feed, ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
     tracing::info!("controllers stopped");
 }
