@@ -30,7 +30,8 @@ up: controlplane binaries ## Bring Microplane up on the local control plane: CRD
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s -n micro microservice/helloworld >/dev/null
 	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready and running."
 	@ip=$$($(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig get endpointslices -n micro -l kubernetes.io/service-name=helloworld -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
-	  echo "  helloworld's pod answers gRPC at $$ip:8080 (its EndpointSlice address, in the environment's network namespace)"; \
+	  echo "  helloworld's pod answers gRPC at $$ip:8080 (its EndpointSlice address, in the environment's network namespace):"; \
+	  echo "  target/debug/helloworld-call $$ip:8080 John     # -> {\"message\": \"Hello John\"}"; \
 	  echo "  its log: MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/pod-logs.sh micro \$$(kubectl get pods -n micro -o name | cut -d/ -f2 | head -1)"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
 	@echo "  kubectl get microplane -A; kubectl get tenants; kubectl explain microservice.spec"
@@ -73,6 +74,8 @@ bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate,
 	@trap 'MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(BENCH_STATE) KCM_API_QPS=1000 KCM_API_BURST=2000 e2e/scripts/controlplane-up.sh >/dev/null; \
 	  MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/kwok-nodes.sh 5 >/dev/null; \
+	  $(KUBECTL) --kubeconfig $(BENCH_STATE)/kubeconfig apply --server-side -k config/crd >/dev/null; \
+	  $(KUBECTL) --kubeconfig $(BENCH_STATE)/kubeconfig wait --for condition=Established --timeout=60s crd -l '!none' >/dev/null; \
 	  MICROPLANE_STATE=$(BENCH_STATE) MICROPLANE_OPERATOR_BIN=$(CURDIR)/target/release/microplane-operator \
 	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
 	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 \

@@ -16,6 +16,7 @@ for f in "${ordered[@]}"; do
   [[ -e $f ]] || continue
   name=$(basename "$f" .pid); pid=$(cat "$f")
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  exe=${exe% (deleted)}  # a binary rebuilt while it runs still counts as that binary
   if [[ -n $exe && $(basename "$exe") == "$name" ]]; then
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -20,7 +20,7 @@ if [[ -f $state/pids/microplane-operator.pid ]]; then
   fi
 fi
 
-"${kubectl[@]}" apply --server-side --field-manager=microplane.dev/install -f "$root/config/manager/namespace.yaml" -f "$root/config/rbac/operator.yaml" -f "$root/config/rbac/tenant-admin.yaml" >/dev/null
+"${kubectl[@]}" apply --server-side --field-manager=microplane.dev/install -f "$root/config/manager/namespace.yaml" -f "$root/config/rbac/operator.yaml" -f "$root/config/rbac/tenant-admin.yaml" -f "$root/config/rbac/flowschema.yaml" >/dev/null
 token=$("${kubectl[@]}" create token microplane-operator -n microplane-system --duration=24h)
 server=$(awk '/server:/ {print $2; exit}' "$state/kubeconfig")
 cat >"$state/operator.kubeconfig" <<KC

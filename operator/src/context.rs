@@ -216,6 +216,26 @@ impl Context {
         }
     }
 
+    /// Like [`Context::apply`] for objects without a cache: reads the current object first, so an
+    /// unchanged one is not written again (a read, never a write, on an idle resync).
+    pub async fn apply_read<K>(&self, controller: &'static str, desired: &K) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+        K::Scope: ApiScope,
+    {
+        let name = desired
+            .meta()
+            .name
+            .clone()
+            .ok_or(Error::Malformed("desired object without a name"))?;
+        let api: Api<K> = K::Scope::api(
+            self.client.clone(),
+            desired.meta().namespace.as_deref().unwrap_or_default(),
+        );
+        let current = api.get_opt(&name).await?;
+        self.apply(controller, current.as_ref(), desired).await
+    }
+
     /// Deletes an object if it exists (orphan cleanup); a missing object is fine.
     pub async fn delete_if_exists<K>(&self, controller: &'static str, namespace: &str, name: &str) -> Result<()>
     where

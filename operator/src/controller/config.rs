@@ -214,8 +214,8 @@ async fn reconcile_inner(config: &Config, ctx: &Context) -> Result<Action> {
     let wanted = match outcome {
         Ok(secrets) => {
             let (cm, secret) = children(config, &document, &secrets)?;
-            ctx.apply(CONTROLLER, None, &cm).await?;
-            ctx.apply(CONTROLLER, None, &secret).await?;
+            ctx.apply_read(CONTROLLER, &cm).await?;
+            ctx.apply_read(CONTROLLER, &secret).await?;
             let versions: Vec<(String, String, String)> = config
                 .spec
                 .secrets

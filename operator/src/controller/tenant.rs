@@ -284,11 +284,12 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
         )
     } else {
         let d = desired(tenant, &ctx.settings.gateway_namespace)?;
-        ctx.apply(CONTROLLER, None, &d.namespace).await?;
+        ctx.apply(CONTROLLER, existing.as_ref().filter(|_| !conflict), &d.namespace)
+            .await?;
         match &d.quota {
             Some((q, l)) => {
-                let applied = ctx.apply(CONTROLLER, None, q).await?;
-                ctx.apply(CONTROLLER, None, l).await?;
+                let applied = ctx.apply_read(CONTROLLER, q).await?;
+                ctx.apply_read(CONTROLLER, l).await?;
                 // Until the quota controller has counted what the quota covers, the API server
                 // refuses every MicroService in the namespace ("status unknown for quota"); the
                 // tenant is not Ready before that.
@@ -310,18 +311,18 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
             }
         }
         match &d.policy {
-            Some(p) => ctx.apply(CONTROLLER, None, p).await.map(|_| ())?,
+            Some(p) => ctx.apply_read(CONTROLLER, p).await.map(|_| ())?,
             None => {
                 ctx.delete_if_exists::<NetworkPolicy>(CONTROLLER, &name, ISOLATION)
                     .await?
             }
         }
         match &d.binding {
-            Some(b) => ctx.apply(CONTROLLER, None, b).await.map(|_| ())?,
+            Some(b) => ctx.apply_read(CONTROLLER, b).await.map(|_| ())?,
             None => ctx.delete_if_exists::<RoleBinding>(CONTROLLER, &name, OWNERS).await?,
         }
         match &d.rule {
-            Some(r) => ctx.apply(CONTROLLER, None, r).await.map(|_| ())?,
+            Some(r) => ctx.apply_read(CONTROLLER, r).await.map(|_| ())?,
             None => {
                 ctx.delete_if_exists::<AuthRule>(CONTROLLER, &name, DEFAULT_RULE)
                     .await?
