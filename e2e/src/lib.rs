@@ -304,3 +304,34 @@ where
         Err(_) => Err(Error::Timeout(format!("{name} to be deleted"), timeout)),
     }
 }
+
+/// Creates a tenant (`microplane.dev` Namespace) named `<prefix>-…` with `spec`, waits until the
+/// operator reports it Ready for its current generation and its core Namespace has the `default`
+/// ServiceAccount pods wait for; returns its name.
+pub async fn create_tenant(
+    cluster: &Cluster,
+    prefix: &str,
+    spec: serde_json::Value,
+    timeout: Duration,
+) -> Result<String> {
+    use microplane_crds::Namespace as Tenant;
+    let name = unique_name(prefix);
+    let tenants: Api<Tenant> = Api::all(cluster.client.clone());
+    let tenant: Tenant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": name}, "spec": spec
+    }))
+    .map_err(|e| Error::Manifest(e.to_string()))?;
+    tenants.create(&PostParams::default(), &tenant).await?;
+    let ready = |t: Option<&Tenant>| {
+        t.is_some_and(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.observed_generation == t.metadata.generation
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+    };
+    wait_for(&tenants, &name, ready, timeout).await?;
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client.clone(), &name);
+    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), timeout).await?;
+    Ok(name)
+}

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use microplane_crds::{AuthRule, Config, MicroService, Namespace};
 use microplane_e2e::operator::{Operator, metric_sum};
-use microplane_e2e::{Cluster, install_crds, unique_name, wait_for, wait_gone};
+use microplane_e2e::{Cluster, create_tenant, install_crds, unique_name, wait_for, wait_gone};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -62,25 +62,7 @@ fn ready_now<K: serde::Serialize + Resource>() -> impl Fn(Option<&K>) -> bool {
 
 /// Creates a tenant and waits until it is Ready; returns its name.
 async fn tenant(c: &Cluster, spec: serde_json::Value) -> String {
-    let name = unique_name("t");
-    let api: Api<Namespace> = Api::all(c.client.clone());
-    let t: Namespace = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": name}, "spec": spec
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &t).await.unwrap();
-    wait_for(&api, &name, ready_now::<Namespace>(), T).await.unwrap();
-    // Pods in a fresh namespace wait for its default ServiceAccount.
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &name);
-    wait_for(
-        &sas,
-        "default",
-        |sa: Option<&k8s_openapi::api::core::v1::ServiceAccount>| sa.is_some(),
-        T,
-    )
-    .await
-    .unwrap();
-    name
+    create_tenant(c, "t", spec, T).await.unwrap()
 }
 
 fn ms(name: &str, spec: serde_json::Value) -> MicroService {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use microplane_crds::{MicroService, Namespace};
+use kube::api::{Api, Patch, PatchParams};
+use microplane_crds::MicroService;
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, install_crds, unique_name, wait_for};
+use microplane_e2e::{Cluster, create_tenant, install_crds, wait_for};
 use serde_json::json;
 
 #[tokio::test]
@@ -16,15 +16,7 @@ async fn operator_killed_mid_reconcile_converges_after_restart() {
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
     Operator::ensure(&c).await.unwrap();
 
-    let ns = unique_name("crash");
-    let tenants: Api<Namespace> = Api::all(c.client.clone());
-    let t: Namespace = serde_json::from_value(
-        json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {}}),
-    )
-    .unwrap();
-    tenants.create(&PostParams::default(), &t).await.unwrap();
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
-    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), Duration::from_secs(60))
+    let ns = create_tenant(&c, "crash", json!({}), Duration::from_secs(60))
         .await
         .unwrap();
 

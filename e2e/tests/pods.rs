@@ -10,10 +10,10 @@ use helloworld::pb::CallRequest;
 use helloworld::pb::helloworld_client::HelloworldClient;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use microplane_crds::{MicroService, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use microplane_crds::MicroService;
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, install_crds, unique_name, wait_for};
+use microplane_e2e::{Cluster, create_tenant, install_crds, wait_for};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
@@ -23,17 +23,7 @@ async fn setup() -> (Cluster, String) {
     let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
     Operator::ensure(&c).await.unwrap();
-    let ns = unique_name("pods");
-    let tenants: Api<Namespace> = Api::all(c.client.clone());
-    let t: Namespace = serde_json::from_value(
-        json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {}}),
-    )
-    .unwrap();
-    tenants.create(&PostParams::default(), &t).await.unwrap();
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
-    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), T)
-        .await
-        .unwrap();
+    let ns = create_tenant(&c, "pods", json!({}), T).await.unwrap();
     (c, ns)
 }
 

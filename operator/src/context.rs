@@ -135,6 +135,27 @@ impl Context {
         }
     }
 
+    /// Runs one reconcile of `obj` the way every controller does: nothing on a standby (it keeps
+    /// watching, never writes), then metrics and the object's backoff bookkeeping.
+    pub async fn instrumented<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        reconcile: impl std::future::Future<Output = Result<kube::runtime::controller::Action>>,
+    ) -> Result<kube::runtime::controller::Action> {
+        if !self.is_leader() {
+            return Ok(kube::runtime::controller::Action::await_change());
+        }
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        self.metrics
+            .reconciled(controller, started.elapsed(), result.as_ref().err());
+        if result.is_ok() {
+            self.succeeded(&object_key(obj));
+        }
+        result
+    }
+
     /// Whether this replica holds the lease (standbys watch but never write).
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()

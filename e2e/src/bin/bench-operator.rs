@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use microplane_crds::{MicroService, Namespace};
 use microplane_e2e::operator::{Operator, metric_sum};
-use microplane_e2e::{Cluster, install_crds, unique_name, wait_for};
+use microplane_e2e::{Cluster, create_tenant, install_crds};
 use serde_json::json;
 
 fn ready(m: &MicroService) -> bool {
@@ -46,14 +46,14 @@ async fn main() -> anyhow_free::Result {
     // Untainted kwok nodes come from `e2e/scripts/kwok-nodes.sh` (make bench-operator).
     let op = Operator::ensure(&c).await?;
 
-    let ns = unique_name("bench");
+    let ns = create_tenant(
+        &c,
+        "bench",
+        json!({"network": {"isolation": "None"}}),
+        Duration::from_secs(60),
+    )
+    .await?;
     let tenants: Api<Namespace> = Api::all(c.client.clone());
-    let t: Namespace = serde_json::from_value(
-        json!({"apiVersion": "microplane.dev/v1alpha1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {"network": {"isolation": "None"}}}),
-    )?;
-    tenants.create(&PostParams::default(), &t).await?;
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
-    wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), Duration::from_secs(60)).await?;
 
     let page = op.metrics()?;
     let (req0, writes0, rec0) = (

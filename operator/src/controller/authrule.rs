@@ -2,7 +2,6 @@
 //! is accepted (`Accepted`, `Ready`) for the current generation. The gateway issue adds enforcement.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
@@ -19,17 +18,8 @@ pub const CONTROLLER: &str = "authrule";
 
 /// Reconciles one AuthRule.
 pub async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = Instant::now();
-    let result = reconcile_inner(&rule, &ctx).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&crate::context::object_key(rule.as_ref()));
-    }
-    result
+    ctx.instrumented(CONTROLLER, rule.as_ref(), reconcile_inner(&rule, &ctx))
+        .await
 }
 
 async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -152,17 +152,8 @@ pub fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -
 
 /// Reconciles one Config.
 pub async fn reconcile(config: Arc<Config>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = Instant::now();
-    let result = reconcile_inner(&config, &ctx).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&crate::context::object_key(config.as_ref()));
-    }
-    result
+    ctx.instrumented(CONTROLLER, config.as_ref(), reconcile_inner(&config, &ctx))
+        .await
 }
 
 async fn reconcile_inner(config: &Config, ctx: &Context) -> Result<Action> {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace as CoreNamespace, ResourceQuota, ResourceQuotaSpec,
@@ -240,17 +240,8 @@ pub fn owned_by(ns: &CoreNamespace, tenant: &Namespace) -> bool {
 
 /// Reconciles one tenant.
 pub async fn reconcile(tenant: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = Instant::now();
-    let result = reconcile_inner(&tenant, &ctx).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&crate::context::object_key(tenant.as_ref()));
-    }
-    result
+    ctx.instrumented(CONTROLLER, tenant.as_ref(), reconcile_inner(&tenant, &ctx))
+        .await
 }
 
 async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {

@@ -4,7 +4,7 @@ pub mod build;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -26,17 +26,8 @@ pub const CONTROLLER: &str = "microservice";
 
 /// Reconciles one MicroService.
 pub async fn reconcile(ms: Arc<MicroService>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.is_leader() {
-        return Ok(Action::await_change());
-    }
-    let started = Instant::now();
-    let result = reconcile_inner(&ms, &ctx).await;
-    ctx.metrics
-        .reconciled(CONTROLLER, started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&crate::context::object_key(ms.as_ref()));
-    }
-    result
+    ctx.instrumented(CONTROLLER, ms.as_ref(), reconcile_inner(&ms, &ctx))
+        .await
 }
 
 async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
