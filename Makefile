@@ -10,6 +10,9 @@ K8S_BIN := $(MICROPLANE_CACHE)/kubernetes-v$(K8S_VERSION)
 KUBECTL := $(K8S_BIN)/kubectl
 DEV_STATE := $(CURDIR)/.state/dev
 E2E_STATE := $(CURDIR)/.state/e2e
+# The e2e suites (e2e/tests/*.rs). Built with --workspace, so they share compiled dependencies with
+# the unit tier instead of rebuilding them with another feature set.
+E2E_SUITES := $(basename $(notdir $(wildcard e2e/tests/*.rs)))
 
 .PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator
 
@@ -39,7 +42,7 @@ up: controlplane binaries ## Bring Microplane up on the local control plane: CRD
 
 operator: binaries
 binaries: ## Build the operator, the node agent and the services the node agent runs
-	cargo build -p microplane-operator -p microplane-nodeagent -p helloworld
+	cargo build --workspace --bins
 
 down: ## Stop exactly what `make up` started
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-down.sh
@@ -61,7 +64,7 @@ test-e2e: controlplane binaries ## e2e tier against a fresh real control plane (
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/nodeagent-up.sh; \
 	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
-	    cargo test -p microplane-e2e --features e2e -- --test-threads=4
+	    cargo test --workspace --features microplane-e2e/e2e $(E2E_SUITES:%=--test %) -- --test-threads=4
 
 BENCH_STATE := $(CURDIR)/.state/bench
 bench: bench-operator ## All benchmarks
