@@ -235,25 +235,16 @@ impl Agent {
         let mut last_state = Value::Null;
 
         loop {
-            if let Err(e) = volumes::sync(&self.client, pod, &vol_root, fs_group).await {
-                self.patch_status(
-                    pod,
-                    base("Pending", false, waiting("CreateContainerConfigError", &e, restarts)),
-                )
-                .await;
-                if wait_stop(stopped, Duration::from_secs(3)).await {
-                    return Ok(());
-                }
-                continue;
-            }
-            let env = match self.env(pod, c, ip, &vol_root).await {
+            // Volumes and env must resolve before the process starts; until they do, say why.
+            let prepared = match volumes::sync(&self.client, pod, &vol_root, fs_group).await {
+                Ok(_) => self.env(pod, c, ip, &vol_root).await,
+                Err(e) => Err(e),
+            };
+            let env = match prepared {
                 Ok(env) => env,
                 Err(e) => {
-                    self.patch_status(
-                        pod,
-                        base("Pending", false, waiting("CreateContainerConfigError", &e, restarts)),
-                    )
-                    .await;
+                    let st = waiting("CreateContainerConfigError", &e, restarts);
+                    self.patch_status(pod, base("Pending", false, st)).await;
                     if wait_stop(stopped, Duration::from_secs(3)).await {
                         return Ok(());
                     }
