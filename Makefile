@@ -17,7 +17,7 @@ E2E_SUITES := $(basename $(notdir $(wildcard e2e/tests/*.rs)))
 .PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 up: controlplane binaries ## Bring Microplane up on the local control plane: CRDs, operator, the `micro` tenant and helloworld
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
