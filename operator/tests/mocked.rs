@@ -91,6 +91,11 @@ struct Writers {
 }
 
 fn context(client: Client) -> (Arc<Context>, Writers) {
+    context_as(client, true)
+}
+
+/// A context of a leader (`true`) or a standby (`false`).
+fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
     let (deployments, dw) = reflector::store();
     let (services, sw) = reflector::store();
     let (pdbs, _) = reflector::store();
@@ -107,7 +112,7 @@ fn context(client: Client) -> (Arc<Context>, Writers) {
         tenants,
         configs,
     };
-    let (_, leader) = watch::channel(true);
+    let (_, leader) = watch::channel(leader);
     let ctx = Context::new(client, Settings::default(), stores, leader);
     (
         Arc::new(ctx),
@@ -324,29 +329,8 @@ async fn tenant_provisions_namespace_policy_and_default_rule() {
 #[tokio::test]
 async fn standby_never_writes() {
     let (client, calls) = mock(Box::new(echo));
-    let (deployments, _) = reflector::store();
-    let (services, _) = reflector::store();
-    let (pdbs, _) = reflector::store();
-    let (hpas, _) = reflector::store();
-    let (pods, _) = reflector::store();
-    let (tenants, mut tw) = reflector::store();
-    let (configs, _) = reflector::store();
-    tw.apply_watcher_event(&watcher::Event::Apply(tenant("micro")));
-    let (_tx, leader) = watch::channel(false);
-    let ctx = Arc::new(Context::new(
-        client,
-        Settings::default(),
-        Stores {
-            deployments,
-            services,
-            pdbs,
-            hpas,
-            pods,
-            tenants,
-            configs,
-        },
-        leader,
-    ));
+    let (ctx, mut w) = context_as(client, false);
+    w.tenants.apply_watcher_event(&watcher::Event::Apply(tenant("micro")));
     microservice::reconcile(Arc::new(helloworld()), ctx.clone())
         .await
         .unwrap();
