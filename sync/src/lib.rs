@@ -1,0 +1,12 @@
+//! The operator → gateway routing sync protocol (SPEC §6 "Sync"): generated messages and the tonic
+//! client and server of `microplane.sync.v1.RoutingSync`.
+
+#![allow(missing_docs, clippy::doc_markdown)]
+
+/// `microplane.sync.v1`.
+pub mod v1 {
+    tonic::include_proto!("microplane.sync.v1");
+}
+
+/// Metadata key carrying the shared sync token (`Bearer <token>`).
+pub const AUTHORIZATION: &str = "authorization";
