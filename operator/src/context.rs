@@ -37,6 +37,8 @@ pub struct Settings {
     /// How often a healthy object is reconciled again without a change (a backstop for missed
     /// events; it writes nothing when nothing drifted).
     pub resync: std::time::Duration,
+    /// Base URL of the gateway, for `status.url` (e.g. `http://localhost:8080`); none: no URL.
+    pub gateway_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             gateway_namespace: "microplane-system".into(),
             allow_file_git_urls: false,
             resync: std::time::Duration::from_secs(600),
+            gateway_url: None,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Context {
     applied: Mutex<HashMap<AppliedKey, (u64, String)>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Descriptors discovered through gRPC reflection.
+    pub discovery: std::sync::Arc<crate::sync::Discovery>,
 }
 
 impl Context {
@@ -115,6 +120,7 @@ impl Context {
             leader,
             applied: Mutex::default(),
             failures: Mutex::default(),
+            discovery: std::sync::Arc::default(),
         }
     }
 

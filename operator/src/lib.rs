@@ -11,5 +11,6 @@ pub mod controller;
 mod error;
 pub mod leader;
 pub mod metrics;
+pub mod sync;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
 use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
+use microplane_operator::sync::server::{self as sync_server, SyncService};
 use microplane_operator::{controller, leader};
 
 /// The Microplane operator. Every flag can also be set by the environment variable shown.
@@ -40,6 +41,15 @@ struct Args {
     /// when nothing drifted).
     #[arg(long, env = "MICROPLANE_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
+    /// Address of the gateway sync server (gRPC).
+    #[arg(long, env = "MICROPLANE_SYNC_ADDRESS", default_value = "0.0.0.0:8082")]
+    sync_address: SocketAddr,
+    /// File holding the token gateways present on the sync stream; without it, no sync server runs.
+    #[arg(long, env = "MICROPLANE_SYNC_TOKEN_FILE")]
+    sync_token_file: Option<std::path::PathBuf>,
+    /// Base URL of the gateway, shown as `status.url` of MicroServices.
+    #[arg(long, env = "MICROPLANE_GATEWAY_URL")]
+    gateway_url: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
     log_json: bool,
@@ -82,7 +92,12 @@ async fn main() -> anyhow::Result<()> {
     }
     .shared();
 
+    let (snapshots, snapshot_rx) = tokio::sync::watch::channel(None);
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let source_id = format!("{identity}-{}", std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0));
     let election = args.leader_elect.then(|| leader::Election {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name.clone(),
@@ -99,13 +114,34 @@ async fn main() -> anyhow::Result<()> {
         gateway_namespace: args.gateway_namespace,
         allow_file_git_urls: args.allow_file_git_urls,
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
+        gateway_url: args.gateway_url,
+    };
+    let metrics = Metrics::new(api_requests);
+    let sync_server = match &args.sync_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the sync token from {}", path.display()))?
+                .trim()
+                .to_string();
+            anyhow::ensure!(!token.is_empty(), "the sync token file {} is empty", path.display());
+            let service = SyncService::new(snapshot_rx, token, metrics.sync.clone());
+            Some(tokio::spawn(sync_server::serve(args.sync_address, service, shutdown.clone())))
+        }
+        None => {
+            tracing::warn!("no --sync-token-file: the gateway sync server is off");
+            None
+        }
     };
     let ready = state.clone();
     controller::run(
         client,
-        Metrics::new(api_requests),
+        metrics,
         settings,
         is_leader,
+        controller::Routing {
+            snapshots,
+            source_id,
+        },
         shutdown,
         move |ctx| {
             let _ = ready.context.set(ctx);
@@ -114,6 +150,9 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     admin.await.context("admin server task")?.context("admin server")?;
+    if let Some(s) = sync_server {
+        s.await.context("sync server task")?.context("sync server")?;
+    }
     Ok(())
 }
 

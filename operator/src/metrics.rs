@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -72,7 +73,40 @@ pub struct Metrics {
     pub writes: Family<WriteLabel, Counter>,
     /// All API requests, by method.
     pub api_requests: ApiRequests,
+    /// The gateway sync.
+    pub sync: SyncMetrics,
     registry: Registry,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AckLabel {
+    result: &'static str,
+}
+
+/// Metrics of the gateway sync, shared with its server.
+#[derive(Clone, Debug, Default)]
+pub struct SyncMetrics {
+    gateways: Gauge,
+    acks: Family<AckLabel, Counter>,
+    version: Gauge,
+}
+
+impl SyncMetrics {
+    /// A gateway stream opened (+1) or closed (-1).
+    pub fn gateway_connected(&self, delta: i64) {
+        self.gateways.inc_by(delta);
+    }
+
+    /// A gateway acknowledged a snapshot.
+    pub fn sync_ack(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.acks.get_or_create(&AckLabel { result }).inc();
+    }
+
+    /// A snapshot was published.
+    pub fn published(&self, version: u64) {
+        self.version.set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
 }
 
 impl Default for Metrics {
@@ -104,12 +138,17 @@ impl Metrics {
             "Requests sent to the API server, by method",
             api_requests.0.clone(),
         );
+        let sync = SyncMetrics::default();
+        registry.register("sync_gateways", "Gateways following the snapshot stream", sync.gateways.clone());
+        registry.register("sync_acks", "Snapshot acknowledgements, by result", sync.acks.clone());
+        registry.register("sync_snapshot_version", "Version of the latest snapshot published", sync.version.clone());
         Self {
             reconciles,
             errors,
             duration,
             writes,
             api_requests,
+            sync,
             registry,
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -137,12 +138,22 @@ fn pod_signal(pod: &Pod) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs every controller until `shutdown` resolves. `on_ready` is called once all caches are synced.
+/// Where the routing snapshots for gateways go.
+pub struct Routing {
+    /// Receives each new snapshot.
+    pub snapshots: watch::Sender<Option<Arc<microplane_sync::v1::Snapshot>>>,
+    /// This process's identity in snapshots.
+    pub source_id: String,
+}
+
+/// Runs every controller and the snapshot publisher until `shutdown` resolves. `on_ready` is called
+/// once all caches are synced.
 pub async fn run(
     client: Client,
     metrics: crate::metrics::Metrics,
     settings: Settings,
     leader: watch::Receiver<bool>,
+    routing: Routing,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
     on_ready: impl FnOnce(Arc<Context>) + Send + 'static,
 ) {
@@ -167,10 +178,35 @@ pub async fn run(
     let tenant_events = shared_tenants_writer.subscribe();
     let tenant_events_for_rules = shared_tenants_writer.subscribe();
     let config_events = shared_configs_writer.subscribe();
+    // Any change to tenants, MicroServices or their EndpointSlices wakes the snapshot publisher.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let (rediscovered_tx, rediscovered_rx) = tokio::sync::mpsc::unbounded_channel();
+    let discovery = Arc::new(crate::sync::Discovery::new(changed.clone(), rediscovered_tx));
+    let (slice_store, slice_writer) = reflector::store();
+    let slices = {
+        let changed = changed.clone();
+        reflect(
+            slice_writer,
+            watcher(
+                Api::<EndpointSlice>::all(client.clone()),
+                watcher::Config::default()
+                    .labels(microservice::build::SERVICE_LABEL)
+                    .any_semantic(),
+            )
+            .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
+            .default_backoff(),
+        )
+        .for_each(move |_| {
+            changed.notify_one();
+            async {}
+        })
+    };
     let feed = {
+        let changed_by_tenants = changed.clone();
         let tenants = trimmed(Api::<Namespace>::all(client.clone()), wc.clone())
             .default_backoff()
-            .reflect_shared(shared_tenants_writer);
+            .reflect_shared(shared_tenants_writer)
+            .inspect(move |_| changed_by_tenants.notify_one());
         let configs = trimmed(Api::<Config>::all(client.clone()), wc.clone())
             .default_backoff()
             .reflect_shared(shared_configs_writer);
@@ -186,17 +222,16 @@ pub async fn run(
         tenants: shared_tenants.clone(),
         configs: shared_configs.clone(),
     };
-    let ctx = Arc::new(Context::with_metrics(
-        client.clone(),
-        settings,
-        stores,
-        leader.clone(),
-        metrics,
-    ));
+    let sync_metrics = metrics.sync.clone();
+    let mut context = Context::with_metrics(client.clone(), settings, stores, leader.clone(), metrics);
+    context.discovery = discovery.clone();
+    let ctx = Arc::new(context);
     let ccfg = controller::Config::default().concurrency(CONCURRENCY);
 
     // --- MicroService
+    let changed_by_ms = changed.clone();
     let ms_stream = reflect(ms_writer, trimmed(Api::<MicroService>::all(client.clone()), wc.clone()))
+        .inspect(move |_| changed_by_ms.notify_one())
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let deployments = reflect(
@@ -257,6 +292,7 @@ pub async fn run(
                     .collect::<Vec<_>>()
             }
         })
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(rediscovered_rx))
         .reconcile_all_on(on_leadership(leader.clone()))
         .graceful_shutdown_on(shutdown.clone())
         .run(microservice::reconcile, error_policy, ctx.clone())
@@ -338,10 +374,24 @@ pub async fn run(
             }
         })
         .reconcile_all_on(on_leadership(leader))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(authrule::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    let publisher = {
+        let sources = crate::sync::Sources {
+            tenants: shared_tenants.clone(),
+            services: ms_store.clone(),
+            slices: slice_store,
+        };
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = crate::sync::publish(sources, discovery, changed, routing.source_id, routing.snapshots, sync_metrics) => {},
+                () = shutdown => {},
+            }
+        }
+    };
     let readiness = {
         let ctx = ctx.clone();
         let caches = Caches {
@@ -370,6 +420,15 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(feed, ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
+    let slices = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = slices => {},
+                () = shutdown => {},
+            }
+        }
+    };
+    tokio::join!(feed, slices, publisher, ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
     tracing::info!("controllers stopped");
 }

@@ -83,7 +83,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
 
     // Update status, only when it changed.
     let previous = ms.status.as_ref();
-    let (mut next, wanted) = status::compute(
+    let (mut next, mut wanted) = status::compute(
         previous,
         ms.meta().generation,
         ms.spec.image.as_deref(),
@@ -91,6 +91,19 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         rollout.as_ref(),
         problem.as_ref(),
     );
+    if blocked.is_none() {
+        let state = crate::sync::snapshot::discovery_key(ms).map(|k| ctx.discovery.state(&k));
+        let (endpoints, url, routed) = status::routing(
+            &name,
+            ms.spec.expose,
+            ms.spec.protocol,
+            state.as_ref(),
+            ctx.settings.gateway_url.as_deref(),
+        );
+        next.endpoints = endpoints;
+        next.url = url;
+        wanted.push(routed);
+    }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     next.conditions = conditions::merge(
         previous.map_or(&[][..], |p| &p.conditions),

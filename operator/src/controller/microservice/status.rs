@@ -217,3 +217,71 @@ pub fn compute(
     status.phase = Some(phase);
     (status, vec![ready, available])
 }
+
+/// What the gateway makes of a MicroService: `status.endpoints`, `status.url` and the `Routed`
+/// condition. `Routed` informs; it does not gate `Ready`, which says the workload runs (a service
+/// whose pods serve but do not offer reflection is still deployed).
+pub fn routing(
+    name: &str,
+    expose: bool,
+    protocol: microplane_crds::Protocol,
+    discovery: Option<&crate::sync::DiscoveryState>,
+    gateway_url: Option<&str>,
+) -> (Vec<String>, Option<String>, Cond) {
+    use crate::sync::DiscoveryState;
+    if !expose {
+        return (
+            Vec::new(),
+            None,
+            Cond::fail("Routed", "NotExposed", "spec.expose is false: the gateway does not route it"),
+        );
+    }
+    let url = gateway_url.map(|u| format!("{}/{name}", u.trim_end_matches('/')));
+    match (protocol, discovery) {
+        (microplane_crds::Protocol::Http, _) => (
+            Vec::new(),
+            url,
+            Cond::ok("Routed", "Routed", format!("the gateway proxies /{name}/… to the service")),
+        ),
+        (_, Some(DiscoveryState::Ready(d))) => {
+            const SHOWN: usize = 100;
+            let mut listed: Vec<&str> = d.endpoints.iter().take(10).map(String::as_str).collect();
+            if d.endpoints.len() > listed.len() {
+                listed.push("…");
+            }
+            (
+                d.endpoints.iter().take(SHOWN).cloned().collect(),
+                url,
+                Cond::ok(
+                    "Routed",
+                    "Routed",
+                    format!("{} endpoints discovered: {}", d.endpoints.len(), listed.join(", ")),
+                ),
+            )
+        }
+        (_, Some(DiscoveryState::Failed(e))) => {
+            let mut e = e.clone();
+            if e.len() > 300 {
+                let mut cut = 300;
+                while !e.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                e.truncate(cut);
+            }
+            (
+                Vec::new(),
+                url,
+                Cond::fail("Routed", "ReflectionFailed", format!("gRPC reflection failed: {e}")),
+            )
+        }
+        (_, _) => (
+            Vec::new(),
+            url,
+            Cond::fail(
+                "Routed",
+                "DiscoveryPending",
+                "waiting for a ready pod to answer gRPC server reflection",
+            ),
+        ),
+    }
+}

@@ -1,0 +1,538 @@
+//! The data path: one request through the phases of the crate docs, with a per-request context, and
+//! the HTTP/1.1 + h2c listener with the edge limits.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prost_reflect::{DynamicMessage, MethodDescriptor};
+use tokio::net::TcpListener;
+
+use crate::auth;
+use crate::balance::Upstreams;
+use crate::cors;
+use crate::error::{GatewayError, from_grpc_status};
+use crate::metrics::Metrics;
+use crate::proxy::{self, HttpClient, full};
+use crate::resolve::{self, TenantSource};
+use crate::snapshot::{Protocol, Route, Snapshot, Tenant};
+use crate::transcode::{self, DynamicCodec};
+
+/// Boxed errors of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty_body() -> BoxBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Limits and defaults of the data path.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Tenant of requests that name none (SPEC §6: `micro`).
+    pub default_tenant: String,
+    /// Largest request body accepted (→ 413).
+    pub max_body_bytes: usize,
+    /// Deadline of a request, propagated to gRPC backends as `grpc-timeout` (→ 504).
+    pub request_timeout: Duration,
+    /// Time a client gets to send a request's headers, and an idle HTTP/1.1 connection stays open.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Log one line per request.
+    pub access_log: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_tenant: "micro".into(),
+            max_body_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+            access_log: true,
+        }
+    }
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    /// The routing snapshot, swapped atomically by the sync client.
+    pub snapshot: ArcSwapOption<Snapshot>,
+    /// Endpoints, kept across snapshots.
+    pub upstreams: Upstreams,
+    /// Limits.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    http: HttpClient,
+}
+
+/// What one request learned on its way, for the response, the metrics and the access log.
+#[derive(Default)]
+struct RequestContext {
+    tenant: Option<Arc<Tenant>>,
+    route: Option<Arc<Route>>,
+    endpoint: Option<String>,
+    upstream: Option<String>,
+    origin: Option<HeaderValue>,
+}
+
+impl Gateway {
+    /// A gateway with no snapshot yet.
+    pub fn new(settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            snapshot: ArcSwapOption::empty(),
+            upstreams: Upstreams::default(),
+            settings,
+            metrics,
+            http: proxy::client(),
+        }
+    }
+
+    /// Serves one request: never fails, errors become SPEC §7 JSON responses.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<BoxBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut ctx = RequestContext {
+            origin: req.headers().get(header::ORIGIN).cloned(),
+            ..Default::default()
+        };
+        let result = tokio::time::timeout(self.settings.request_timeout, self.phases(req, peer, &mut ctx)).await;
+        let mut resp = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => error_response(&e),
+            Err(_) => error_response(&GatewayError::gateway_timeout(format!(
+                "no response within {:?}",
+                self.settings.request_timeout
+            ))),
+        };
+        if let Some(origin) = &ctx.origin {
+            cors::apply(resp.headers_mut(), origin, ctx.tenant.as_ref().and_then(|t| t.cors.as_ref()));
+        }
+        let tenant = ctx.tenant.as_ref().map_or("", |t| t.name.as_str());
+        let service = ctx.route.as_ref().map_or("", |r| r.service.as_str());
+        let elapsed = started.elapsed();
+        self.metrics.observe(tenant, service, resp.status().as_u16(), elapsed);
+        if self.settings.access_log {
+            tracing::info!(
+                target: "access",
+                %method,
+                %path,
+                tenant,
+                service,
+                endpoint = ctx.endpoint.as_deref().unwrap_or(""),
+                upstream = ctx.upstream.as_deref().unwrap_or(""),
+                status = resp.status().as_u16(),
+                micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "request"
+            );
+        }
+        resp
+    }
+
+    async fn phases(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<BoxBody>, GatewayError> {
+        let snap = self
+            .snapshot
+            .load_full()
+            .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
+
+        // Phase 1: tenant.
+        let tenant = self.resolve_tenant(&snap, req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+        ctx.tenant = Some(tenant.clone());
+        if req.method() == Method::OPTIONS && ctx.origin.is_some() {
+            return Ok(cors::preflight());
+        }
+
+        // Phase 1: route. An `Http` service owns every path under its name; otherwise Micro's resolver.
+        let raw_path = req.uri().path().to_string();
+        if let Ok((first, rest)) = resolve::proxy_rest(&raw_path)
+            && let Some(route) = tenant.routes.get(&first).filter(|r| r.protocol == Protocol::Http)
+        {
+            ctx.route = Some(route.clone());
+            auth::strip_identity(req.headers_mut());
+            return proxy::forward(&self.http, route, &rest, req, Some(peer.ip()), &mut ctx.upstream).await;
+        }
+        let resolved = match resolve::resolve_path(&raw_path) {
+            Ok(r) => r,
+            Err(resolve::PathError::Empty) if req.method() == Method::GET => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    Bytes::from(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+                ));
+            }
+            Err(resolve::PathError::Empty) => return Err(GatewayError::not_found("no service in path")),
+            Err(e) => return Err(GatewayError::bad_request(e.to_string())),
+        };
+        let route = tenant.routes.get(&resolved.service).cloned().ok_or_else(|| {
+            GatewayError::not_found(format!(
+                "service {} not found in namespace {}",
+                resolved.service, tenant.name
+            ))
+        })?;
+        ctx.route = Some(route.clone());
+        ctx.endpoint = Some(resolved.endpoint.clone());
+
+        // Phase 2: auth. Identity headers a client sent are never trusted.
+        auth::strip_identity(req.headers_mut());
+
+        // Phase 3: transcode.
+        let methods = route.methods.as_ref().ok_or_else(|| {
+            GatewayError::unavailable(format!(
+                "the endpoints of service {} are not discovered yet",
+                route.service
+            ))
+        })?;
+        let method = methods.get(&resolved.endpoint).cloned().ok_or_else(|| {
+            GatewayError::not_found(format!(
+                "endpoint {} not found on service {}",
+                resolved.endpoint, route.service
+            ))
+        })?;
+        if method.is_client_streaming() {
+            return Err(GatewayError::not_implemented(format!(
+                "endpoint {} streams requests, which HTTP/JSON callers cannot",
+                resolved.endpoint
+            )));
+        }
+        let sse = accepts_event_stream(req.headers());
+        let input = self.request_message(req, &method).await?;
+        self.call(&route, &tenant.name, &method, input, sse, &mut ctx.upstream)
+            .await
+    }
+
+    fn resolve_tenant(
+        &self,
+        snap: &Snapshot,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<Arc<Tenant>, GatewayError> {
+        let header = headers.get("micro-namespace").and_then(|v| v.to_str().ok());
+        let host = resolve::host_of(headers.get(header::HOST).and_then(|v| v.to_str().ok()), authority);
+        let name: Cow<'_, str> = match resolve::tenant_source(header, host, |h| snap.hosts.contains_key(h)) {
+            TenantSource::Header(h) => Cow::Borrowed(h),
+            TenantSource::Host(h) => Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default()),
+            TenantSource::Default => Cow::Borrowed(self.settings.default_tenant.as_str()),
+        };
+        snap.tenants
+            .get(name.as_ref())
+            .cloned()
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {name} not found")))
+    }
+
+    /// Builds the request message: GET/HEAD from the query, others from the body (JSON, or a form),
+    /// or from the query when the body is empty.
+    async fn request_message(
+        &self,
+        req: Request<Incoming>,
+        method: &MethodDescriptor,
+    ) -> Result<DynamicMessage, GatewayError> {
+        let input = method.input();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let from_query = |q: &str| {
+            transcode::request_from_params(&input, form_urlencoded::parse(q.as_bytes())).map_err(GatewayError::from)
+        };
+        match *req.method() {
+            Method::GET | Method::HEAD => return from_query(&query),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {}
+            ref m => return Err(GatewayError::method_not_allowed(format!("method {m} is not served"))),
+        }
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let limit = self.settings.max_body_bytes;
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            && len > limit
+        {
+            return Err(GatewayError::payload_too_large(limit));
+        }
+        let body = Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    GatewayError::payload_too_large(limit)
+                } else {
+                    GatewayError::bad_request(format!("reading the request body: {e}"))
+                }
+            })?
+            .to_bytes();
+        if body.iter().all(u8::is_ascii_whitespace) && !query.is_empty() {
+            return from_query(&query);
+        }
+        match content_type.as_str() {
+            "" | "application/json" | "application/grpc+json" | "text/json" => {
+                transcode::request_from_json(&input, &body).map_err(GatewayError::from)
+            }
+            "application/x-www-form-urlencoded" => {
+                transcode::request_from_params(&input, form_urlencoded::parse(&body)).map_err(GatewayError::from)
+            }
+            other => Err(GatewayError::unsupported_media_type(format!(
+                "content type {other} is not served; send application/json or a form"
+            ))),
+        }
+    }
+
+    /// Calls the backend, choosing an endpoint per attempt. A request is sent again to another
+    /// endpoint only when it never reached the first (connection refused, stream refused).
+    async fn call(
+        &self,
+        route: &Route,
+        tenant: &str,
+        method: &MethodDescriptor,
+        input: DynamicMessage,
+        sse: bool,
+        upstream_out: &mut Option<String>,
+    ) -> Result<Response<BoxBody>, GatewayError> {
+        let deadline = Instant::now() + self.settings.request_timeout;
+        let path = http::uri::PathAndQuery::try_from(format!(
+            "/{}/{}",
+            method.parent_service().full_name(),
+            method.name()
+        ))
+        .map_err(|e| GatewayError::internal(format!("method path: {e}")))?;
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
+            let picked = route.endpoints.pick(&excluded).ok_or_else(|| {
+                GatewayError::unavailable(format!("service {} has no ready endpoint", route.service))
+            })?;
+            let upstream = picked.upstream().clone();
+            *upstream_out = Some(upstream.address.clone());
+            let mut grpc = tonic::client::Grpc::new(upstream.channel());
+            let mut request = tonic::Request::new(input.clone());
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            if let Ok(v) = tenant.parse() {
+                request.metadata_mut().insert(auth::NAMESPACE, v);
+            }
+            let codec = DynamicCodec::new(method.output());
+            let outcome = match grpc.ready().await {
+                Err(e) => Err(tonic::Status::unavailable(format!("connecting: {e}"))),
+                Ok(()) if method.is_server_streaming() => grpc
+                    .server_streaming(request, path.clone(), codec)
+                    .await
+                    .map(|r| stream_response(r.into_inner(), sse)),
+                Ok(()) => grpc.unary(request, path.clone(), codec).await.map(|r| {
+                    json_response(StatusCode::OK, transcode::response_to_json(&r.into_inner()))
+                }),
+            };
+            match outcome {
+                Ok(resp) => {
+                    upstream.succeeded();
+                    return Ok(resp);
+                }
+                Err(status) if never_reached(&status) => {
+                    if upstream.failed() {
+                        self.metrics.ejected();
+                    }
+                    tracing::debug!(upstream = %upstream.address, %status, "endpoint unreachable; trying another");
+                    tried.push(upstream.address.clone());
+                    if tried.len() >= 3 || Instant::now() >= deadline {
+                        return Err(GatewayError::unavailable(format!(
+                            "service {}: no endpoint could be reached",
+                            route.service
+                        )));
+                    }
+                }
+                Err(status) => return Err(from_grpc_status(&status)),
+            }
+        }
+    }
+}
+
+/// Whether a failed call certainly never reached a backend's handler, so sending it again elsewhere
+/// is safe for any method: the connection could not be made, or the server refused the stream
+/// before reading it (HTTP/2 REFUSED_STREAM, GOAWAY).
+pub fn never_reached(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown {
+        return false;
+    }
+    let mut texts = vec![status.message().to_string()];
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        texts.push(e.to_string());
+        src = e.source();
+    }
+    texts.iter().any(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("connecting:")
+            || t.contains("tcp connect error")
+            || t.contains("connection refused")
+            || t.contains("refused_stream")
+            || t.contains("refused stream")
+    })
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// A JSON response.
+pub fn json_response(code: StatusCode, body: Bytes) -> Response<BoxBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The SPEC §7 response for an error.
+pub fn error_response(e: &GatewayError) -> Response<BoxBody> {
+    json_response(e.code, e.body())
+}
+
+/// A server-streaming rpc as newline-delimited JSON (`application/x-ndjson`), or as server-sent
+/// events when the client accepts `text/event-stream`. An error after the first message ends the
+/// stream with one more item: the SPEC §7 error object.
+fn stream_response(stream: tonic::Streaming<DynamicMessage>, sse: bool) -> Response<BoxBody> {
+    use futures::StreamExt;
+    let frame = move |json: Bytes| -> Bytes {
+        if sse {
+            let mut b = Vec::with_capacity(json.len() + 8);
+            b.extend_from_slice(b"data: ");
+            b.extend_from_slice(&json);
+            b.extend_from_slice(b"\n\n");
+            Bytes::from(b)
+        } else {
+            let mut b = Vec::with_capacity(json.len() + 1);
+            b.extend_from_slice(&json);
+            b.push(b'\n');
+            Bytes::from(b)
+        }
+    };
+    let body = stream
+        .scan(false, move |done, item| {
+            if *done {
+                return futures::future::ready(None);
+            }
+            let out = match item {
+                Ok(msg) => frame(transcode::response_to_json(&msg)),
+                Err(status) => {
+                    *done = true;
+                    frame(from_grpc_status(&status).body())
+                }
+            };
+            futures::future::ready(Some(Ok::<_, BoxError>(hyper::body::Frame::data(out))))
+        })
+        .boxed();
+    let mut r = Response::new(http_body_util::StreamBody::new(body).boxed_unsync());
+    let ct = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` until `shutdown`, then lets open requests finish.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let s = gateway.settings.clone();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.idle_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the open connections.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gateway.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(Duration::from_secs(25)) => tracing::warn!("connections still open after 25s; closing"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_never_reached_the_backend() {
+        assert!(never_reached(&tonic::Status::unavailable("connecting: transport error")));
+        assert!(never_reached(&tonic::Status::unavailable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)"
+        )));
+        assert!(never_reached(&tonic::Status::unknown("h2 protocol error: REFUSED_STREAM")));
+        assert!(!never_reached(&tonic::Status::unavailable("backend is overloaded")));
+        assert!(!never_reached(&tonic::Status::internal("tcp connect error")));
+        assert!(!never_reached(&tonic::Status::deadline_exceeded("connection refused")));
+    }
+
+    #[test]
+    fn event_stream_negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_event_stream(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        assert!(accepts_event_stream(&h));
+    }
+}

@@ -1,0 +1,410 @@
+//! The immutable routing snapshot every request reads, built from one `microplane.sync.v1.Snapshot`.
+//!
+//! Building validates everything (descriptor sets decode, names are unique), so a bad snapshot is
+//! refused whole and the gateway keeps serving the previous one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use microplane_sync::v1;
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+
+use crate::balance::{EndpointSet, Upstreams};
+
+/// A tenant's CORS policy; `None` on the tenant means Micro's permissive defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cors {
+    /// Origins allowed (`*` allows any).
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed in addition to the defaults.
+    pub allowed_headers: Vec<String>,
+    /// Methods allowed (empty: the defaults).
+    pub allowed_methods: Vec<String>,
+    /// Whether credentials are allowed.
+    pub allow_credentials: bool,
+}
+
+/// How a service is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/JSON transcoded to gRPC.
+    Grpc,
+    /// Proxied as HTTP.
+    Http,
+}
+
+impl Protocol {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// One exposed service of a tenant.
+#[derive(Debug)]
+pub struct Route {
+    /// Tenant name.
+    pub tenant: String,
+    /// MicroService name.
+    pub service: String,
+    /// How it is reached.
+    pub protocol: Protocol,
+    /// Where.
+    pub endpoints: EndpointSet,
+    /// `Svc.Method` → method, for `Grpc` services whose descriptors are known.
+    pub methods: Option<HashMap<String, MethodDescriptor>>,
+}
+
+/// A tenant with its routes.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Name.
+    pub name: String,
+    /// CORS override.
+    pub cors: Option<Cors>,
+    /// Routes by service name.
+    pub routes: HashMap<String, Arc<Route>>,
+}
+
+/// Everything the data path reads.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Version from the operator.
+    pub version: u64,
+    /// The operator process that built it.
+    pub source: String,
+    /// When the operator built it (Unix nanoseconds).
+    pub built_unix_nanos: i64,
+    /// Tenants by name.
+    pub tenants: HashMap<String, Arc<Tenant>>,
+    /// Host → tenant name.
+    pub hosts: HashMap<String, String>,
+}
+
+/// Why a snapshot was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A descriptor set does not decode into a consistent pool.
+    #[error("descriptor set {key}: {reason}")]
+    Descriptors {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A service refers to a descriptor set the snapshot does not carry.
+    #[error("service {tenant}/{service} refers to missing descriptor set {key}")]
+    MissingDescriptors {
+        /// Tenant.
+        tenant: String,
+        /// Service.
+        service: String,
+        /// The key.
+        key: String,
+    },
+    /// Two tenants claim the same host.
+    #[error("host {host} is claimed by tenants {a} and {b}")]
+    HostConflict {
+        /// The host.
+        host: String,
+        /// One tenant.
+        a: String,
+        /// The other.
+        b: String,
+    },
+}
+
+/// Services whose methods are never routed: health checking and reflection are infrastructure.
+fn infrastructure(full_name: &str) -> bool {
+    full_name.starts_with("grpc.health.") || full_name.starts_with("grpc.reflection.")
+}
+
+/// `Svc.Method` → method for a backend serving `pool`, preferring, for each simple service name,
+/// the package equal to the Micro service name (SPEC §6), else the lexicographically first package.
+pub fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<String, MethodDescriptor> {
+    let mut chosen: HashMap<String, prost_reflect::ServiceDescriptor> = HashMap::new();
+    for svc in pool.services().filter(|s| !infrastructure(s.full_name())) {
+        let simple = svc.name().to_string();
+        let better = match chosen.get(&simple) {
+            None => true,
+            Some(cur) => {
+                let cur_pref = cur.package_name() == micro_service;
+                let new_pref = svc.package_name() == micro_service;
+                (new_pref && !cur_pref) || (new_pref == cur_pref && svc.full_name() < cur.full_name())
+            }
+        };
+        if better {
+            chosen.insert(simple, svc);
+        }
+    }
+    chosen
+        .into_iter()
+        .flat_map(|(simple, svc)| {
+            svc.methods()
+                .map(move |m| (format!("{simple}.{}", m.name()), m))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Snapshot {
+    /// Builds the routing snapshot, reusing `upstreams` across snapshots.
+    pub fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> Result<Self, SnapshotError> {
+        let mut pools: HashMap<&str, DescriptorPool> = HashMap::new();
+        for d in &msg.descriptors {
+            let pool = DescriptorPool::decode(d.file_descriptor_set.as_slice()).map_err(|e| {
+                SnapshotError::Descriptors {
+                    key: d.key.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            pools.insert(d.key.as_str(), pool);
+        }
+
+        let mut hosts: HashMap<String, String> = HashMap::new();
+        let mut tenant_routes: HashMap<&str, HashMap<String, Arc<Route>>> = HashMap::new();
+        for t in &msg.tenants {
+            tenant_routes.insert(t.name.as_str(), HashMap::new());
+            for h in &t.hosts {
+                let h = h.trim_end_matches('.').to_ascii_lowercase();
+                if let Some(other) = hosts.insert(h.clone(), t.name.clone())
+                    && other != t.name
+                {
+                    return Err(SnapshotError::HostConflict { host: h, a: other, b: t.name.clone() });
+                }
+            }
+        }
+
+        let mut live = HashSet::new();
+        for s in &msg.services {
+            // Services of tenants the snapshot does not carry are not served.
+            let Some(routes) = tenant_routes.get_mut(s.tenant.as_str()) else {
+                continue;
+            };
+            let protocol = match v1::Protocol::try_from(s.protocol) {
+                Ok(v1::Protocol::Http) => Protocol::Http,
+                _ => Protocol::Grpc,
+            };
+            let methods = if protocol == Protocol::Grpc && !s.descriptors.is_empty() {
+                let pool = pools
+                    .get(s.descriptors.as_str())
+                    .ok_or_else(|| SnapshotError::MissingDescriptors {
+                        tenant: s.tenant.clone(),
+                        service: s.name.clone(),
+                        key: s.descriptors.clone(),
+                    })?;
+                Some(method_table(pool, &s.name))
+            } else {
+                None
+            };
+            let mut ready = Vec::new();
+            let mut terminating = Vec::new();
+            for e in &s.endpoints {
+                live.insert(e.address.clone());
+                let up = upstreams.get(&e.address);
+                if e.terminating {
+                    terminating.push(up);
+                } else {
+                    ready.push(up);
+                }
+            }
+            routes.insert(
+                s.name.clone(),
+                Arc::new(Route {
+                    tenant: s.tenant.clone(),
+                    service: s.name.clone(),
+                    protocol,
+                    endpoints: EndpointSet::new(ready, terminating),
+                    methods,
+                }),
+            );
+        }
+        upstreams.retain(&live);
+
+        let tenants = msg
+            .tenants
+            .iter()
+            .map(|t| {
+                let routes = tenant_routes.remove(t.name.as_str()).unwrap_or_default();
+                let cors = t.cors.as_ref().map(|c| Cors {
+                    allowed_origins: c.allowed_origins.clone(),
+                    allowed_headers: c.allowed_headers.clone(),
+                    allowed_methods: c.allowed_methods.clone(),
+                    allow_credentials: c.allow_credentials,
+                });
+                (
+                    t.name.clone(),
+                    Arc::new(Tenant {
+                        name: t.name.clone(),
+                        cors,
+                        routes,
+                    }),
+                )
+            })
+            .collect();
+        Ok(Self {
+            version: msg.version,
+            source: msg.source.clone(),
+            built_unix_nanos: msg.built_unix_nanos,
+            tenants,
+            hosts,
+        })
+    }
+
+    /// Number of routes over all tenants.
+    pub fn route_count(&self) -> usize {
+        self.tenants.values().map(|t| t.routes.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn pool_bytes() -> Vec<u8> {
+        let dir = tempdir();
+        std::fs::write(
+            dir.join("a.proto"),
+            r#"syntax = "proto3";
+package helloworld;
+service Helloworld { rpc Call(Req) returns (Res); }
+message Req { string name = 1; }
+message Res { string message = 1; }
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("b.proto"),
+            r#"syntax = "proto3";
+package aaa;
+service Helloworld { rpc Other(R) returns (R); }
+service Extra { rpc Go(R) returns (R); }
+message R {}
+"#,
+        )
+        .unwrap();
+        let fds = protox::compile(["a.proto", "b.proto"], [dir.as_path()]).unwrap();
+        fds.encode_to_vec()
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mp-snap-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn msg(fds: Vec<u8>) -> v1::Snapshot {
+        v1::Snapshot {
+            version: 7,
+            source: "op-1".into(),
+            built_unix_nanos: 1,
+            tenants: vec![
+                v1::Tenant {
+                    name: "micro".into(),
+                    hosts: vec!["Api.Example.com".into()],
+                    cors: None,
+                },
+                v1::Tenant {
+                    name: "acme".into(),
+                    hosts: vec![],
+                    cors: Some(v1::Cors {
+                        allowed_origins: vec!["https://acme.dev".into()],
+                        ..Default::default()
+                    }),
+                },
+            ],
+            services: vec![
+                v1::Service {
+                    tenant: "micro".into(),
+                    name: "helloworld".into(),
+                    protocol: v1::Protocol::Grpc as i32,
+                    endpoints: vec![
+                        v1::Endpoint {
+                            address: "10.0.0.1:8080".into(),
+                            terminating: false,
+                        },
+                        v1::Endpoint {
+                            address: "10.0.0.2:8080".into(),
+                            terminating: true,
+                        },
+                    ],
+                    descriptors: "img".into(),
+                },
+                v1::Service {
+                    tenant: "micro".into(),
+                    name: "web".into(),
+                    protocol: v1::Protocol::Http as i32,
+                    endpoints: vec![],
+                    descriptors: String::new(),
+                },
+                v1::Service {
+                    tenant: "ghost".into(),
+                    name: "x".into(),
+                    protocol: 0,
+                    endpoints: vec![],
+                    descriptors: String::new(),
+                },
+            ],
+            descriptors: vec![v1::Descriptors {
+                key: "img".into(),
+                file_descriptor_set: fds,
+                services: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn builds_routes_hosts_and_methods() {
+        let ups = Upstreams::default();
+        let s = Snapshot::build(&msg(pool_bytes()), &ups).unwrap();
+        assert_eq!(s.version, 7);
+        assert_eq!(s.hosts.get("api.example.com").map(String::as_str), Some("micro"));
+        assert_eq!(s.route_count(), 2, "services of unknown tenants are dropped");
+        let hw = &s.tenants["micro"].routes["helloworld"];
+        assert_eq!(hw.protocol, Protocol::Grpc);
+        assert_eq!(hw.endpoints.len(), 1);
+        let methods = hw.methods.as_ref().unwrap();
+        // The package equal to the service name wins for `Helloworld`.
+        assert_eq!(methods["Helloworld.Call"].full_name(), "helloworld.Helloworld.Call");
+        assert!(!methods.contains_key("Helloworld.Other"));
+        assert_eq!(methods["Extra.Go"].full_name(), "aaa.Extra.Go");
+        assert_eq!(s.tenants["micro"].routes["web"].protocol, Protocol::Http);
+        assert!(s.tenants["micro"].routes["web"].methods.is_none());
+        assert!(s.tenants["acme"].cors.is_some());
+        assert_eq!(ups.len(), 2);
+    }
+
+    #[test]
+    fn without_the_preferred_package_the_first_full_name_wins() {
+        let pool = DescriptorPool::decode(pool_bytes().as_slice()).unwrap();
+        let t = method_table(&pool, "other");
+        assert_eq!(t["Helloworld.Other"].full_name(), "aaa.Helloworld.Other");
+        assert!(!t.contains_key("Helloworld.Call"));
+    }
+
+    #[test]
+    fn refuses_bad_snapshots() {
+        let ups = Upstreams::default();
+        let mut m = msg(b"\xff\xff garbage".to_vec());
+        assert!(matches!(
+            Snapshot::build(&m, &ups),
+            Err(SnapshotError::Descriptors { .. })
+        ));
+        m = msg(pool_bytes());
+        m.services[0].descriptors = "missing".into();
+        assert!(matches!(
+            Snapshot::build(&m, &ups),
+            Err(SnapshotError::MissingDescriptors { .. })
+        ));
+        m = msg(pool_bytes());
+        m.tenants[1].hosts = vec!["api.example.com".into()];
+        assert!(matches!(
+            Snapshot::build(&m, &ups),
+            Err(SnapshotError::HostConflict { .. })
+        ));
+    }
+}

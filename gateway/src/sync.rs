@@ -1,0 +1,187 @@
+//! The sync client: follows the operator's snapshot stream, applies each snapshot atomically,
+//! acknowledges it, and reconnects with backoff. While the operator (or the API server behind it)
+//! is away, the last good snapshot keeps serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use microplane_sync::v1::routing_sync_client::RoutingSyncClient;
+use microplane_sync::v1::{Ack, GatewayMessage, Hello, Snapshot as WireSnapshot, gateway_message};
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+
+use crate::server::Gateway;
+use crate::snapshot::Snapshot;
+
+/// Where and how to reach the operator.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// The operator's sync endpoint, e.g. `http://microplane-operator:8082`.
+    pub endpoint: String,
+    /// The shared token (sent as `authorization: Bearer …`).
+    pub token: String,
+    /// This gateway's name, for the operator's logs.
+    pub name: String,
+}
+
+/// Backoff between reconnects: 100 ms doubling to 5 s, with jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
+    Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
+}
+
+/// Applies one snapshot: builds the routing state and swaps it in, unless it is older than the one
+/// served (same operator process, lower or equal version). Returns the error that refused it.
+pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
+    if let Some(cur) = gateway.snapshot.load().as_ref()
+        && cur.source == wire.source
+        && cur.version >= wire.version
+    {
+        return Ok(false);
+    }
+    match Snapshot::build(wire, &gateway.upstreams) {
+        Ok(s) => {
+            let routes = s.route_count();
+            gateway.snapshot.store(Some(Arc::new(s)));
+            gateway.metrics.snapshot(true, wire.version, routes);
+            if wire.built_unix_nanos > 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                tracing::debug!(
+                    version = wire.version,
+                    routes,
+                    latency_us = (now - wire.built_unix_nanos) / 1000,
+                    "snapshot applied"
+                );
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            gateway.metrics.snapshot(false, wire.version, 0);
+            tracing::warn!(version = wire.version, error = %e, "snapshot refused; serving the previous one");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Follows the operator forever; `ready` turns true after the first snapshot applied.
+pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, ready: Arc<AtomicBool>) {
+    let mut attempt = 0u32;
+    loop {
+        match follow(&gateway, &settings, &ready, &mut attempt).await {
+            Ok(()) => tracing::info!("sync stream ended; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "sync stream failed; reconnecting"),
+        }
+        gateway.metrics.connected(false);
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn follow(
+    gateway: &Gateway,
+    settings: &SyncSettings,
+    ready: &AtomicBool,
+    attempt: &mut u32,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = Endpoint::from_shared(settings.endpoint.clone())?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let token: MetadataValue<_> = format!("Bearer {}", settings.token).parse()?;
+    let mut client = RoutingSyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", token.clone());
+        Ok(req)
+    })
+    .max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::channel(16);
+    let served = gateway.snapshot.load().as_ref().map_or(0, |s| s.version);
+    tx.send(GatewayMessage {
+        kind: Some(gateway_message::Kind::Hello(Hello {
+            gateway: settings.name.clone(),
+            version: served,
+        })),
+    })
+    .await?;
+    let mut stream = client
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    gateway.metrics.connected(true);
+    tracing::info!(endpoint = %settings.endpoint, "sync stream open");
+    while let Some(wire) = stream.message().await? {
+        *attempt = 0;
+        let error = match apply(gateway, &wire) {
+            Ok(_) => {
+                if !ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!(version = wire.version, "first snapshot applied; ready");
+                }
+                String::new()
+            }
+            Err(e) => e,
+        };
+        tx.send(GatewayMessage {
+            kind: Some(gateway_message::Kind::Ack(Ack {
+                version: wire.version,
+                error,
+            })),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::server::Settings;
+    use microplane_sync::v1;
+
+    fn snap(source: &str, version: u64) -> WireSnapshot {
+        v1::Snapshot {
+            version,
+            source: source.into(),
+            tenants: vec![v1::Tenant {
+                name: "micro".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn applies_newer_snapshots_only_and_keeps_the_last_good_one() {
+        let gw = Gateway::new(Settings::default(), Metrics::new());
+        assert_eq!(apply(&gw, &snap("a", 2)), Ok(true));
+        assert_eq!(apply(&gw, &snap("a", 1)), Ok(false));
+        assert_eq!(apply(&gw, &snap("a", 2)), Ok(false));
+        // Another operator process: taken whatever its version.
+        assert_eq!(apply(&gw, &snap("b", 1)), Ok(true));
+        let mut bad = snap("b", 5);
+        bad.descriptors.push(v1::Descriptors {
+            key: "k".into(),
+            file_descriptor_set: vec![0xff, 0xff, 0xff],
+            services: vec![],
+        });
+        assert!(apply(&gw, &bad).is_err());
+        let cur = gw.snapshot.load_full().unwrap();
+        assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert!(backoff(0) <= Duration::from_millis(100));
+        assert!(backoff(3) >= Duration::from_millis(400));
+        for a in [7, 20, u32::MAX] {
+            assert!(backoff(a) <= Duration::from_secs(5));
+            assert!(backoff(a) >= Duration::from_millis(2500));
+        }
+    }
+}
