@@ -9,6 +9,8 @@ export MICROPLANE_CACHE
 K8S_BIN := $(MICROPLANE_CACHE)/kubernetes-v$(K8S_VERSION)
 KUBECTL := $(K8S_BIN)/kubectl
 DEV_STATE := $(CURDIR)/.state/dev
+# Port of the dev gateway (`make up`); the e2e tier picks a free one.
+GATEWAY_PORT ?= 8080
 E2E_STATE := $(CURDIR)/.state/e2e
 # The e2e suites (e2e/tests/*.rs). Built with --workspace, so they share compiled dependencies with
 # the unit tier instead of rebuilding them with another feature set.
@@ -25,20 +27,21 @@ up: controlplane binaries ## Bring Microplane up on the local control plane: CRD
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/nodeagent-up.sh
-	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/operator-up.sh
+	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_GATEWAY_PORT=$(GATEWAY_PORT) e2e/scripts/operator-up.sh
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/gateway-up.sh
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -f config/samples/tenant.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s tenant/micro >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install \
 	  -f config/samples/helloworld-secrets.yaml -f config/samples/config.yaml -f config/samples/helloworld.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s -n micro microservice/helloworld >/dev/null
-	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready and running."
-	@ip=$$($(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig get endpointslices -n micro -l kubernetes.io/service-name=helloworld -o jsonpath='{.items[0].endpoints[0].addresses[0]}'); \
-	  echo "  helloworld's pod answers gRPC at $$ip:8080 (its EndpointSlice address, in the environment's network namespace):"; \
-	  echo "  target/debug/helloworld-call $$ip:8080 John     # -> {\"message\": \"Hello John\"}"; \
-	  echo "  its log: MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/pod-logs.sh micro \$$(kubectl get pods -n micro -o name | cut -d/ -f2 | head -1)"
+	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Routed --timeout=60s -n micro microservice/helloworld >/dev/null
+	@port=$$(cat $(DEV_STATE)/gateway.port); \
+	  echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready and routed."; \
+	  echo "  curl -s http://localhost:$$port/helloworld/call -d '{\"name\":\"John\"}'    # -> {\"message\":\"Hello John\"}"; \
+	  echo "  curl -s 'http://localhost:$$port/helloworld/call?name=Jane'"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
 	@echo "  kubectl get microplane -A; kubectl get tenants; kubectl explain microservice.spec"
-	@echo "Operator log: $(DEV_STATE)/logs/microplane-operator.log. Stop everything with: make down"
+	@echo "Logs: $(DEV_STATE)/logs/microplane-operator.log, $(DEV_STATE)/logs/microplane-gateway.log. Stop everything with: make down"
 
 operator: binaries
 binaries: ## Build the operator, the node agent and the services the node agent runs
@@ -59,7 +62,7 @@ test-unit: ## Unit and mocked tiers, plus formatting, lints and generated-file d
 
 test-e2e: controlplane binaries ## e2e tier against a fresh real control plane (node agent, operator), stopped afterwards
 	@MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh
-	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/node
+	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/gateway.info $(E2E_STATE)/gateway.port $(E2E_STATE)/sync.port $(E2E_STATE)/node
 	@trap 'MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/nodeagent-up.sh; \

@@ -2,7 +2,9 @@
 # Start the operator (target/debug/microplane-operator unless MICROPLANE_OPERATOR_BIN says otherwise)
 # against the control plane of MICROPLANE_STATE, as its own ServiceAccount with exactly the RBAC of
 # config/rbac. Its pid joins the control plane's pid files, so controlplane-down.sh stops it too.
-# Writes "<pid> <admin-address>" to $MICROPLANE_STATE/operator.info. Extra arguments go to the operator.
+# Writes "<pid> <admin-address> <sync-address>" to $MICROPLANE_STATE/operator.info. Extra arguments go
+# to the operator. The gateway sync token ($MICROPLANE_STATE/sync-token) and the gateway's port
+# ($MICROPLANE_STATE/gateway.port) are made on first use and shared with gateway-up.sh.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 state=$MICROPLANE_STATE
@@ -39,14 +41,24 @@ current-context: local
 KC
 chmod 600 "$state/operator.kubeconfig"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+# Stable across restarts, so a running gateway reconnects to the new operator.
+[[ -s $state/sync.port ]] || free_port >"$state/sync.port"
+sync_port=$(cat "$state/sync.port")
+if [[ ! -s $state/sync-token ]]; then
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$state/sync-token")
+fi
+[[ -s $state/gateway.port ]] || echo "${MICROPLANE_GATEWAY_PORT:-$(free_port)}" >"$state/gateway.port"
 mkdir -p "$state/logs" "$state/pids"
 KUBECONFIG=$state/operator.kubeconfig MICROPLANE_LOG=${MICROPLANE_LOG:-info,microplane_operator=debug} \
-  setsid "$bin" --admin-address "127.0.0.1:$port" --lease-namespace microplane-system "$@" \
+  setsid "$bin" --admin-address "127.0.0.1:$port" --lease-namespace microplane-system \
+  --sync-address "127.0.0.1:$sync_port" --sync-token-file "$state/sync-token" \
+  --gateway-url "http://localhost:$(cat "$state/gateway.port")" "$@" \
   >>"$state/logs/microplane-operator.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$state/pids/microplane-operator.pid"
-echo "$pid 127.0.0.1:$port" >"$state/operator.info"
+echo "$pid 127.0.0.1:$port 127.0.0.1:$sync_port" >"$state/operator.info"
 for _ in $(seq 300); do
   if curl -fsS --max-time 1 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
     log "operator ready (pid $pid, admin 127.0.0.1:$port, log $state/logs/microplane-operator.log)"

@@ -14,6 +14,7 @@ use kube::discovery::{ApiResource, Scope};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 
+pub mod gateway;
 pub mod operator;
 
 /// Errors of the e2e helpers.

@@ -32,7 +32,10 @@ pub async fn serve(
                 if s.ready.load(Ordering::Acquire) {
                     (StatusCode::OK, "ready")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first routing snapshot")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for the first routing snapshot",
+                    )
                 }
             }),
         )
@@ -40,7 +43,10 @@ pub async fn serve(
             "/metrics",
             get(|State(s): State<AdminState>| async move {
                 (
-                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     s.metrics.encode(),
                 )
             }),

@@ -182,7 +182,10 @@ pub struct Upstreams {
 impl Upstreams {
     /// The upstream for `address`, created on first sight.
     pub fn get(&self, address: &str) -> Arc<Upstream> {
-        let mut map = self.by_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.entry(address.to_string())
             .or_insert_with(|| Arc::new(Upstream::new(address)))
             .clone()
@@ -191,7 +194,10 @@ impl Upstreams {
     /// Forgets endpoints no snapshot references any more (their connections close once the last
     /// request using them ends).
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
-        let mut map = self.by_address.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|addr, _| live.contains(addr));
     }
 
@@ -233,10 +239,13 @@ mod tests {
         let (_u, s) = set(2);
         // Hold many requests on one endpoint: p2c with two endpoints always compares both.
         let held: Vec<_> = (0..10).map(|_| s.pick(&[]).unwrap()).collect();
-        let busy = held.iter().map(|p| p.upstream().address.clone()).fold(HashMap::new(), |mut m, a| {
-            *m.entry(a).or_insert(0) += 1;
-            m
-        });
+        let busy = held
+            .iter()
+            .map(|p| p.upstream().address.clone())
+            .fold(HashMap::new(), |mut m, a| {
+                *m.entry(a).or_insert(0) += 1;
+                m
+            });
         // Ten picks over two endpoints with least-outstanding stay balanced.
         assert!(busy.values().all(|&n| n == 5), "{busy:?}");
         drop(held);

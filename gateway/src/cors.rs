@@ -53,7 +53,10 @@ pub fn apply(headers: &mut HeaderMap, origin: &HeaderValue, policy: Option<&Cors
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
     if credentials {
-        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
 }
 
@@ -68,7 +71,12 @@ mod tests {
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], DEFAULT_METHODS);
-        assert!(h[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap().contains("Micro-Namespace"));
+        assert!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("Micro-Namespace")
+        );
     }
 
     #[test]

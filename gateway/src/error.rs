@@ -1,100 +1,191 @@
-//! Errors the gateway writes (SPEC §7): `{"id","code","detail","status"}` as `application/json`.
+//! The errors the gateway writes (SPEC §7).
+//!
+//! Every error is the JSON object `{"id":"…","code":404,"detail":"…","status":"Not Found"}` with
+//! `Content-Type: application/json`: `code` is the HTTP status, `status` its canonical reason phrase.
+//! Errors the gateway makes itself carry the id [`GATEWAY_ID`]; backend errors that arrive as a Micro
+//! error JSON keep the backend's id and detail ([`GatewayError::from_grpc_status`]).
+
+use std::fmt;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
 
-/// The `id` of errors the gateway itself produces.
+/// The `id` of the errors the gateway makes itself.
 pub const GATEWAY_ID: &str = "microplane.gateway";
 
-/// An error response.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An error as the gateway writes it to the client (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {
-    /// HTTP status.
+    /// The HTTP status of the response, also written as `code` in the body.
     pub code: StatusCode,
-    /// Who produced it.
+    /// Who made the error: [`GATEWAY_ID`] for the gateway, or the id of a backend's Micro error.
     pub id: String,
-    /// What happened, for the caller.
+    /// What went wrong, for a human.
     pub detail: String,
 }
 
-impl std::fmt::Display for GatewayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code.as_u16(), self.detail)
-    }
+/// The body of §7, fields in the order the SPEC writes them.
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    code: u16,
+    detail: &'a str,
+    status: &'a str,
 }
 
-impl std::error::Error for GatewayError {}
-
 impl GatewayError {
-    /// An error with the gateway's id.
+    /// An error with the given status and detail, made by the gateway (id [`GATEWAY_ID`]).
     pub fn new(code: StatusCode, detail: impl Into<String>) -> Self {
         Self {
             code,
-            id: GATEWAY_ID.to_string(),
+            id: GATEWAY_ID.to_owned(),
             detail: detail.into(),
         }
     }
-    /// 400.
+
+    /// The same error with another `id`.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// 400 Bad Request: a request the gateway cannot map (malformed JSON, unknown field, bad value).
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
-    /// 404.
+
+    /// 401 Unauthorized: refused without an account (SPEC §5).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+    }
+
+    /// 403 Forbidden: refused with an account (SPEC §5).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 404 Not Found: unknown tenant, service or endpoint.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
-    /// 405.
+
+    /// 405 Method Not Allowed.
     pub fn method_not_allowed(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, detail)
     }
-    /// 413.
-    pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {limit} bytes"),
-        )
+
+    /// 413 Payload Too Large: a request body over the gateway's limit.
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
     }
-    /// 415.
+
+    /// 415 Unsupported Media Type: a body in a content type the gateway does not map.
     pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail)
     }
-    /// 500.
+
+    /// 500 Internal Server Error.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
-    /// 501.
+
+    /// 501 Not Implemented: an endpoint the gateway cannot serve over HTTP/JSON.
     pub fn not_implemented(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, detail)
     }
-    /// 502.
+
+    /// 502 Bad Gateway: the backend answered with something the gateway cannot use.
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, detail)
     }
-    /// 503.
+
+    /// 503 Service Unavailable: no backend to send the request to.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
-    /// 504.
+
+    /// 504 Gateway Timeout: the backend did not answer in time.
     pub fn gateway_timeout(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, detail)
     }
 
-    /// The JSON body.
+    /// The canonical reason phrase of [`code`](Self::code) (`"Not Found"`), or `""` for a code
+    /// without one, as Go's `http.StatusText` (which Micro uses) does.
+    pub fn status(&self) -> &'static str {
+        self.code.canonical_reason().unwrap_or("")
+    }
+
+    /// The JSON body of SPEC §7: `{"id":"…","code":404,"detail":"…","status":"Not Found"}`.
     pub fn body(&self) -> Bytes {
-        let v = serde_json::json!({
-            "id": self.id,
-            "code": self.code.as_u16(),
-            "detail": self.detail,
-            "status": self.code.canonical_reason().unwrap_or(""),
-        });
-        Bytes::from(v.to_string())
+        let body = Body {
+            id: &self.id,
+            code: self.code.as_u16(),
+            detail: &self.detail,
+            status: self.status(),
+        };
+        // Serializing a struct of strings and an integer into a Vec cannot fail.
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from_static(b"{}"))
+    }
+
+    /// The HTTP response: status [`code`](Self::code), `Content-Type: application/json` and
+    /// [`body`](Self::body). `B` is any body buildable from [`Bytes`], such as
+    /// `http_body_util::Full<Bytes>` or `Bytes` itself.
+    pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
+        let mut response = http::Response::new(B::from(self.body()));
+        *response.status_mut() = self.code;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+
+    /// Maps a gRPC status from a backend to the error the gateway writes (SPEC §7).
+    ///
+    /// The HTTP status comes from the gRPC code: InvalidArgument 400, Unauthenticated 401,
+    /// PermissionDenied 403, NotFound 404, AlreadyExists 409, ResourceExhausted 429, Unimplemented
+    /// 501, Unavailable 503, DeadlineExceeded 504, any other code 500.
+    ///
+    /// A message that is a Micro error JSON object (keys matched case-insensitively, so both the
+    /// `{"Id","Code","Detail","Status"}` of Micro before v3.10 and the lower-case keys of later
+    /// versions are understood; a string `id` or `detail` is what makes it one) keeps its `id` and
+    /// `detail`; a missing `id` becomes [`GATEWAY_ID`], a missing `detail` becomes `""`. The gRPC code
+    /// still decides the HTTP status, because it is what the backend's gRPC server actually said —
+    /// except when that code is Unknown or Internal and the JSON carries a `code` from 400 to 599:
+    /// then that code is used, since a Micro service returning, e.g., `errors.BadRequest` or a 422
+    /// that has no gRPC equivalent reaches the gateway exactly that way. The JSON's `status` is
+    /// ignored; it is recomputed from the final code.
+    ///
+    /// Any other message (not JSON, JSON that is not an object, an object without `id`/`detail`) is
+    /// the detail as it is; an empty message is replaced by the gRPC code's description so that the
+    /// client always reads something.
+    pub fn from_grpc_status(status: &tonic::Status) -> GatewayError {
+        let code = http_code_for_grpc(status.code());
+        match MicroError::parse(status.message()) {
+            Some(micro) => {
+                let code = match (status.code(), micro.code) {
+                    (tonic::Code::Unknown | tonic::Code::Internal, Some(micro_code)) => micro_code,
+                    _ => code,
+                };
+                GatewayError {
+                    code,
+                    id: micro.id.unwrap_or_else(|| GATEWAY_ID.to_owned()),
+                    detail: micro.detail.unwrap_or_default(),
+                }
+            }
+            None if status.message().is_empty() => GatewayError::new(code, status.code().description()),
+            None => GatewayError::new(code, status.message()),
+        }
     }
 }
 
-/// HTTP status for a gRPC code (SPEC §7).
-pub fn http_code(code: tonic::Code) -> StatusCode {
+/// The HTTP status for a gRPC code (SPEC §7).
+pub fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
     use tonic::Code;
     match code {
-        Code::Ok => StatusCode::OK,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::PermissionDenied => StatusCode::FORBIDDEN,
@@ -104,103 +195,294 @@ pub fn http_code(code: tonic::Code) -> StatusCode {
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Internal
+        | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// The error for a backend's gRPC status. The HTTP code follows the gRPC code; a message that is a
-/// Micro error object (`{"id","code","detail",…}`, keys in any case) keeps its id and detail, and,
-/// when the gRPC code says nothing more precise (Unknown, Internal), its code too.
-pub fn from_grpc_status(status: &tonic::Status) -> GatewayError {
-    let mut code = http_code(status.code());
-    let mut id = "microplane.backend".to_string();
-    let mut detail = status.message().to_string();
-    if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(status.message()) {
-        let get = |k: &str| obj.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v);
-        if let Some(d) = get("detail").and_then(|v| v.as_str()) {
-            detail = d.to_string();
-            if let Some(i) = get("id").and_then(|v| v.as_str()) {
-                id = i.to_string();
-            }
-            let imprecise = matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal);
-            if imprecise
-                && let Some(c) = get("code")
-                    .and_then(serde_json::Value::as_u64)
-                    .and_then(|c| u16::try_from(c).ok())
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .filter(|c| c.is_client_error() || c.is_server_error())
-            {
-                code = c;
-            }
-        }
-    }
-    GatewayError { code, id, detail }
+/// The parts of a Micro error JSON found in a gRPC message.
+struct MicroError {
+    id: Option<String>,
+    detail: Option<String>,
+    /// Only a code from 400 to 599.
+    code: Option<StatusCode>,
 }
+
+impl MicroError {
+    fn parse(message: &str) -> Option<MicroError> {
+        let serde_json::Value::Object(object) = serde_json::from_str(message).ok()? else {
+            return None;
+        };
+        let field = |name: &str| {
+            object
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        };
+        let string = |name: &str| field(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let id = string("id");
+        let detail = string("detail");
+        if id.is_none() && detail.is_none() {
+            return None;
+        }
+        let code = field("code")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|code| (400..=599).contains(code))
+            .and_then(|code| u16::try_from(code).ok())
+            .and_then(|code| StatusCode::from_u16(code).ok());
+        Some(MicroError { id, detail, code })
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.id, self.detail)
+    }
+}
+
+impl std::error::Error for GatewayError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use tonic::{Code, Status};
+
+    fn json(bytes: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap()
+    }
 
     #[test]
-    fn body_shape() {
-        let e = GatewayError::not_found("service x not found");
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+    fn body_is_exactly_the_spec_shape() {
+        let err = GatewayError::not_found("service foo not found");
         assert_eq!(
-            v,
-            serde_json::json!({"id": GATEWAY_ID, "code": 404, "detail": "service x not found", "status": "Not Found"})
+            err.body(),
+            Bytes::from_static(
+                br#"{"id":"microplane.gateway","code":404,"detail":"service foo not found","status":"Not Found"}"#
+            )
         );
     }
 
     #[test]
-    fn code_table() {
+    fn body_escapes_json_in_id_and_detail() {
+        let err = GatewayError::bad_request("field \"a\": bad\nvalue").with_id("x\"y");
+        let body = json(&err.body());
+        assert_eq!(body["detail"], "field \"a\": bad\nvalue");
+        assert_eq!(body["id"], "x\"y");
+        assert_eq!(body["status"], "Bad Request");
+        assert_eq!(body["code"], 400);
+    }
+
+    #[test]
+    fn constructors_set_code_and_default_id() {
+        let cases = [
+            (GatewayError::bad_request("d"), 400, "Bad Request"),
+            (GatewayError::unauthorized("d"), 401, "Unauthorized"),
+            (GatewayError::forbidden("d"), 403, "Forbidden"),
+            (GatewayError::not_found("d"), 404, "Not Found"),
+            (GatewayError::method_not_allowed("d"), 405, "Method Not Allowed"),
+            (GatewayError::payload_too_large("d"), 413, "Payload Too Large"),
+            (GatewayError::unsupported_media_type("d"), 415, "Unsupported Media Type"),
+            (GatewayError::internal("d"), 500, "Internal Server Error"),
+            (GatewayError::bad_gateway("d"), 502, "Bad Gateway"),
+            (GatewayError::unavailable("d"), 503, "Service Unavailable"),
+            (GatewayError::gateway_timeout("d"), 504, "Gateway Timeout"),
+        ];
+        for (err, code, status) in cases {
+            assert_eq!(err.code.as_u16(), code, "{err}");
+            assert_eq!(err.id, GATEWAY_ID);
+            assert_eq!(err.detail, "d");
+            assert_eq!(err.status(), status);
+            assert_eq!(json(&err.body())["status"], status);
+        }
+    }
+
+    #[test]
+    fn code_without_reason_phrase_has_empty_status() {
+        let err = GatewayError::new(StatusCode::from_u16(499).unwrap(), "gone");
+        assert_eq!(json(&err.body())["status"], "");
+        assert_eq!(json(&err.body())["code"], 499);
+    }
+
+    #[test]
+    fn into_response_sets_status_content_type_and_body() {
+        let response: http::Response<Bytes> = GatewayError::gateway_timeout("slow").into_response();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(json(response.body())["detail"], "slow");
+        assert_eq!(json(response.body())["code"], 504);
+    }
+
+    #[test]
+    fn into_response_builds_a_full_body() {
+        use http_body_util::BodyExt as _;
+        let response: http::Response<http_body_util::Full<Bytes>> = GatewayError::not_found("x").into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let bytes = futures::executor::block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        assert_eq!(json(&bytes)["detail"], "x");
+    }
+
+    #[test]
+    fn display_names_code_id_and_detail() {
+        assert_eq!(
+            GatewayError::not_found("no such thing").to_string(),
+            "404 Not Found (microplane.gateway): no such thing"
+        );
+    }
+
+    #[test]
+    fn every_grpc_code_maps_per_spec() {
         let table = [
+            (Code::Ok, 500),
+            (Code::Cancelled, 500),
+            (Code::Unknown, 500),
             (Code::InvalidArgument, 400),
-            (Code::Unauthenticated, 401),
-            (Code::PermissionDenied, 403),
+            (Code::DeadlineExceeded, 504),
             (Code::NotFound, 404),
             (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
             (Code::ResourceExhausted, 429),
-            (Code::Unimplemented, 501),
-            (Code::Unavailable, 503),
-            (Code::DeadlineExceeded, 504),
-            (Code::Unknown, 500),
-            (Code::Internal, 500),
-            (Code::Aborted, 500),
             (Code::FailedPrecondition, 500),
-            (Code::DataLoss, 500),
-            (Code::Cancelled, 500),
+            (Code::Aborted, 500),
             (Code::OutOfRange, 500),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
         ];
-        for (c, http) in table {
-            let e = from_grpc_status(&tonic::Status::new(c, "boom"));
-            assert_eq!(e.code.as_u16(), http, "{c:?}");
-            assert_eq!(e.detail, "boom");
+        // All 17 gRPC codes are in the table.
+        assert_eq!(table.len(), 17);
+        for (code, http) in table {
+            let err = GatewayError::from_grpc_status(&Status::new(code, "boom"));
+            assert_eq!(err.code.as_u16(), http, "{code:?}");
+            assert_eq!(err.detail, "boom");
+            assert_eq!(err.id, GATEWAY_ID);
         }
     }
 
     #[test]
-    fn micro_error_messages_keep_id_and_detail() {
-        let s = tonic::Status::new(
-            Code::InvalidArgument,
-            r#"{"id":"helloworld","code":400,"detail":"name is required","status":"Bad Request"}"#,
+    fn lower_case_micro_json_keeps_id_and_detail() {
+        let msg = r#"{"id":"helloworld","code":404,"detail":"no such user","status":"Not Found"}"#;
+        let err = GatewayError::from_grpc_status(&Status::not_found(msg));
+        assert_eq!(err.code, StatusCode::NOT_FOUND);
+        assert_eq!(err.id, "helloworld");
+        assert_eq!(err.detail, "no such user");
+        assert_eq!(
+            err.body(),
+            Bytes::from_static(br#"{"id":"helloworld","code":404,"detail":"no such user","status":"Not Found"}"#)
         );
-        let e = from_grpc_status(&s);
-        assert_eq!((e.code.as_u16(), e.id.as_str(), e.detail.as_str()), (400, "helloworld", "name is required"));
-        // Micro before v3.10 capitalised the keys; an Unknown code takes the object's code.
-        let s = tonic::Status::new(Code::Unknown, r#"{"Id":"go.micro.x","Code":409,"Detail":"dup"}"#);
-        let e = from_grpc_status(&s);
-        assert_eq!((e.code.as_u16(), e.id.as_str(), e.detail.as_str()), (409, "go.micro.x", "dup"));
-        // A precise gRPC code wins over the object's code.
-        let s = tonic::Status::new(Code::NotFound, r#"{"id":"x","code":400,"detail":"gone"}"#);
-        assert_eq!(from_grpc_status(&s).code.as_u16(), 404);
-        // Not a Micro error object: the message is the detail.
-        for m in ["[1,2]", "\"str\"", "{\"other\":1}", "{not json", "{\"code\":200,\"detail\":5}"] {
-            let e = from_grpc_status(&tonic::Status::new(Code::Internal, m));
-            assert_eq!((e.code.as_u16(), e.detail.as_str()), (500, m), "{m}");
+    }
+
+    #[test]
+    fn capitalised_micro_json_keeps_id_and_detail() {
+        let msg = r#"{"Id":"helloworld","Code":401,"Detail":"Unauthorized call made to helloworld:Helloworld.Call","Status":"Unauthorized"}"#;
+        let err = GatewayError::from_grpc_status(&Status::unauthenticated(msg));
+        assert_eq!(err.code, StatusCode::UNAUTHORIZED);
+        assert_eq!(err.id, "helloworld");
+        assert_eq!(err.detail, "Unauthorized call made to helloworld:Helloworld.Call");
+    }
+
+    #[test]
+    fn keys_match_in_any_case() {
+        let err = GatewayError::from_grpc_status(&Status::invalid_argument(r#"{"ID":"svc","DETAIL":"bad"}"#));
+        assert_eq!((err.id.as_str(), err.detail.as_str()), ("svc", "bad"));
+    }
+
+    #[test]
+    fn grpc_code_wins_over_json_code_for_specific_codes() {
+        // The backend said NotFound over gRPC; a JSON claiming 400 does not change the status.
+        let msg = r#"{"id":"svc","code":400,"detail":"x"}"#;
+        let err = GatewayError::from_grpc_status(&Status::not_found(msg));
+        assert_eq!(err.code, StatusCode::NOT_FOUND);
+        assert_eq!(json(&err.body())["status"], "Not Found");
+    }
+
+    #[test]
+    fn json_code_is_used_for_unknown_and_internal() {
+        for status in [Status::unknown(""), Status::internal("")] {
+            let msg = r#"{"id":"svc","code":422,"detail":"too short","status":"Unprocessable Entity"}"#;
+            let err = GatewayError::from_grpc_status(&Status::new(status.code(), msg));
+            assert_eq!(err.code, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", status.code());
+            assert_eq!(err.id, "svc");
+            assert_eq!(err.detail, "too short");
         }
-        // A code that is not an error status is ignored.
-        let s = tonic::Status::new(Code::Unknown, r#"{"id":"x","code":200,"detail":"odd"}"#);
-        assert_eq!(from_grpc_status(&s).code.as_u16(), 500);
+        let capitalised = r#"{"Id":"svc","Code":400,"Detail":"bad","Status":"Bad Request"}"#;
+        assert_eq!(
+            GatewayError::from_grpc_status(&Status::unknown(capitalised)).code,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn json_code_outside_4xx_5xx_is_ignored() {
+        for code in [
+            "200",
+            "302",
+            "0",
+            "600",
+            "-1",
+            "404.5",
+            "\"404\"",
+            "null",
+            "99999999999",
+        ] {
+            let msg = format!(r#"{{"id":"svc","code":{code},"detail":"d"}}"#);
+            let err = GatewayError::from_grpc_status(&Status::unknown(msg));
+            assert_eq!(err.code, StatusCode::INTERNAL_SERVER_ERROR, "code {code}");
+            assert_eq!(err.detail, "d", "code {code}");
+        }
+    }
+
+    #[test]
+    fn json_without_id_or_detail_is_plain_text() {
+        for msg in [r#"{"code":404}"#, r#"{"error":"x"}"#, r#"{"id":1,"detail":2}"#, "{}"] {
+            let err = GatewayError::from_grpc_status(&Status::internal(msg));
+            assert_eq!(err.detail, msg);
+            assert_eq!(err.id, GATEWAY_ID);
+            assert_eq!(err.code, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+
+    #[test]
+    fn partial_micro_json_fills_the_missing_part() {
+        let err = GatewayError::from_grpc_status(&Status::not_found(r#"{"detail":"only detail"}"#));
+        assert_eq!((err.id.as_str(), err.detail.as_str()), (GATEWAY_ID, "only detail"));
+        let err = GatewayError::from_grpc_status(&Status::not_found(r#"{"id":"only-id"}"#));
+        assert_eq!((err.id.as_str(), err.detail.as_str()), ("only-id", ""));
+    }
+
+    #[test]
+    fn non_object_json_is_plain_text() {
+        for msg in ["[1,2]", "\"quoted\"", "42", "true", "null"] {
+            let err = GatewayError::from_grpc_status(&Status::invalid_argument(msg));
+            assert_eq!(err.detail, msg);
+            assert_eq!(err.code, StatusCode::BAD_REQUEST);
+            assert_eq!(err.id, GATEWAY_ID);
+        }
+    }
+
+    #[test]
+    fn garbage_is_plain_text() {
+        for msg in ["{\"id\":", "not json at all", "{id: 'x'}", "\u{0}\u{1}{"] {
+            let err = GatewayError::from_grpc_status(&Status::unavailable(msg));
+            assert_eq!(err.detail, msg);
+            assert_eq!(err.code, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+
+    #[test]
+    fn empty_message_uses_the_code_description() {
+        let err = GatewayError::from_grpc_status(&Status::unimplemented(""));
+        assert_eq!(err.code, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(err.detail, Code::Unimplemented.description());
+        assert!(!err.detail.is_empty());
     }
 }

@@ -23,7 +23,11 @@ struct Args {
     #[arg(long, env = "MICROPLANE_GATEWAY_ADMIN_ADDRESS", default_value = "0.0.0.0:8081")]
     admin_address: SocketAddr,
     /// The operator's sync endpoint.
-    #[arg(long, env = "MICROPLANE_SYNC_ENDPOINT", default_value = "http://microplane-operator:8082")]
+    #[arg(
+        long,
+        env = "MICROPLANE_SYNC_ENDPOINT",
+        default_value = "http://microplane-operator:8082"
+    )]
     sync_endpoint: String,
     /// File holding the shared sync token.
     #[arg(long, env = "MICROPLANE_SYNC_TOKEN_FILE")]

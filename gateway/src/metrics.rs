@@ -54,21 +54,43 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("microplane_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests served, by tenant, service and HTTP code", requests.clone());
+        registry.register(
+            "requests",
+            "Requests served, by tenant, service and HTTP code",
+            requests.clone(),
+        );
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
-        registry.register("request_duration_seconds", "Time to the response head", duration.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head",
+            duration.clone(),
+        );
         let ejections = Counter::default();
-        registry.register("endpoint_ejections", "Endpoints ejected after failing", ejections.clone());
+        registry.register(
+            "endpoint_ejections",
+            "Endpoints ejected after failing",
+            ejections.clone(),
+        );
         let snapshots = Family::<ResultLabels, Counter>::default();
         registry.register("snapshots", "Routing snapshots received, by result", snapshots.clone());
         let version = Gauge::<u64, AtomicU64>::default();
-        registry.register("snapshot_version", "Version of the routing snapshot served", version.clone());
+        registry.register(
+            "snapshot_version",
+            "Version of the routing snapshot served",
+            version.clone(),
+        );
         let routes = Gauge::default();
         registry.register("routes", "Routes in the snapshot served", routes.clone());
         let connected = Gauge::default();
-        registry.register("sync_connected", "1 while the sync stream to the operator is open", connected.clone());
+        registry.register(
+            "sync_connected",
+            "1 while the sync stream to the operator is open",
+            connected.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -137,7 +159,10 @@ mod tests {
         m.observe("", "", 404, Duration::from_millis(1));
         m.snapshot(true, 3, 5);
         let text = m.encode();
-        assert!(text.contains(r#"microplane_gateway_requests_total{tenant="micro",service="helloworld",code="200"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"microplane_gateway_requests_total{tenant="micro",service="helloworld",code="200"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"microplane_gateway_requests_total{tenant="",service="",code="404"} 1"#));
         assert!(text.contains("microplane_gateway_snapshot_version 3"));
         assert!(text.contains("microplane_gateway_routes 5"));

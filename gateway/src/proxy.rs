@@ -64,7 +64,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for h in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(h);
+        if !(keep_upgrade && h == header::UPGRADE) {
+            headers.remove(h);
+        }
     }
     headers.remove(header::TRAILER);
     if keep_upgrade {
@@ -102,16 +104,19 @@ pub async fn forward(
     if let Some(h) = original_host {
         parts.headers.insert("x-forwarded-host", h);
     }
-    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
     let bodyless = body_is_empty(&parts.headers, &parts.method);
     let mut body = Some(body.map_err(Into::into).boxed_unsync());
     let mut tried: Vec<String> = Vec::new();
 
     loop {
         let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
-        let picked: Picked = route.endpoints.pick(&excluded).ok_or_else(|| {
-            GatewayError::unavailable(format!("service {} has no ready endpoint", route.service))
-        })?;
+        let picked: Picked = route
+            .endpoints
+            .pick(&excluded)
+            .ok_or_else(|| GatewayError::unavailable(format!("service {} has no ready endpoint", route.service)))?;
         let addr = picked.upstream().address.clone();
         *upstream_out = Some(addr.clone());
         let uri: Uri = format!("http://{addr}{rest}{query}")
@@ -144,7 +149,8 @@ pub async fn forward(
                         }
                     });
                     let (mut rp, _) = resp.into_parts();
-                    rp.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    rp.headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     return Ok(Response::from_parts(rp, empty_body()));
                 }
                 let (mut rp, rb) = resp.into_parts();
@@ -183,7 +189,9 @@ fn body_is_empty(headers: &HeaderMap, method: &http::Method) -> bool {
 
 /// A response body from bytes.
 pub fn full(b: impl Into<Bytes>) -> BoxBody {
-    http_body_util::Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 #[cfg(test)]

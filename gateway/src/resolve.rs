@@ -193,7 +193,7 @@ mod tests {
             ("/helloworld", "helloworld", "Helloworld.Call"),
             ("/helloworld/call", "helloworld", "Helloworld.Call"),
             ("/helloworld/Call", "helloworld", "Helloworld.Call"),
-            ("/helloworld/helloworld/call", "helloworld.helloworld", "Helloworld.Call"),
+            ("/helloworld/helloworld/call", "helloworld", "Helloworld.Call"),
             ("/foo/bar", "foo", "Foo.Bar"),
             ("/foo/bar/baz", "foo", "Bar.Baz"),
             ("/foo/bar/baz/qux", "foo.bar", "Baz.Qux"),
@@ -281,7 +281,10 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host_of(Some("Api.Example.com:8080"), None), Some("api.example.com".into()));
+        assert_eq!(
+            host_of(Some("Api.Example.com:8080"), None),
+            Some("api.example.com".into())
+        );
         assert_eq!(host_of(Some("example.com."), None), Some("example.com".into()));
         assert_eq!(host_of(None, Some("h2.example.com")), Some("h2.example.com".into()));
         assert_eq!(host_of(Some("[::1]:80"), None), Some("::1".into()));

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use crate::auth;
 use crate::balance::Upstreams;
 use crate::cors;
-use crate::error::{GatewayError, from_grpc_status};
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::proxy::{self, HttpClient, full};
 use crate::resolve::{self, TenantSource};
@@ -35,7 +35,9 @@ pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// An empty body.
 pub fn empty_body() -> BoxBody {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Limits and defaults of the data path.
@@ -122,7 +124,11 @@ impl Gateway {
             ))),
         };
         if let Some(origin) = &ctx.origin {
-            cors::apply(resp.headers_mut(), origin, ctx.tenant.as_ref().and_then(|t| t.cors.as_ref()));
+            cors::apply(
+                resp.headers_mut(),
+                origin,
+                ctx.tenant.as_ref().and_then(|t| t.cors.as_ref()),
+            );
         }
         let tenant = ctx.tenant.as_ref().map_or("", |t| t.name.as_str());
         let service = ctx.route.as_ref().map_or("", |r| r.service.as_str());
@@ -270,14 +276,16 @@ impl Gateway {
             .and_then(|v| v.parse::<usize>().ok())
             && len > limit
         {
-            return Err(GatewayError::payload_too_large(limit));
+            return Err(GatewayError::payload_too_large(format!(
+                "request body is larger than {limit} bytes"
+            )));
         }
         let body = Limited::new(req.into_body(), limit)
             .collect()
             .await
             .map_err(|e| {
                 if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    GatewayError::payload_too_large(limit)
+                    GatewayError::payload_too_large(format!("request body is larger than {limit} bytes"))
                 } else {
                     GatewayError::bad_request(format!("reading the request body: {e}"))
                 }
@@ -311,18 +319,16 @@ impl Gateway {
         upstream_out: &mut Option<String>,
     ) -> Result<Response<BoxBody>, GatewayError> {
         let deadline = Instant::now() + self.settings.request_timeout;
-        let path = http::uri::PathAndQuery::try_from(format!(
-            "/{}/{}",
-            method.parent_service().full_name(),
-            method.name()
-        ))
-        .map_err(|e| GatewayError::internal(format!("method path: {e}")))?;
+        let path =
+            http::uri::PathAndQuery::try_from(format!("/{}/{}", method.parent_service().full_name(), method.name()))
+                .map_err(|e| GatewayError::internal(format!("method path: {e}")))?;
         let mut tried: Vec<String> = Vec::new();
         loop {
             let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
-            let picked = route.endpoints.pick(&excluded).ok_or_else(|| {
-                GatewayError::unavailable(format!("service {} has no ready endpoint", route.service))
-            })?;
+            let picked = route
+                .endpoints
+                .pick(&excluded)
+                .ok_or_else(|| GatewayError::unavailable(format!("service {} has no ready endpoint", route.service)))?;
             let upstream = picked.upstream().clone();
             *upstream_out = Some(upstream.address.clone());
             let mut grpc = tonic::client::Grpc::new(upstream.channel());
@@ -338,9 +344,17 @@ impl Gateway {
                     .server_streaming(request, path.clone(), codec)
                     .await
                     .map(|r| stream_response(r.into_inner(), sse)),
-                Ok(()) => grpc.unary(request, path.clone(), codec).await.map(|r| {
-                    json_response(StatusCode::OK, transcode::response_to_json(&r.into_inner()))
-                }),
+                Ok(()) => match grpc.unary(request, path.clone(), codec).await {
+                    Ok(r) => {
+                        return transcode::response_to_json(&r.into_inner())
+                            .map(|b| {
+                                upstream.succeeded();
+                                json_response(StatusCode::OK, b)
+                            })
+                            .map_err(GatewayError::from);
+                    }
+                    Err(e) => Err(e),
+                },
             };
             match outcome {
                 Ok(resp) => {
@@ -360,7 +374,7 @@ impl Gateway {
                         )));
                     }
                 }
-                Err(status) => return Err(from_grpc_status(&status)),
+                Err(status) => return Err(GatewayError::from_grpc_status(&status)),
             }
         }
     }
@@ -440,18 +454,29 @@ fn stream_response(stream: tonic::Streaming<DynamicMessage>, sse: bool) -> Respo
                 return futures::future::ready(None);
             }
             let out = match item {
-                Ok(msg) => frame(transcode::response_to_json(&msg)),
+                Ok(msg) => match transcode::response_to_json(&msg) {
+                    Ok(json) => frame(json),
+                    Err(e) => {
+                        *done = true;
+                        frame(GatewayError::from(e).body())
+                    }
+                },
                 Err(status) => {
                     *done = true;
-                    frame(from_grpc_status(&status).body())
+                    frame(GatewayError::from_grpc_status(&status).body())
                 }
             };
             futures::future::ready(Some(Ok::<_, BoxError>(hyper::body::Frame::data(out))))
         })
         .boxed();
     let mut r = Response::new(http_body_util::StreamBody::new(body).boxed_unsync());
-    let ct = if sse { "text/event-stream" } else { "application/x-ndjson" };
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    let ct = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -518,11 +543,15 @@ mod tests {
 
     #[test]
     fn connection_failures_never_reached_the_backend() {
-        assert!(never_reached(&tonic::Status::unavailable("connecting: transport error")));
+        assert!(never_reached(&tonic::Status::unavailable(
+            "connecting: transport error"
+        )));
         assert!(never_reached(&tonic::Status::unavailable(
             "error trying to connect: tcp connect error: Connection refused (os error 111)"
         )));
-        assert!(never_reached(&tonic::Status::unknown("h2 protocol error: REFUSED_STREAM")));
+        assert!(never_reached(&tonic::Status::unknown(
+            "h2 protocol error: REFUSED_STREAM"
+        )));
         assert!(!never_reached(&tonic::Status::unavailable("backend is overloaded")));
         assert!(!never_reached(&tonic::Status::internal("tcp connect error")));
         assert!(!never_reached(&tonic::Status::deadline_exceeded("connection refused")));

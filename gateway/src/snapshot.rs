@@ -117,37 +117,23 @@ pub enum SnapshotError {
     },
 }
 
-/// Services whose methods are never routed: health checking and reflection are infrastructure.
-fn infrastructure(full_name: &str) -> bool {
-    full_name.starts_with("grpc.health.") || full_name.starts_with("grpc.reflection.")
-}
-
-/// `Svc.Method` → method for a backend serving `pool`, preferring, for each simple service name,
-/// the package equal to the Micro service name (SPEC §6), else the lexicographically first package.
+/// `Svc.Method` → method for a backend serving `pool`: every method name a non-infrastructure
+/// service offers, resolved by [`crate::transcode::find_method`] (the package equal to the Micro
+/// service name first, SPEC §6). Built once per snapshot, so a request does one map lookup.
 pub fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<String, MethodDescriptor> {
-    let mut chosen: HashMap<String, prost_reflect::ServiceDescriptor> = HashMap::new();
-    for svc in pool.services().filter(|s| !infrastructure(s.full_name())) {
-        let simple = svc.name().to_string();
-        let better = match chosen.get(&simple) {
-            None => true,
-            Some(cur) => {
-                let cur_pref = cur.package_name() == micro_service;
-                let new_pref = svc.package_name() == micro_service;
-                (new_pref && !cur_pref) || (new_pref == cur_pref && svc.full_name() < cur.full_name())
+    let mut table = HashMap::new();
+    for svc in pool.services() {
+        for m in svc.methods() {
+            let key = format!("{}.{}", svc.name(), m.name());
+            if table.contains_key(&key) {
+                continue;
             }
-        };
-        if better {
-            chosen.insert(simple, svc);
+            if let Some(found) = crate::transcode::find_method(pool, svc.name(), m.name(), micro_service) {
+                table.insert(key, found);
+            }
         }
     }
-    chosen
-        .into_iter()
-        .flat_map(|(simple, svc)| {
-            svc.methods()
-                .map(move |m| (format!("{simple}.{}", m.name()), m))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    table
 }
 
 impl Snapshot {
@@ -155,12 +141,11 @@ impl Snapshot {
     pub fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> Result<Self, SnapshotError> {
         let mut pools: HashMap<&str, DescriptorPool> = HashMap::new();
         for d in &msg.descriptors {
-            let pool = DescriptorPool::decode(d.file_descriptor_set.as_slice()).map_err(|e| {
-                SnapshotError::Descriptors {
+            let pool =
+                DescriptorPool::decode(d.file_descriptor_set.as_slice()).map_err(|e| SnapshotError::Descriptors {
                     key: d.key.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             pools.insert(d.key.as_str(), pool);
         }
 
@@ -173,7 +158,11 @@ impl Snapshot {
                 if let Some(other) = hosts.insert(h.clone(), t.name.clone())
                     && other != t.name
                 {
-                    return Err(SnapshotError::HostConflict { host: h, a: other, b: t.name.clone() });
+                    return Err(SnapshotError::HostConflict {
+                        host: h,
+                        a: other,
+                        b: t.name.clone(),
+                    });
                 }
             }
         }
@@ -368,9 +357,10 @@ message R {}
         assert_eq!(hw.protocol, Protocol::Grpc);
         assert_eq!(hw.endpoints.len(), 1);
         let methods = hw.methods.as_ref().unwrap();
-        // The package equal to the service name wins for `Helloworld`.
+        // The package equal to the service name wins for `Helloworld.Call`; a method only another
+        // package's `Helloworld` has is still found.
         assert_eq!(methods["Helloworld.Call"].full_name(), "helloworld.Helloworld.Call");
-        assert!(!methods.contains_key("Helloworld.Other"));
+        assert_eq!(methods["Helloworld.Other"].full_name(), "aaa.Helloworld.Other");
         assert_eq!(methods["Extra.Go"].full_name(), "aaa.Extra.Go");
         assert_eq!(s.tenants["micro"].routes["web"].protocol, Protocol::Http);
         assert!(s.tenants["micro"].routes["web"].methods.is_none());
@@ -383,7 +373,8 @@ message R {}
         let pool = DescriptorPool::decode(pool_bytes().as_slice()).unwrap();
         let t = method_table(&pool, "other");
         assert_eq!(t["Helloworld.Other"].full_name(), "aaa.Helloworld.Other");
-        assert!(!t.contains_key("Helloworld.Call"));
+        assert_eq!(t["Helloworld.Call"].full_name(), "helloworld.Helloworld.Call");
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

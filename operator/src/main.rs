@@ -94,10 +94,13 @@ async fn main() -> anyhow::Result<()> {
 
     let (snapshots, snapshot_rx) = tokio::sync::watch::channel(None);
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let source_id = format!("{identity}-{}", std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0));
+    let source_id = format!(
+        "{identity}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     let election = args.leader_elect.then(|| leader::Election {
         namespace: args.lease_namespace.clone(),
         name: args.lease_name.clone(),
@@ -125,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
                 .to_string();
             anyhow::ensure!(!token.is_empty(), "the sync token file {} is empty", path.display());
             let service = SyncService::new(snapshot_rx, token, metrics.sync.clone());
-            Some(tokio::spawn(sync_server::serve(args.sync_address, service, shutdown.clone())))
+            Some(tokio::spawn(sync_server::serve(
+                args.sync_address,
+                service,
+                shutdown.clone(),
+            )))
         }
         None => {
             tracing::warn!("no --sync-token-file: the gateway sync server is off");
@@ -138,10 +145,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         settings,
         is_leader,
-        controller::Routing {
-            snapshots,
-            source_id,
-        },
+        controller::Routing { snapshots, source_id },
         shutdown,
         move |ctx| {
             let _ = ready.context.set(ctx);

@@ -139,9 +139,17 @@ impl Metrics {
             api_requests.0.clone(),
         );
         let sync = SyncMetrics::default();
-        registry.register("sync_gateways", "Gateways following the snapshot stream", sync.gateways.clone());
+        registry.register(
+            "sync_gateways",
+            "Gateways following the snapshot stream",
+            sync.gateways.clone(),
+        );
         registry.register("sync_acks", "Snapshot acknowledgements, by result", sync.acks.clone());
-        registry.register("sync_snapshot_version", "Version of the latest snapshot published", sync.version.clone());
+        registry.register(
+            "sync_snapshot_version",
+            "Version of the latest snapshot published",
+            sync.version.clone(),
+        );
         Self {
             reconciles,
             errors,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, ResourceQuota, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
@@ -429,6 +429,15 @@ pub async fn run(
             }
         }
     };
-    tokio::join!(feed, slices, publisher, ms_ctrl, tenant_ctrl, config_ctrl, rule_ctrl, readiness);
+    tokio::join!(
+        feed,
+        slices,
+        publisher,
+        ms_ctrl,
+        tenant_ctrl,
+        config_ctrl,
+        rule_ctrl,
+        readiness
+    );
     tracing::info!("controllers stopped");
 }

@@ -36,7 +36,11 @@ pub fn retry_after(attempts: u32) -> Duration {
 enum Entry {
     InFlight,
     Ready(Arc<Discovered>),
-    Failed { error: String, attempts: u32, retry_at: Instant },
+    Failed {
+        error: String,
+        attempts: u32,
+        retry_at: Instant,
+    },
 }
 
 /// What is known about a MicroService's descriptors.

@@ -186,7 +186,10 @@ pub fn assemble(
     let mut endpoints = Vec::new();
     for svc in &services {
         let desc = pool.get_service_by_name(svc).ok_or_else(|| {
-            ReflectionError::Invalid(address.to_string(), format!("service {svc} is listed but not described"))
+            ReflectionError::Invalid(
+                address.to_string(),
+                format!("service {svc} is listed but not described"),
+            )
         })?;
         endpoints.extend(desc.methods().map(|m| format!("{}.{}", desc.name(), m.name())));
     }
@@ -240,7 +243,12 @@ mod tests {
         // "a.proto" sorts before its dependency "z.proto": the set must still list z first.
         files.insert(
             "a.proto".into(),
-            file("a.proto", "helloworld", &["z.proto"], &[("Helloworld", &["Stream", "Call"])]),
+            file(
+                "a.proto",
+                "helloworld",
+                &["z.proto"],
+                &[("Helloworld", &["Stream", "Call"])],
+            ),
         );
         files.insert("z.proto".into(), file("z.proto", "common", &[], &[]));
         let d = assemble("x", vec!["helloworld.Helloworld".into()], files).unwrap();
@@ -253,7 +261,10 @@ mod tests {
     #[test]
     fn refuses_inconsistent_sets() {
         let mut files = BTreeMap::new();
-        files.insert("a.proto".into(), file("a.proto", "p", &["gone.proto"], &[("S", &["M"])]));
+        files.insert(
+            "a.proto".into(),
+            file("a.proto", "p", &["gone.proto"], &[("S", &["M"])]),
+        );
         assert!(matches!(
             assemble("x", vec!["p.S".into()], files.clone()),
             Err(ReflectionError::Invalid(..))

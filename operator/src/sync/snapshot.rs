@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::{Resource, ResourceExt};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use microplane_crds::{MicroService, Namespace, Protocol};
 use microplane_sync::v1;
 
@@ -240,13 +240,26 @@ mod tests {
         let names: Vec<_> = b.snapshot.tenants.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["acme", "micro"]);
         assert_eq!(b.snapshot.tenants[1].hosts, ["api.example.com"]);
-        let svcs: Vec<_> = b.snapshot.services.iter().map(|s| (s.tenant.as_str(), s.name.as_str())).collect();
+        let svcs: Vec<_> = b
+            .snapshot
+            .services
+            .iter()
+            .map(|s| (s.tenant.as_str(), s.name.as_str()))
+            .collect();
         assert_eq!(svcs, [("micro", "helloworld"), ("micro", "web")]);
         let hw = &b.snapshot.services[0];
-        let eps: Vec<_> = hw.endpoints.iter().map(|e| (e.address.as_str(), e.terminating)).collect();
+        let eps: Vec<_> = hw
+            .endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.terminating))
+            .collect();
         assert_eq!(
             eps,
-            [("10.0.0.1:8080", false), ("10.0.0.2:8080", false), ("10.0.0.4:8080", true)]
+            [
+                ("10.0.0.1:8080", false),
+                ("10.0.0.2:8080", false),
+                ("10.0.0.4:8080", true)
+            ]
         );
         assert_eq!(hw.descriptors, "");
         assert_eq!(b.snapshot.services[1].protocol, v1::Protocol::Http as i32);
@@ -271,7 +284,12 @@ mod tests {
 
     #[test]
     fn nothing_is_wanted_without_a_ready_endpoint() {
-        let b = build(&[tenant("micro", "")], &[ms("micro", "helloworld", "")], &[], &HashMap::new());
+        let b = build(
+            &[tenant("micro", "")],
+            &[ms("micro", "helloworld", "")],
+            &[],
+            &HashMap::new(),
+        );
         assert!(b.wanted.is_empty());
         assert_eq!(b.snapshot.services.len(), 1);
         assert!(b.snapshot.services[0].endpoints.is_empty());

@@ -233,7 +233,11 @@ pub fn routing(
         return (
             Vec::new(),
             None,
-            Cond::fail("Routed", "NotExposed", "spec.expose is false: the gateway does not route it"),
+            Cond::fail(
+                "Routed",
+                "NotExposed",
+                "spec.expose is false: the gateway does not route it",
+            ),
         );
     }
     let url = gateway_url.map(|u| format!("{}/{name}", u.trim_end_matches('/')));
@@ -241,7 +245,11 @@ pub fn routing(
         (microplane_crds::Protocol::Http, _) => (
             Vec::new(),
             url,
-            Cond::ok("Routed", "Routed", format!("the gateway proxies /{name}/… to the service")),
+            Cond::ok(
+                "Routed",
+                "Routed",
+                format!("the gateway proxies /{name}/… to the service"),
+            ),
         ),
         (_, Some(DiscoveryState::Ready(d))) => {
             const SHOWN: usize = 100;

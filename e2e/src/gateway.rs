@@ -1,0 +1,249 @@
+//! The gateway under test: the real binary, following the operator's sync stream, one process per
+//! control plane (its pid file lives in `$MICROPLANE_STATE/pids`, so `controlplane-down.sh` stops it
+//! with the rest). It reaches pods at their EndpointSlice addresses through the node agent's network
+//! namespace route.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::operator::{Operator, http_get};
+use crate::{Cluster, Error, Result, repo_root};
+
+static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const BIN: &str = "microplane-gateway";
+
+/// A running gateway process.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// Its pid.
+    pub pid: u32,
+    /// Its HTTP address (`127.0.0.1:port`).
+    pub addr: String,
+    /// Its admin address.
+    pub admin: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// An HTTP response: status, headers (lower-cased names), body.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn state_dir() -> Result<PathBuf> {
+    std::env::var_os("MICROPLANE_STATE")
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::NoControlPlane("MICROPLANE_STATE is not set (make test-e2e sets it)".into()))
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with(BIN)))
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Reply> {
+    let sock = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok(Reply { status, headers, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Gateway {
+    /// The gateway of this control plane (and its operator), started if it is not running.
+    pub async fn ensure(cluster: &Cluster) -> Result<Self> {
+        Operator::ensure(cluster).await?;
+        let _one = START.lock().await;
+        let state = state_dir()?;
+        if let Some(gw) = Self::recorded(&state).filter(|g| alive(g.pid)) {
+            gw.wait_ready(Duration::from_secs(60)).await?;
+            return Ok(gw);
+        }
+        let out = Command::new(repo_root().join("e2e/scripts/gateway-up.sh"))
+            .env("MICROPLANE_STATE", &state)
+            .env("MICROPLANE_LOG_GATEWAY", "info,microplane_gateway=debug")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Manifest(format!("gateway-up.sh: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::NoControlPlane(format!(
+                "gateway-up.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let gw = Self::recorded(&state).ok_or_else(|| Error::Manifest("gateway-up.sh wrote no gateway.info".into()))?;
+        gw.wait_ready(Duration::from_secs(60)).await?;
+        Ok(gw)
+    }
+
+    fn recorded(state: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read_to_string(state.join("gateway.info")).ok()?;
+        let mut parts = text.split_whitespace();
+        Some(Self {
+            pid: parts.next()?.parse().ok()?,
+            addr: parts.next()?.to_string(),
+            admin: parts.next()?.to_string(),
+            log: state.join("logs").join(format!("{BIN}.log")),
+        })
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if matches!(http_get(&self.admin, "/readyz"), Ok((200, _))) {
+                return Ok(());
+            }
+            if !alive(self.pid) {
+                return Err(Error::NoControlPlane(format!(
+                    "the gateway exited; see {}",
+                    self.log.display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout("gateway /readyz".into(), timeout));
+            }
+        }
+    }
+
+    /// A request to the gateway as tenant `tenant` (`Micro-Namespace`).
+    pub fn call(&self, tenant: &str, method: &str, path: &str, body: &str) -> Reply {
+        let headers = [("Micro-Namespace", tenant), ("Content-Type", "application/json")];
+        request(&self.addr, method, path, &headers, body).unwrap_or_else(|e| Reply {
+            status: 0,
+            headers: vec![],
+            body: format!("transport error: {e}"),
+        })
+    }
+
+    /// Polls `call` until it answers `status`.
+    pub async fn wait_status(
+        &self,
+        tenant: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let r = self.call(tenant, method, path, body);
+            if r.status == status {
+                return Ok(r);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(
+                    format!("{method} {path} → {status} (last: {} {})", r.status, r.body),
+                    timeout,
+                ));
+            }
+        }
+    }
+
+    /// The metrics page.
+    pub fn metrics(&self) -> Result<String> {
+        http_get(&self.admin, "/metrics")
+            .map(|(_, b)| b)
+            .map_err(|e| Error::Manifest(format!("metrics: {e}")))
+    }
+
+    /// Upstreams of the access-log lines of `tenant`, in order.
+    pub fn upstreams_of(&self, tenant: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let needle = format!("tenant=\"{tenant}\"");
+        let alt = format!("tenant={tenant} ");
+        log.lines()
+            .filter(|l| l.contains("access") && (l.contains(&needle) || l.contains(&alt)))
+            .filter_map(|l| l.split("upstream=").nth(1))
+            .map(|u| u.split_whitespace().next().unwrap_or("").trim_matches('"').to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+}
+
+/// Stops the operator with SIGTERM and waits for it to exit (the gateway must keep serving).
+pub async fn stop_operator() -> Result<()> {
+    let state = state_dir()?;
+    let text = std::fs::read_to_string(state.join("operator.info")).map_err(|e| Error::Manifest(e.to_string()))?;
+    let pid: u32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::Manifest("operator.info".into()))?;
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
