@@ -44,11 +44,13 @@ async fn serves_while_the_operator_is_away_and_catches_up_after() {
     }
     // A change made while it is away is served once it is back.
     apply(&c, &ns, "second").await;
-    let r = gw.call(&ns, "POST", "/second/call", r#"{"name":"x"}"#);
+    // `second` runs helloworld, so its endpoint is Helloworld.Call: /second/helloworld/call.
+    let r = gw.call(&ns, "POST", "/second/helloworld/call", r#"{"name":"x"}"#);
     assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("service second not found"), "{}", r.body);
     Operator::ensure(&c).await.unwrap();
     let r = gw
-        .wait_status(&ns, "POST", "/second/call", r#"{"name":"back"}"#, 200, T)
+        .wait_status(&ns, "POST", "/second/helloworld/call", r#"{"name":"back"}"#, 200, T)
         .await
         .unwrap();
     assert_eq!(r.json(), json!({"message": "Hello back"}));

@@ -420,11 +420,21 @@ pub async fn run(
             }
         }
     };
+    // Watches that feed caches end with the controllers, or a SIGTERM would never finish.
     let slices = {
         let shutdown = shutdown.clone();
         async move {
             tokio::select! {
                 () = slices => {},
+                () = shutdown => {},
+            }
+        }
+    };
+    let feed = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = feed => {},
                 () = shutdown => {},
             }
         }
