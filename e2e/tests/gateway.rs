@@ -90,6 +90,15 @@ async fn calls_through_the_gateway_by_post_and_get() {
 
     let r = gw.call(&ns, "GET", "/helloworld/call?name=Jane", "");
     assert_eq!((r.status, r.json()), (200, json!({"message": "Hello Jane"})));
+    // What `curl -d '{…}'` sends: JSON labelled as a form; and a real form.
+    for (ct, body, who) in [
+        ("application/x-www-form-urlencoded", r#"{"name":"Curl"}"#, "Curl"),
+        ("application/x-www-form-urlencoded", "name=Form", "Form"),
+    ] {
+        let headers = [("Micro-Namespace", ns.as_str()), ("Content-Type", ct)];
+        let r = microplane_e2e::gateway::request(&gw.addr, "POST", "/helloworld/call", &headers, body).unwrap();
+        assert_eq!((r.status, r.json()), (200, json!({"message": format!("Hello {who}")})));
+    }
     // One segment: Helloworld.Call.
     let r = gw.call(&ns, "POST", "/helloworld", r#"{"name":"Solo"}"#);
     assert_eq!((r.status, r.json()), (200, json!({"message": "Hello Solo"})));

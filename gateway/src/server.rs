@@ -294,7 +294,12 @@ impl Gateway {
         if body.iter().all(u8::is_ascii_whitespace) && !query.is_empty() {
             return from_query(&query);
         }
+        // `curl -d '{"name":"John"}'` labels JSON as a form: a "form" that is a JSON object is JSON.
+        let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         match content_type.as_str() {
+            "application/x-www-form-urlencoded" if looks_json => {
+                transcode::request_from_json(&input, &body).map_err(GatewayError::from)
+            }
             "" | "application/json" | "application/grpc+json" | "text/json" => {
                 transcode::request_from_json(&input, &body).map_err(GatewayError::from)
             }
