@@ -79,9 +79,14 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], b
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes())?;
+    // A server may answer (413, 431) and close before it read everything: keep what it said.
+    let written = s.write_all(req.as_bytes());
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let read = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        written?;
+        read?;
+    }
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     let mut lines = head.lines();

@@ -132,6 +132,24 @@ async fn calls_through_the_gateway_by_post_and_get() {
     check(gw.call(&ns, "GET", "/helloworld/call?nmae=x", ""), 400, "nmae");
     check(gw.call(&ns, "POST", "/helloworld%2Fcall", "{}"), 400, "");
 
+    // Edge limits: a body over 4 MiB, a header block over 64 KiB.
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(5 << 20));
+    check(gw.call(&ns, "POST", "/helloworld/call", &big), 413, "larger than");
+    let huge = "h".repeat(70 << 10);
+    let headers = [("Micro-Namespace", ns.as_str()), ("X-Huge", huge.as_str())];
+    let r = microplane_e2e::gateway::request(&gw.addr, "POST", "/helloworld/call", &headers, "{}").unwrap();
+    assert_eq!(r.status, 431, "{}", r.body);
+    // CORS: a preflight is answered at once with Micro's defaults, and answers carry the headers.
+    let headers = [("Micro-Namespace", ns.as_str()), ("Origin", "https://app.example")];
+    let r = microplane_e2e::gateway::request(&gw.addr, "OPTIONS", "/helloworld/call", &headers, "").unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let r =
+        microplane_e2e::gateway::request(&gw.addr, "POST", "/helloworld/call", &headers, r#"{"name":"C"}"#).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+
     // Requests are counted by tenant, service and code.
     let m = gw.metrics().unwrap();
     assert!(
