@@ -449,6 +449,15 @@ async fn idle_resync_writes_nothing() {
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
     apply_ms(&api, "idle", json!({"image": "localhost/microplane/helloworld:1"})).await;
     wait_for(&api, "idle", ready_now::<MicroService>(), T).await.unwrap();
+    // Idle means settled: the gateway route is decided too (descriptors discovered or failed).
+    let settled = |m: Option<&MicroService>| {
+        m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Routed" && c.reason != "DiscoveryPending")
+        })
+    };
+    wait_for(&api, "idle", settled, T).await.unwrap();
     let op = Operator::ensure(c).await.unwrap();
     // The e2e operator resyncs every 3 s; watch two periods of an idle object.
     let deps: Api<Deployment> = Api::namespaced(c.client.clone(), &ns);
