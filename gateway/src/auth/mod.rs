@@ -4,6 +4,9 @@
 
 use http::HeaderMap;
 
+pub mod rules;
+pub mod token;
+
 /// Headers (and gRPC metadata keys) that carry the verified caller to backends. The gateway removes
 /// any a client sent; only the gateway sets them (see the SDK's `identity` module).
 pub const IDENTITY_HEADERS: [&str; 3] = ["micro-account-id", "micro-account-type", "micro-account-scopes"];

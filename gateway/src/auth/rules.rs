@@ -1,0 +1,1 @@
+//! AuthRule evaluation (SPEC §5).

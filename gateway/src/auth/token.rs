@@ -1,0 +1,1 @@
+//! Token verification and signing (SPEC §6 "Auth at the edge").
