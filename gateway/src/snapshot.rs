@@ -296,6 +296,7 @@ message R {}
                     name: "micro".into(),
                     hosts: vec!["Api.Example.com".into()],
                     cors: None,
+                    ..Default::default()
                 },
                 v1::Tenant {
                     name: "acme".into(),
@@ -304,6 +305,7 @@ message R {}
                         allowed_origins: vec!["https://acme.dev".into()],
                         ..Default::default()
                     }),
+                    ..Default::default()
                 },
             ],
             services: vec![

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -39,6 +39,8 @@ pub struct Settings {
     pub resync: std::time::Duration,
     /// Base URL of the gateway, for `status.url` (e.g. `http://localhost:8080`); none: no URL.
     pub gateway_url: Option<String>,
+    /// Rotation of tenants' signing keys.
+    pub key_rotation: crate::controller::issuer::Rotation,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             allow_file_git_urls: false,
             resync: std::time::Duration::from_secs(600),
             gateway_url: None,
+            key_rotation: Default::default(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Tenants.
     pub tenants: Store<Namespace>,
+    /// Tenants' issuer-key Secrets (label `microplane.dev/issuer-keys`).
+    pub issuer_keys: Store<Secret>,
     /// Configs.
     pub configs: Store<Config>,
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// The object lacks something the API server always sets (name, namespace, uid).
     #[error("malformed object: {0}")]
     Malformed(&'static str),
+    /// Key generation or encoding failed.
+    #[error("keys: {0}")]
+    Keys(String),
 }
 
 /// Result of the operator's fallible steps.
@@ -29,6 +32,7 @@ impl Error {
             Self::Kube(_) => "transport",
             Self::Serialize(_) => "serialization",
             Self::Malformed(_) => "malformed",
+            Self::Keys(_) => "keys",
         }
     }
 }

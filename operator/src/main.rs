@@ -50,6 +50,12 @@ struct Args {
     /// Base URL of the gateway, shown as `status.url` of MicroServices.
     #[arg(long, env = "MICROPLANE_GATEWAY_URL")]
     gateway_url: Option<String>,
+    /// Hours after which a tenant's signing key is replaced by a new one.
+    #[arg(long, env = "MICROPLANE_KEY_ROTATION_HOURS", default_value_t = 720)]
+    key_rotation_hours: i64,
+    /// Hours a replaced signing key keeps verifying (longer than tokens live).
+    #[arg(long, env = "MICROPLANE_KEY_OVERLAP_HOURS", default_value_t = 48)]
+    key_overlap_hours: i64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
     log_json: bool,
@@ -118,6 +124,10 @@ async fn main() -> anyhow::Result<()> {
         allow_file_git_urls: args.allow_file_git_urls,
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
         gateway_url: args.gateway_url,
+        key_rotation: microplane_operator::controller::issuer::Rotation {
+            every_seconds: args.key_rotation_hours.max(1) * 3600,
+            overlap_seconds: args.key_overlap_hours.max(1) * 3600,
+        },
     };
     let metrics = Metrics::new(api_requests);
     let sync_server = match &args.sync_token_file {

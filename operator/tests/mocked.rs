@@ -103,6 +103,7 @@ fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
     let (pods, _) = reflector::store();
     let (tenants, tw) = reflector::store();
     let (configs, cw) = reflector::store();
+    let (issuer_keys, _) = reflector::store();
     let stores = Stores {
         deployments,
         services,
@@ -111,6 +112,7 @@ fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
         pods,
         tenants,
         configs,
+        issuer_keys,
     };
     let (_, leader) = watch::channel(leader);
     let ctx = Context::new(client, Settings::default(), stores, leader);

@@ -3,6 +3,7 @@
 
 pub mod authrule;
 pub mod config;
+pub mod issuer;
 pub mod microservice;
 pub mod tenant;
 
@@ -183,6 +184,23 @@ pub async fn run(
     let (rediscovered_tx, rediscovered_rx) = tokio::sync::mpsc::unbounded_channel();
     let discovery = Arc::new(crate::sync::Discovery::new(changed.clone(), rediscovered_tx));
     let (slice_store, slice_writer) = reflector::store();
+    let (keys_store, keys_writer) = reflector::store();
+    let keys = {
+        let changed = changed.clone();
+        reflect(
+            keys_writer,
+            watcher(
+                Api::<Secret>::all(client.clone()),
+                watcher::Config::default().labels(issuer::KEYS_LABEL).any_semantic(),
+            )
+            .modify(|s: &mut Secret| s.metadata.managed_fields = None)
+            .default_backoff(),
+        )
+        .for_each(move |_| {
+            changed.notify_one();
+            async {}
+        })
+    };
     let slices = {
         let changed = changed.clone();
         reflect(
@@ -194,6 +212,25 @@ pub async fn run(
                     .any_semantic(),
             )
             .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
+            .default_backoff(),
+        )
+        .for_each(move |_| {
+            changed.notify_one();
+            async {}
+        })
+    };
+    let (account_store, account_writer) = reflector::store();
+    let accounts = {
+        let changed = changed.clone();
+        reflect(
+            account_writer,
+            watcher(
+                Api::<Secret>::all(client.clone()),
+                watcher::Config::default()
+                    .fields(&format!("type={}", crate::sync::snapshot::ACCOUNT_TYPE))
+                    .any_semantic(),
+            )
+            .modify(crate::sync::snapshot::hash_account)
             .default_backoff(),
         )
         .for_each(move |_| {
@@ -221,6 +258,7 @@ pub async fn run(
         pods: pod_store.clone(),
         tenants: shared_tenants.clone(),
         configs: shared_configs.clone(),
+        issuer_keys: keys_store.clone(),
     };
     let sync_metrics = metrics.sync.clone();
     let mut context = Context::with_metrics(client.clone(), settings, stores, leader.clone(), metrics);
@@ -383,6 +421,10 @@ pub async fn run(
             tenants: shared_tenants.clone(),
             services: ms_store.clone(),
             slices: slice_store,
+            rules: rule_store.clone(),
+            keys: keys_store.clone(),
+            accounts: account_store,
+            issuer_base: ctx.settings.gateway_url.clone(),
         };
         let shutdown = shutdown.clone();
         async move {
@@ -412,6 +454,7 @@ pub async fn run(
                 Box::pin(s.pods.wait_until_ready()),
                 Box::pin(s.tenants.wait_until_ready()),
                 Box::pin(s.configs.wait_until_ready()),
+                Box::pin(s.issuer_keys.wait_until_ready()),
             ])
             .await;
             if synced.iter().all(Result::is_ok) {
@@ -434,7 +477,7 @@ pub async fn run(
         let shutdown = shutdown.clone();
         async move {
             tokio::select! {
-                _ = feed => {},
+                _ = futures::future::join3(feed, keys, accounts) => {},
                 () = shutdown => {},
             }
         }

@@ -21,6 +21,9 @@ use microplane_crds::{
     Access, AuthRule, AuthRuleSpec, DefaultAccess, Isolation, Namespace, NamespaceStatus, OwnerKind, RuleResource,
 };
 
+use kube::runtime::reflector::ObjectRef;
+
+use super::issuer;
 use crate::conditions::{self, Cond};
 use crate::context::{Context, name_of};
 use crate::{Error, Result};
@@ -259,6 +262,7 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
         .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some());
 
     let mut quota_pending = false;
+    let mut key_ids: Vec<String> = tenant.status.as_ref().map(|p| p.key_ids.clone()).unwrap_or_default();
     let wanted = if conflict {
         Cond::fail(
             "Ready",
@@ -319,6 +323,24 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
                     .await?
             }
         }
+        // The tenant's issuer: signing keys in a Secret, rotated with an overlap.
+        let current = ctx
+            .stores
+            .issuer_keys
+            .get(&ObjectRef::new(issuer::KEYS_SECRET).within(&name));
+        let stored = issuer::read(current.as_deref());
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        key_ids = match issuer::rotate(&stored, now, ctx.settings.key_rotation, || issuer::generate(now))? {
+            Some(keys) => {
+                let owner = tenant
+                    .controller_owner_ref(&())
+                    .ok_or(Error::Malformed("tenant without uid"))?;
+                ctx.apply_read(CONTROLLER, &issuer::secret(&name, &keys, owner)?)
+                    .await?;
+                keys.into_iter().map(|k| k.kid).collect()
+            }
+            None => stored.into_iter().map(|k| k.kid).collect(),
+        };
         if quota_pending {
             Cond::fail(
                 "Ready",
@@ -334,8 +356,8 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     let mut next = NamespaceStatus {
         observed_generation: tenant.meta().generation,
         namespace: (!conflict).then(|| name.clone()),
-        issuer: previous.and_then(|p| p.issuer.clone()),
-        key_ids: previous.map(|p| p.key_ids.clone()).unwrap_or_default(),
+        issuer: (!conflict).then(|| issuer::issuer_url(ctx.settings.gateway_url.as_deref(), &name)),
+        key_ids,
         ..NamespaceStatus::default()
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());

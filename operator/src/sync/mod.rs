@@ -189,6 +189,14 @@ pub struct Sources {
     pub services: Store<MicroService>,
     /// EndpointSlices of MicroServices' Services.
     pub slices: Store<EndpointSlice>,
+    /// AuthRules.
+    pub rules: Store<microplane_crds::AuthRule>,
+    /// Tenants' issuer-key Secrets.
+    pub keys: Store<k8s_openapi::api::core::v1::Secret>,
+    /// Account Secrets (hashed).
+    pub accounts: Store<k8s_openapi::api::core::v1::Secret>,
+    /// Base of tenants' issuer URLs.
+    pub issuer_base: Option<String>,
 }
 
 /// Builds a snapshot whenever `changed` fires (after the caches are synced), and publishes it with a
@@ -202,24 +210,36 @@ pub async fn publish(
     metrics: crate::metrics::SyncMetrics,
 ) {
     // An empty snapshot from half-filled caches would wipe the gateways' routes.
-    let synced = futures::future::join3(
-        sources.tenants.wait_until_ready(),
-        sources.services.wait_until_ready(),
-        sources.slices.wait_until_ready(),
-    )
-    .await;
-    if synced.0.is_err() || synced.1.is_err() || synced.2.is_err() {
+    // Sequential waits: each returns at once once its cache is synced.
+    let synced = sources.tenants.wait_until_ready().await.is_ok()
+        && sources.services.wait_until_ready().await.is_ok()
+        && sources.slices.wait_until_ready().await.is_ok()
+        && sources.rules.wait_until_ready().await.is_ok()
+        && sources.keys.wait_until_ready().await.is_ok()
+        && sources.accounts.wait_until_ready().await.is_ok();
+    if !synced {
         return;
     }
     let mut version = 0u64;
     let mut last: Option<v1::Snapshot> = None;
     loop {
-        let built = snapshot::build(
-            &sources.tenants.state(),
-            &sources.services.state(),
-            &sources.slices.state(),
-            &discovery.ready(),
+        let (tenants, services, slices) = (
+            sources.tenants.state(),
+            sources.services.state(),
+            sources.slices.state(),
         );
+        let (rules, keys, accounts) = (sources.rules.state(), sources.keys.state(), sources.accounts.state());
+        let discovered = discovery.ready();
+        let built = snapshot::build(snapshot::Inputs {
+            tenants: &tenants,
+            services: &services,
+            slices: &slices,
+            discovered: Some(&discovered),
+            rules: &rules,
+            keys: &keys,
+            accounts: &accounts,
+            issuer_base: sources.issuer_base.as_deref(),
+        });
         for w in built.wanted {
             discovery.want(w);
         }

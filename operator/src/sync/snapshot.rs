@@ -86,26 +86,218 @@ fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
     (eps, ready_list)
 }
 
-/// Builds the snapshot: every tenant with a Namespace object, every exposed MicroService of those
-/// tenants with its ready endpoints, and the descriptors discovered for their images.
-pub fn build(
-    tenants: &[Arc<Namespace>],
-    services: &[Arc<MicroService>],
-    slices: &[Arc<EndpointSlice>],
-    discovered: &HashMap<String, Arc<Discovered>>,
-) -> Built {
+/// Type of the Secrets that are accounts of a tenant (docs/auth.md).
+pub const ACCOUNT_TYPE: &str = "microplane.dev/account";
+/// Data key the operator puts in place of an account's secret: its SHA-256.
+pub const SECRET_SHA256: &str = "secret-sha256";
+
+/// Replaces an account Secret's `secret` by its SHA-256 before the Secret reaches a cache: the
+/// operator never holds account secrets, and the gateway gets only what checks them.
+pub fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
+    use sha2::Digest;
+    secret.metadata.managed_fields = None;
+    secret.metadata.annotations = None;
+    secret.string_data = None;
+    if let Some(data) = secret.data.as_mut() {
+        let hashed = data
+            .remove("secret")
+            .map(|v| k8s_openapi::ByteString(sha2::Sha256::digest(&v.0).to_vec()));
+        data.remove(SECRET_SHA256);
+        if let Some(h) = hashed {
+            data.insert(SECRET_SHA256.into(), h);
+        }
+    }
+}
+
+/// `15m`, `1h30m`, `90s` → seconds.
+pub fn duration_seconds(s: &str) -> Option<i64> {
+    let mut total = 0i64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let n: i64 = num.parse().ok()?;
+            num.clear();
+            total = total.checked_add(n.checked_mul(match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                _ => return None,
+            })?)?;
+        }
+    }
+    (num.is_empty() && total > 0).then_some(total)
+}
+
+/// Default lifetime of platform-issued access tokens.
+pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+
+/// Everything a snapshot is built from.
+#[derive(Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// Tenants.
+    pub tenants: &'a [Arc<Namespace>],
+    /// MicroServices.
+    pub services: &'a [Arc<MicroService>],
+    /// Their EndpointSlices.
+    pub slices: &'a [Arc<EndpointSlice>],
+    /// Descriptors by key.
+    pub discovered: Option<&'a HashMap<String, Arc<Discovered>>>,
+    /// AuthRules.
+    pub rules: &'a [Arc<microplane_crds::AuthRule>],
+    /// Tenants' issuer-key Secrets.
+    pub keys: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    /// Account Secrets, already hashed by [`hash_account`].
+    pub accounts: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    /// Base of tenants' issuer URLs (the gateway's URL).
+    pub issuer_base: Option<&'a str>,
+}
+
+fn text(data: &BTreeMap<String, k8s_openapi::ByteString>, key: &str) -> Option<String> {
+    data.get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn tenant_auth(
+    t: &Namespace,
+    name: &str,
+    inputs: &Inputs<'_>,
+) -> (
+    Vec<v1::SigningKey>,
+    Vec<v1::Rule>,
+    Vec<v1::Account>,
+    Vec<v1::ExternalIssuer>,
+) {
+    use base64::Engine;
+    let keys = inputs
+        .keys
+        .iter()
+        .find(|s| s.namespace().as_deref() == Some(name) && s.name_any() == crate::controller::issuer::KEYS_SECRET)
+        .map(|s| crate::controller::issuer::read(Some(s)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| {
+            let der = base64::engine::general_purpose::STANDARD.decode(&k.pkcs8).ok()?;
+            Some(v1::SigningKey { kid: k.kid, pkcs8: der })
+        })
+        .collect();
+    let mut rules: Vec<(&Arc<microplane_crds::AuthRule>, v1::Rule)> = inputs
+        .rules
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(name) && r.meta().deletion_timestamp.is_none())
+        .map(|r| {
+            (
+                r,
+                v1::Rule {
+                    id: r.name_any(),
+                    scope: r.spec.scope.clone(),
+                    r#type: r.spec.resource.type_.clone(),
+                    name: r.spec.resource.name.clone(),
+                    endpoint: r.spec.resource.endpoint.clone(),
+                    denied: r.spec.access == microplane_crds::Access::Denied,
+                    priority: r.spec.priority,
+                },
+            )
+        })
+        .collect();
+    // Equal priorities keep a stable order: by creation, then name.
+    rules.sort_by(|a, b| {
+        a.0.meta()
+            .creation_timestamp
+            .cmp(&b.0.meta().creation_timestamp)
+            .then_with(|| a.1.id.cmp(&b.1.id))
+    });
+    let accounts = inputs
+        .accounts
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(name))
+        .filter_map(|s| {
+            let data = s.data.as_ref()?;
+            let hash = data.get(SECRET_SHA256)?.0.clone();
+            Some(v1::Account {
+                id: text(data, "id").unwrap_or_else(|| s.name_any()),
+                r#type: text(data, "type").unwrap_or_else(|| "user".into()),
+                scopes: text(data, "scopes")
+                    .map(|v| {
+                        v.split([' ', ','])
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                secret_sha256: hash,
+            })
+        })
+        .collect();
+    let external = t
+        .spec
+        .auth
+        .iter()
+        .flat_map(|a| a.issuers.iter())
+        .map(|i| v1::ExternalIssuer {
+            issuer: i.issuer.clone(),
+            jwks_uri: i.jwks_uri.clone().unwrap_or_default(),
+            jwks: i.jwks.clone().unwrap_or_default(),
+            audiences: i.audiences.clone(),
+            algorithms: i
+                .algorithms
+                .iter()
+                .map(|a| {
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .collect(),
+            scopes_claim: i.scopes_claim.clone().unwrap_or_default(),
+        })
+        .collect();
+    (keys, rules.into_iter().map(|(_, r)| r).collect(), accounts, external)
+}
+
+/// Builds the snapshot: every tenant with a Namespace object (its issuer, keys, rules, accounts),
+/// every exposed MicroService of those tenants with its ready endpoints, and the descriptors
+/// discovered for their images.
+pub fn build(inputs: Inputs<'_>) -> Built {
+    let Inputs {
+        tenants,
+        services,
+        slices,
+        ..
+    } = inputs;
+    let empty = HashMap::new();
+    let discovered = inputs.discovered.unwrap_or(&empty);
     let mut tenant_list: Vec<v1::Tenant> = tenants
         .iter()
         .filter(|t| t.meta().deletion_timestamp.is_none())
-        .map(|t| v1::Tenant {
-            name: t.name_any(),
-            hosts: t.spec.hosts.clone(),
-            cors: t.spec.cors.as_ref().map(|c| v1::Cors {
-                allowed_origins: c.allowed_origins.clone(),
-                allowed_headers: c.allowed_headers.clone(),
-                allowed_methods: c.allowed_methods.clone(),
-                allow_credentials: c.allow_credentials,
-            }),
+        .map(|t| {
+            let name = t.name_any();
+            let (signing_keys, rules, accounts, external_issuers) = tenant_auth(t, &name, &inputs);
+            v1::Tenant {
+                issuer: crate::controller::issuer::issuer_url(inputs.issuer_base, &name),
+                token_ttl_seconds: t
+                    .spec
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.token_ttl.as_deref())
+                    .and_then(duration_seconds)
+                    .unwrap_or(DEFAULT_TOKEN_TTL),
+                signing_keys,
+                rules,
+                accounts,
+                external_issuers,
+                hosts: t.spec.hosts.clone(),
+                cors: t.spec.cors.as_ref().map(|c| v1::Cors {
+                    allowed_origins: c.allowed_origins.clone(),
+                    allowed_headers: c.allowed_headers.clone(),
+                    allowed_methods: c.allowed_methods.clone(),
+                    allow_credentials: c.allow_credentials,
+                }),
+                name,
+            }
         })
         .collect();
     tenant_list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -236,7 +428,12 @@ mod tests {
             slice("micro", "helloworld", "hw-2", "{addresses: [10.0.0.1]}"),
             slice("micro", "web", "web-1", "{addresses: [10.0.1.1]}"),
         ];
-        let b = build(&tenants, &services, &slices, &HashMap::new());
+        let b = build(Inputs {
+            tenants: &tenants,
+            services: &services,
+            slices: &slices,
+            ..Default::default()
+        });
         let names: Vec<_> = b.snapshot.tenants.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["acme", "micro"]);
         assert_eq!(b.snapshot.tenants[1].hosts, ["api.example.com"]);
@@ -276,7 +473,12 @@ mod tests {
         let services = [ms("micro", "helloworld", ""), ms("micro", "helloworld", "")];
         let mut found = HashMap::new();
         found.insert("image:localhost/microplane/helloworld:dev".to_string(), discovered());
-        let b = build(&tenants, &services, &[], &found);
+        let b = build(Inputs {
+            tenants: &tenants,
+            services: &services,
+            discovered: Some(&found),
+            ..Default::default()
+        });
         assert!(b.wanted.is_empty());
         assert_eq!(b.snapshot.descriptors.len(), 1);
         assert!(b.snapshot.services.iter().all(|s| s.descriptors.starts_with("image:")));
@@ -284,14 +486,84 @@ mod tests {
 
     #[test]
     fn nothing_is_wanted_without_a_ready_endpoint() {
-        let b = build(
-            &[tenant("micro", "")],
-            &[ms("micro", "helloworld", "")],
-            &[],
-            &HashMap::new(),
-        );
+        let b = build(Inputs {
+            tenants: &[tenant("micro", "")],
+            services: &[ms("micro", "helloworld", "")],
+            ..Default::default()
+        });
         assert!(b.wanted.is_empty());
         assert_eq!(b.snapshot.services.len(), 1);
         assert!(b.snapshot.services[0].endpoints.is_empty());
+    }
+
+    fn rule(ns: &str, name: &str, created: &str, priority: i32, access: &str) -> Arc<microplane_crds::AuthRule> {
+        yaml(&format!(
+            "apiVersion: microplane.dev/v1alpha1\nkind: AuthRule\nmetadata: {{name: {name}, namespace: {ns}, creationTimestamp: '{created}'}}\nspec: {{scope: '*', access: {access}, priority: {priority}, resource: {{name: '*', endpoint: '*'}}}}"
+        ))
+    }
+
+    #[test]
+    fn tenants_carry_issuer_keys_rules_accounts_and_ttl() {
+        use k8s_openapi::api::core::v1::Secret;
+        let t: Arc<Namespace> = yaml(
+            "apiVersion: microplane.dev/v1alpha1\nkind: Namespace\nmetadata: {name: acme}\nspec: {auth: {tokenTTL: 1h30m, issuers: [{issuer: 'https://idp.example', jwksUri: 'https://idp.example/jwks', algorithms: [ES256]}]}}",
+        );
+        let key = crate::controller::issuer::generate(5).unwrap();
+        let owner = Default::default();
+        let keys = [Arc::new(
+            crate::controller::issuer::secret("acme", &[key.clone()], owner).unwrap(),
+        )];
+        let mut account: Secret = serde_yaml::from_str(
+            "metadata: {name: alice, namespace: acme}\ntype: microplane.dev/account\nstringData: {}\ndata: {secret: c2VjcmV0, scopes: YWRtaW4gcmVhZA==}",
+        )
+        .unwrap();
+        hash_account(&mut account);
+        assert!(
+            !account.data.as_ref().unwrap().contains_key("secret"),
+            "the secret itself is dropped"
+        );
+        let accounts = [Arc::new(account)];
+        let rules = [
+            rule("acme", "b", "2026-01-02T00:00:00Z", 0, "Granted"),
+            rule("acme", "a", "2026-01-01T00:00:00Z", 0, "Denied"),
+            rule("other", "c", "2026-01-01T00:00:00Z", 0, "Granted"),
+        ];
+        let b = build(Inputs {
+            tenants: &[t],
+            rules: &rules,
+            keys: &keys,
+            accounts: &accounts,
+            issuer_base: Some("http://localhost:8080"),
+            ..Default::default()
+        });
+        let t = &b.snapshot.tenants[0];
+        assert_eq!(t.issuer, "http://localhost:8080/acme");
+        assert_eq!(t.token_ttl_seconds, 5400);
+        assert_eq!(t.signing_keys.len(), 1);
+        assert_eq!(t.signing_keys[0].kid, key.kid);
+        let ids: Vec<_> = t.rules.iter().map(|r| (r.id.as_str(), r.denied)).collect();
+        assert_eq!(
+            ids,
+            [("a", true), ("b", false)],
+            "only this tenant's rules, oldest first"
+        );
+        assert_eq!(t.accounts.len(), 1);
+        assert_eq!(t.accounts[0].id, "alice");
+        assert_eq!(t.accounts[0].r#type, "user");
+        assert_eq!(t.accounts[0].scopes, ["admin", "read"]);
+        use sha2::Digest;
+        assert_eq!(t.accounts[0].secret_sha256, sha2::Sha256::digest(b"secret").to_vec());
+        assert_eq!(t.external_issuers.len(), 1);
+        assert_eq!(t.external_issuers[0].algorithms, ["ES256"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_seconds("15m"), Some(900));
+        assert_eq!(duration_seconds("1h30m"), Some(5400));
+        assert_eq!(duration_seconds("90s"), Some(90));
+        assert_eq!(duration_seconds("15"), None);
+        assert_eq!(duration_seconds("0s"), None);
+        assert_eq!(duration_seconds("5d"), None);
     }
 }
