@@ -16,7 +16,7 @@ E2E_STATE := $(CURDIR)/.state/e2e
 # the unit tier instead of rebuilding them with another feature set.
 E2E_SUITES := $(basename $(notdir $(wildcard e2e/tests/*.rs)))
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator
+.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator bench-gateway
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ test-e2e: controlplane binaries ## e2e tier against a fresh real control plane (
 	    cargo test --workspace --features microplane-e2e/e2e $(E2E_SUITES:%=--test %) -- --test-threads=4
 
 BENCH_STATE := $(CURDIR)/.state/bench
-bench: bench-operator ## All benchmarks
+bench: bench-operator bench-gateway ## All benchmarks
 
 bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate, operator peak RSS, requests per object, idle writes
 	cargo build --release -p microplane-operator
@@ -86,6 +86,22 @@ bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate,
 	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
 	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 \
 	    target/release/bench-operator
+
+# Debian packages of the gateway bench: `command:package` pairs (nginx and haproxy live in /usr/sbin).
+BENCH_GATEWAY_PACKAGES := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
+bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, route-change latency (report in .state/bench)
+	@PATH=$$PATH:/usr/sbin:/sbin; missing=(); for pair in $(BENCH_GATEWAY_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing+=("$${pair##*:}"); done; \
+	  if (($${#missing[@]})); then \
+	    echo "bench-gateway: installing $${missing[*]}"; \
+	    sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
+	  fi
+	cargo build --release -p microplane-gateway -p helloworld
+	cargo build --release -p microplane-e2e --features e2e --bin bench-gateway
+	@mkdir -p $(BENCH_STATE)/gateway
+	BENCH_STATE=$(BENCH_STATE) target/release/bench-gateway
 
 controlplane: ## Build the control-plane binaries into $(MICROPLANE_CACHE) (reused when present)
 	@e2e/scripts/build-controlplane.sh

@@ -1,0 +1,1442 @@
+//! `make bench-gateway`: the gateway's data path and routing sync, measured in one run on loopback.
+//!
+//! The bench plays the operator with the operator's own sync code: a
+//! `microplane_operator::sync::server::SyncService` fed hand-built `v1::Snapshot`s through a
+//! `watch` channel (tenant `micro`; `helloworld` as a gRPC service whose descriptors come from
+//! `microplane_operator::sync::reflection::discover`; `web` as an HTTP service). Versions only grow,
+//! `source` is fixed and `built_unix_nanos` is the build time. Everything listens on free
+//! `127.0.0.1` ports; configs and logs live in a temporary directory under
+//! `.state/bench/gateway/` (kept when the run fails); every process started here is stopped when
+//! the run ends, also on an error or Ctrl-C (kill-on-drop guards, one process group each).
+//!
+//! # Fairness
+//!
+//! The machine has (at least) two CPUs. Every proxy under test (the gateway, haproxy, nginx as a
+//! proxy) runs alone on CPU 0 (`taskset -c 0`; the gateway also with `TOKIO_WORKER_THREADS=1`);
+//! everything else — the backends (nginx, helloworld), wrk and this binary with its load generator
+//! and sync server — runs on CPU 1. The three proxies get the same backend, the same load, the same
+//! path rewrite (`/web/<rest>` → `/<rest>`) and the same forwarding headers (`X-Forwarded-For`,
+//! `-Host`, `-Proto`), keep-alive on both sides and no access logging.
+//!
+//! # Method
+//!
+//! - **(a) Added latency of JSON transcoding.** A hyper 1 load generator (64 connections of its
+//!   own) first runs closed-loop (each connection sends its next request when the previous answered)
+//!   against the gateway path `POST /helloworld/call {"name":"John"}` over HTTP/1.1 keep-alive, to
+//!   find its maximum throughput. Then, open-loop at 50% of that rate, once straight to helloworld
+//!   over gRPC (h2c, a hand-framed `CallRequest`, `grpc-status` 0 checked in the trailers) and once
+//!   through the gateway. A pacer thread schedules the sends at fixed intervals and any free
+//!   connection takes the next one; latency runs from the *scheduled* send time to the complete
+//!   response, so a slow response delays and is charged to the requests queued behind it (no
+//!   coordinated omission). Latencies go into HDR histograms (µs, 3 significant digits); the added
+//!   latency is gateway − direct per percentile.
+//! - **(b) Proxy throughput.** `wrk -t1 -c64 --latency` (2 s warm-up, then 10 s measured) against
+//!   the backend itself (the ceiling, no proxy), then against `/web/` on the gateway, haproxy and
+//!   nginx; requests/s, p50, p99, non-2xx responses and socket errors from wrk's report.
+//! - **(c) Route change latency.** 50 times: publish a snapshot adding an HTTP route `probe-<i>`
+//!   (to the nginx backend) with `send_replace`, and poll `GET /probe-<i>/` back to back on one
+//!   kept-alive connection until the first 200; the time from `send_replace` to that 200.
+//! - **(d) 1000 routes at once.** Publish one snapshot adding `bulk-0` … `bulk-999` and poll all of
+//!   them in rounds (8 kept-alive connections) until every one answered 200; the time from
+//!   `send_replace` to the last route's first 200.
+//!
+//! The report (markdown) goes to stdout and `.state/bench/gateway-report.md` with MET/NOT MET per
+//! target. The exit status is non-zero only when the bench could not run, never for a missed target.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use microplane_operator::metrics::SyncMetrics;
+use microplane_operator::sync::{reflection, server};
+use microplane_sync::v1;
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, watch};
+
+/// CPU of the proxies under test.
+const PROXY_CPU: u32 = 0;
+/// CPU of the backends, the load generators and this binary.
+const LOAD_CPU: u32 = 1;
+/// Connections of every load (wrk and the Rust generator).
+const CONNECTIONS: usize = 64;
+/// wrk's warm-up and measured durations.
+const WRK_WARMUP: &str = "2s";
+const WRK_DURATION: &str = "10s";
+/// The generator's closed-loop run: warm-up, then measured.
+const CLOSED_WARMUP: Duration = Duration::from_secs(1);
+const CLOSED_MEASURE: Duration = Duration::from_secs(5);
+/// The generator's open-loop runs: warm-up, then measured; at this share of the closed-loop rate.
+const OPEN_WARMUP: Duration = Duration::from_secs(1);
+const OPEN_MEASURE: Duration = Duration::from_secs(10);
+const OPEN_SHARE: f64 = 0.5;
+/// A request that takes longer than this counts as an error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Route changes measured in (c), routes added at once in (d).
+const PROBES: usize = 50;
+const BULK: usize = 1000;
+/// Connections polling the bulk routes in (d).
+const BULK_POLLERS: usize = 8;
+/// How long one route change may take before the bench gives up on it.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Targets.
+const TARGET_HAPROXY_RATIO: f64 = 1.0;
+const TARGET_ADDED_P99_MS: f64 = 0.5;
+const TARGET_ROUTE_P99_MS: f64 = 100.0;
+const TARGET_BULK_MS: f64 = 1000.0;
+
+const TENANT: &str = "micro";
+const SOURCE: &str = "bench-gateway";
+const DESCRIPTORS_KEY: &str = "bench-helloworld";
+const BACKEND_BODY: &str = r#"{"message":"Hello"}"#;
+const JSON_REQUEST: &str = r#"{"name":"John"}"#;
+const GREETING: &str = "Hello John";
+
+const NGINX_BACKEND_CONF: &str = include_str!("../../bench/nginx-backend.conf");
+const NGINX_PROXY_CONF: &str = include_str!("../../bench/nginx-proxy.conf");
+const HAPROXY_CFG: &str = include_str!("../../bench/haproxy.cfg");
+
+/// `helloworld.CallRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CallRequest {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// `helloworld.CallResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CallResponse {
+    #[prost(string, tag = "1")]
+    message: String,
+}
+
+fn main() -> Result<()> {
+    // This process (sync server, generator, pacer) belongs with the load; its children inherit it.
+    pin(std::process::id(), LOAD_CPU)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        tokio::select! {
+            r = run() => r,
+            s = interrupted() => Err(anyhow!("interrupted by {s}")),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so that the guards still stop every process.
+async fn interrupted() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => "SIGTERM",
+    }
+}
+
+/// Sets the CPU affinity of every thread of `pid`.
+fn pin(pid: u32, cpu: u32) -> Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    ensure!(
+        out.status.success(),
+        "taskset -p {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn run() -> Result<()> {
+    let state = std::env::var_os("BENCH_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| microplane_e2e::repo_root().join(".state/bench"));
+    let base = state.join("gateway");
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&base)?;
+    match bench(dir.path()).await {
+        Ok(report) => {
+            println!("{report}");
+            let file = state.join("gateway-report.md");
+            std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("report written to {}", file.display());
+            Ok(())
+        }
+        Err(e) => {
+            let kept = dir.keep();
+            eprintln!("bench-gateway failed; configs and logs are kept in {}", kept.display());
+            Err(e)
+        }
+    }
+}
+
+/// Everything the report shows.
+struct Report {
+    tools: Vec<(String, String)>,
+    machine: String,
+    /// The 1-minute load average before anything started: other work on the machine skews results.
+    load_before: String,
+    commit: String,
+    closed: ClosedLoop,
+    open_rate: f64,
+    direct: OpenLoop,
+    through: OpenLoop,
+    wrk: Vec<(String, Wrk)>,
+    route_changes: Vec<Duration>,
+    bulk: Bulk,
+}
+
+async fn bench(dir: &Path) -> Result<String> {
+    let load_before = load_average();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    ensure!(
+        online_cpus()? >= 2,
+        "the bench pins proxies to CPU 0 and load to CPU 1: it needs two CPUs (this process sees {cpus})"
+    );
+    let wrk = tool("wrk")?;
+    let haproxy = tool("haproxy")?;
+    let nginx = tool("nginx")?;
+    let bins = std::env::current_exe()?
+        .parent()
+        .ok_or_else(|| anyhow!("the bench binary has no directory"))?
+        .to_path_buf();
+    let gateway_bin = bins.join("microplane-gateway");
+    let helloworld_bin = bins.join("helloworld");
+    for b in [&gateway_bin, &helloworld_bin] {
+        ensure!(
+            b.is_file(),
+            "{} is missing: cargo build --release -p microplane-gateway -p helloworld",
+            b.display()
+        );
+    }
+    let tools = vec![
+        ("haproxy".to_string(), version(&haproxy, "-v")?),
+        ("nginx".to_string(), version(&nginx, "-v")?),
+        ("wrk".to_string(), version(&wrk, "-v")?),
+        ("microplane-gateway".to_string(), version(&gateway_bin, "--version")?),
+    ];
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let [
+        backend_port,
+        hello_port,
+        sync_port,
+        gw_port,
+        gw_admin_port,
+        haproxy_port,
+        nginx_port,
+    ] = free_ports()?;
+    let backend_addr = SocketAddr::from(([127, 0, 0, 1], backend_port));
+    let hello_addr = SocketAddr::from(([127, 0, 0, 1], hello_port));
+    let gw_addr = SocketAddr::from(([127, 0, 0, 1], gw_port));
+    let haproxy_addr = SocketAddr::from(([127, 0, 0, 1], haproxy_port));
+    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
+    let vars = |port: u16| {
+        vec![
+            ("DIR", dir.display().to_string()),
+            ("PORT", port.to_string()),
+            ("BACKEND", backend_port.to_string()),
+        ]
+    };
+
+    // The HTTP backend and helloworld, on the load CPU.
+    let backend_conf = write_config(dir, "nginx-backend.conf", NGINX_BACKEND_CONF, &vars(backend_port))?;
+    let mut backend = Proc::spawn(
+        dir,
+        "nginx-backend",
+        LOAD_CPU,
+        &nginx,
+        &nginx_args(dir, &backend_conf),
+        &[],
+    )?;
+    let hello_env = [
+        ("MICRO_SERVICE_ADDRESS", hello_addr.to_string()),
+        ("MICRO_SERVICE_NAME", "helloworld".to_string()),
+        ("MICRO_NAMESPACE", TENANT.to_string()),
+        ("TOKIO_WORKER_THREADS", "1".to_string()),
+    ];
+    let mut helloworld = Proc::spawn(dir, "helloworld", LOAD_CPU, &helloworld_bin, &[], &hello_env)?;
+    wait_http_ok(&mut backend, backend_addr, "/").await?;
+    let discovered = discover(&mut helloworld, hello_addr).await?;
+    ensure!(
+        discovered.services.iter().any(|s| s == "helloworld.Helloworld"),
+        "helloworld serves {:?}, not helloworld.Helloworld",
+        discovered.services
+    );
+
+    // The operator's sync server, in this process.
+    let mut routing = Routing {
+        version: 0,
+        backend: backend_addr.to_string(),
+        helloworld: hello_addr.to_string(),
+        descriptors: v1::Descriptors {
+            key: DESCRIPTORS_KEY.into(),
+            file_descriptor_set: discovered.file_descriptor_set,
+            services: discovered.services,
+        },
+        extra: Vec::new(),
+    };
+    let (snapshots, rx) = watch::channel(Some(Arc::new(routing.next())));
+    let token = format!("bench-{}-{}", std::process::id(), unix_nanos());
+    let token_file = dir.join("sync.token");
+    std::fs::write(&token_file, &token)?;
+    let sync_addr = SocketAddr::from(([127, 0, 0, 1], sync_port));
+    let (stop_sync, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sync = tokio::spawn(server::serve(
+        sync_addr,
+        server::SyncService::new(rx, token, SyncMetrics::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The three proxies, on the proxy CPU.
+    let gw_env = [
+        ("TOKIO_WORKER_THREADS", "1".to_string()),
+        ("MICROPLANE_LOG", "info".to_string()),
+    ];
+    let gw_args = [
+        "--address".to_string(),
+        gw_addr.to_string(),
+        "--admin-address".to_string(),
+        SocketAddr::from(([127, 0, 0, 1], gw_admin_port)).to_string(),
+        "--sync-endpoint".to_string(),
+        format!("http://{sync_addr}"),
+        "--sync-token-file".to_string(),
+        token_file.display().to_string(),
+        "--access-log".to_string(),
+        "false".to_string(),
+        "--default-tenant".to_string(),
+        TENANT.to_string(),
+    ];
+    let mut gateway = Proc::spawn(dir, "microplane-gateway", PROXY_CPU, &gateway_bin, &gw_args, &gw_env)?;
+    let haproxy_cfg = write_config(dir, "haproxy.cfg", HAPROXY_CFG, &vars(haproxy_port))?;
+    let haproxy_args = ["-db".to_string(), "-f".to_string(), haproxy_cfg.display().to_string()];
+    let mut haproxy_proc = Proc::spawn(dir, "haproxy", PROXY_CPU, &haproxy, &haproxy_args, &[])?;
+    let nginx_conf = write_config(dir, "nginx-proxy.conf", NGINX_PROXY_CONF, &vars(nginx_port))?;
+    let mut nginx_proc = Proc::spawn(
+        dir,
+        "nginx-proxy",
+        PROXY_CPU,
+        &nginx,
+        &nginx_args(dir, &nginx_conf),
+        &[],
+    )?;
+
+    let admin = SocketAddr::from(([127, 0, 0, 1], gw_admin_port));
+    wait_http_ok(&mut gateway, admin, "/readyz").await?;
+    for (p, addr) in [
+        (&mut gateway, gw_addr),
+        (&mut haproxy_proc, haproxy_addr),
+        (&mut nginx_proc, nginx_addr),
+    ] {
+        wait_http_ok(p, addr, "/web/").await?;
+        let (status, body) = H1::connect(addr).await?.get("/web/").await?;
+        ensure!(
+            status == StatusCode::OK && body == BACKEND_BODY.as_bytes(),
+            "{} answers /web/ with {status} {:?}",
+            p.name,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // The transcoded call answers as the brief says.
+    let (status, body) = H1::connect(gw_addr)
+        .await?
+        .post_json("/helloworld/call", JSON_REQUEST)
+        .await?;
+    let json: serde_json::Value = serde_json::from_slice(&body).context("the gateway's answer is not JSON")?;
+    ensure!(
+        status == StatusCode::OK && json == serde_json::json!({"message": GREETING}),
+        "POST /helloworld/call answered {status} {json}"
+    );
+    for p in [&gateway, &haproxy_proc, &nginx_proc] {
+        p.check_pinned(PROXY_CPU)?;
+    }
+    for p in [&backend, &helloworld] {
+        p.check_pinned(LOAD_CPU)?;
+    }
+
+    // (b) Proxy throughput.
+    let mut wrk_results = Vec::new();
+    for (name, addr, path, proc) in [
+        ("backend direct (ceiling, no proxy)", backend_addr, "/", &mut backend),
+        ("microplane-gateway", gw_addr, "/web/", &mut gateway),
+        ("haproxy", haproxy_addr, "/web/", &mut haproxy_proc),
+        ("nginx", nginx_addr, "/web/", &mut nginx_proc),
+    ] {
+        eprintln!("(b) wrk against {name}");
+        let url = format!("http://{addr}{path}");
+        run_wrk(&wrk, &url, WRK_WARMUP, false).await?;
+        let result = parse_wrk(&run_wrk(&wrk, &url, WRK_DURATION, true).await?)?;
+        proc.check_running()?;
+        wrk_results.push((name.to_string(), result));
+    }
+
+    // (a) Added latency of JSON transcoding.
+    eprintln!("(a) closed loop through the gateway");
+    let through = Target::Gateway(gw_addr);
+    let direct = Target::Direct(hello_addr);
+    let closed = closed_loop(&through, CONNECTIONS, CLOSED_WARMUP, CLOSED_MEASURE).await?;
+    ensure!(closed.ok > 0, "no request through the gateway succeeded");
+    let open_rate = closed.rate * OPEN_SHARE;
+    eprintln!("(a) open loop at {open_rate:.0}/s, direct");
+    let direct_run = open_loop(&direct, CONNECTIONS, open_rate, OPEN_WARMUP, OPEN_MEASURE).await?;
+    eprintln!("(a) open loop at {open_rate:.0}/s, through the gateway");
+    let through_run = open_loop(&through, CONNECTIONS, open_rate, OPEN_WARMUP, OPEN_MEASURE).await?;
+    gateway.check_running()?;
+    helloworld.check_running()?;
+
+    // (c) Route changes.
+    eprintln!("(c) {PROBES} route changes");
+    let mut route_changes = Vec::with_capacity(PROBES);
+    let mut probe = H1::connect(gw_addr).await?;
+    for i in 0..PROBES {
+        let name = format!("probe-{i}");
+        routing.extra.push(name.clone());
+        let snapshot = Arc::new(routing.next());
+        let path = format!("/{name}/");
+        let started = Instant::now();
+        snapshots.send_replace(Some(snapshot));
+        loop {
+            let (status, _) = probe.get_reconnecting(gw_addr, &path).await?;
+            if status == StatusCode::OK {
+                route_changes.push(started.elapsed());
+                break;
+            }
+            if started.elapsed() > ROUTE_TIMEOUT {
+                gateway.check_running()?;
+                bail!("route {name} did not answer 200 within {ROUTE_TIMEOUT:?} (last status {status})");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // (d) 1000 routes at once.
+    eprintln!("(d) {BULK} routes in one snapshot");
+    let bulk = bulk_routes(&mut routing, &snapshots, gw_addr).await?;
+    gateway.check_running()?;
+
+    let _ = stop_sync.send(());
+    drop(snapshots);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sync).await;
+
+    let report = Report {
+        tools,
+        machine: machine(),
+        load_before,
+        commit: commit(),
+        closed,
+        open_rate,
+        direct: direct_run,
+        through: through_run,
+        wrk: wrk_results,
+        route_changes,
+        bulk,
+    };
+    Ok(report.render())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------------
+
+/// A process this bench started, in a process group of its own, pinned with `taskset`. Dropping it
+/// stops the whole group: SIGTERM, then SIGKILL after 3 s.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        cpu: u32,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> Result<Self> {
+        let log = dir.join("logs").join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c")
+            .arg(cpu.to_string())
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .current_dir(dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    /// Fails with the end of its log when the process has exited.
+    fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} exited ({status}); log {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+        Ok(())
+    }
+
+    /// Fails unless the process may run on `cpu` only.
+    fn check_pinned(&self, cpu: u32) -> Result<()> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .unwrap_or("");
+        ensure!(
+            allowed == cpu.to_string(),
+            "{} may run on CPUs {allowed:?}, not only {cpu}",
+            self.name
+        );
+        Ok(())
+    }
+
+    fn signal_group(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The whole group: nginx's and haproxy's workers too, even when the leader is gone.
+        self.signal_group("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal_group("-KILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `-p` prefix, `-e` startup error log and `-c` config of an nginx instance.
+fn nginx_args(dir: &Path, conf: &Path) -> Vec<String> {
+    let stem = conf
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    vec![
+        "-p".to_string(),
+        format!("{}/", dir.display()),
+        "-e".to_string(),
+        dir.join("logs")
+            .join(format!("{stem}.startup.log"))
+            .display()
+            .to_string(),
+        "-c".to_string(),
+        conf.display().to_string(),
+    ]
+}
+
+/// Renders a template (`{{NAME}}` placeholders) into the run directory.
+fn write_config(dir: &Path, name: &str, template: &str, vars: &[(&str, String)]) -> Result<PathBuf> {
+    let mut text = template.to_string();
+    for (k, v) in vars {
+        text = text.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    ensure!(!text.contains("{{"), "{name}: a placeholder is left unrendered");
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Free loopback ports, all distinct (the listeners are held until every port is picked).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let ports = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    ports.try_into().map_err(|_| anyhow!("port allocation"))
+}
+
+/// A program on PATH or in the sbin directories (nginx and haproxy live in /usr/sbin).
+fn tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{name} is not installed (apt-get install -y wrk haproxy nginx-light)"))
+}
+
+/// The first line a program prints for its version flag (on stdout or stderr).
+fn version(program: &Path, flag: &str) -> Result<String> {
+    let out = Command::new(program).arg(flag).stdin(Stdio::null()).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text.lines().next().unwrap_or("").trim().to_string())
+}
+
+fn online_cpus() -> Result<usize> {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").context("reading the online CPUs")?;
+    let mut n = 0;
+    for range in online.trim().split(',') {
+        n += match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>()? - a.parse::<usize>()? + 1,
+            None => 1,
+        };
+    }
+    Ok(n)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    format!("{} CPUs online, {model}", online_cpus().unwrap_or(0))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(microplane_e2e::repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Waits until `GET path` on `addr` answers 200, failing early when the process exits.
+async fn wait_http_ok(proc: &mut Proc, addr: SocketAddr, path: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.check_running()?;
+        if let Ok(mut c) = H1::connect(addr).await
+            && let Ok((StatusCode::OK, _)) = c.get(path).await
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not answer 200 on http://{addr}{path} within 30s", proc.name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Discovers helloworld's descriptors through reflection, as the operator does, once it listens.
+async fn discover(proc: &mut Proc, addr: SocketAddr) -> Result<reflection::Discovered> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.check_running()?;
+        match reflection::discover(&addr.to_string(), Duration::from_secs(5)).await {
+            Ok(d) => return Ok(d),
+            Err(e) if Instant::now() > deadline => return Err(e).context("discovering helloworld"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Snapshots
+// ---------------------------------------------------------------------------------------------------
+
+/// The routing state the bench publishes: helloworld, web and any extra HTTP routes.
+struct Routing {
+    version: u64,
+    backend: String,
+    helloworld: String,
+    descriptors: v1::Descriptors,
+    /// HTTP routes to the nginx backend besides `web`.
+    extra: Vec<String>,
+}
+
+impl Routing {
+    /// The next snapshot: a higher version, built now.
+    fn next(&mut self) -> v1::Snapshot {
+        self.version += 1;
+        let http = |name: &str, address: &str| v1::Service {
+            tenant: TENANT.into(),
+            name: name.into(),
+            protocol: v1::Protocol::Http as i32,
+            endpoints: vec![v1::Endpoint {
+                address: address.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut services = vec![
+            v1::Service {
+                tenant: TENANT.into(),
+                name: "helloworld".into(),
+                protocol: v1::Protocol::Grpc as i32,
+                endpoints: vec![v1::Endpoint {
+                    address: self.helloworld.clone(),
+                    ..Default::default()
+                }],
+                descriptors: DESCRIPTORS_KEY.into(),
+            },
+            http("web", &self.backend),
+        ];
+        services.extend(self.extra.iter().map(|n| http(n, &self.backend)));
+        v1::Snapshot {
+            version: self.version,
+            source: SOURCE.into(),
+            built_unix_nanos: unix_nanos(),
+            tenants: vec![v1::Tenant {
+                name: TENANT.into(),
+                ..Default::default()
+            }],
+            services,
+            descriptors: vec![self.descriptors.clone()],
+        }
+    }
+}
+
+/// Outcome of (d).
+struct Bulk {
+    /// Encoded size of the snapshot carrying the bulk routes.
+    bytes: usize,
+    /// Routes in that snapshot.
+    routes: usize,
+    /// `send_replace` → the first bulk route's first 200.
+    first: Duration,
+    /// `send_replace` → the last bulk route's first 200.
+    all: Duration,
+    /// Polling rounds it took.
+    rounds: usize,
+    /// The longest polling round: the resolution of `all`.
+    round: Duration,
+}
+
+async fn bulk_routes(
+    routing: &mut Routing,
+    snapshots: &watch::Sender<Option<Arc<v1::Snapshot>>>,
+    gw: SocketAddr,
+) -> Result<Bulk> {
+    let names: Vec<String> = (0..BULK).map(|i| format!("bulk-{i}")).collect();
+    routing.extra.extend(names.iter().cloned());
+    let snapshot = routing.next();
+    let bytes = snapshot.encoded_len();
+    let routes = snapshot.services.len();
+    let mut pollers = Vec::with_capacity(BULK_POLLERS);
+    for _ in 0..BULK_POLLERS {
+        pollers.push(H1::connect(gw).await?);
+    }
+    // Every poller owns the routes i ≡ p (mod BULK_POLLERS) and polls its pending ones in rounds.
+    let started = Instant::now();
+    snapshots.send_replace(Some(Arc::new(snapshot)));
+    let tasks = pollers.into_iter().enumerate().map(|(p, mut conn)| {
+        let mut pending: Vec<String> = names.iter().skip(p).step_by(BULK_POLLERS).cloned().collect();
+        async move {
+            let mut first: Option<Duration> = None;
+            let mut last = Duration::ZERO;
+            let mut rounds = 0;
+            let mut longest = Duration::ZERO;
+            while !pending.is_empty() {
+                rounds += 1;
+                let round = Instant::now();
+                let mut still = Vec::new();
+                for name in pending {
+                    let (status, _) = conn.get_reconnecting(gw, &format!("/{name}/")).await?;
+                    if status == StatusCode::OK {
+                        let at = started.elapsed();
+                        first = Some(first.map_or(at, |f| f.min(at)));
+                        last = last.max(at);
+                    } else {
+                        still.push(name);
+                    }
+                }
+                pending = still;
+                longest = longest.max(round.elapsed());
+                if started.elapsed() > ROUTE_TIMEOUT && !pending.is_empty() {
+                    bail!("{} bulk routes still not routed after {ROUTE_TIMEOUT:?}", pending.len());
+                }
+            }
+            Ok::<_, anyhow::Error>((first.unwrap_or_default(), last, rounds, longest))
+        }
+    });
+    let results = futures::future::try_join_all(tasks).await?;
+    Ok(Bulk {
+        bytes,
+        routes,
+        first: results.iter().map(|r| r.0).min().unwrap_or_default(),
+        all: results.iter().map(|r| r.1).max().unwrap_or_default(),
+        rounds: results.iter().map(|r| r.2).max().unwrap_or_default(),
+        round: results.iter().map(|r| r.3).max().unwrap_or_default(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP clients
+// ---------------------------------------------------------------------------------------------------
+
+/// One HTTP/1.1 keep-alive connection.
+struct H1 {
+    send: http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl H1 {
+    async fn connect(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            send,
+            host: addr.to_string(),
+        })
+    }
+
+    async fn request(&mut self, method: Method, path: &str, json: Option<&'static str>) -> Result<(StatusCode, Bytes)> {
+        self.send.ready().await?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.host);
+        let body = match json {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from_static(b.as_bytes()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = self.send.send_request(req.body(body)?).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
+        self.request(Method::GET, path, None).await
+    }
+
+    async fn post_json(&mut self, path: &str, body: &'static str) -> Result<(StatusCode, Bytes)> {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    /// `GET path`, on a new connection when this one has been closed.
+    async fn get_reconnecting(&mut self, addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes)> {
+        match self.get(path).await {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                *self = Self::connect(addr).await?;
+                self.get(path).await
+            }
+        }
+    }
+}
+
+/// Where the generator sends `Helloworld.Call`.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// Through the gateway: `POST /helloworld/call` with JSON over HTTP/1.1.
+    Gateway(SocketAddr),
+    /// Straight to helloworld: gRPC over h2c.
+    Direct(SocketAddr),
+}
+
+/// One generator connection.
+enum Client {
+    Json(H1),
+    Grpc {
+        send: http2::SendRequest<Full<Bytes>>,
+        uri: Uri,
+        frame: Bytes,
+    },
+}
+
+impl Client {
+    async fn connect(target: &Target) -> Result<Self> {
+        match *target {
+            Target::Gateway(addr) => Ok(Self::Json(H1::connect(addr).await?)),
+            Target::Direct(addr) => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let msg = CallRequest { name: "John".into() };
+                let mut frame = Vec::with_capacity(5 + msg.encoded_len());
+                frame.push(0);
+                frame.extend_from_slice(&u32::try_from(msg.encoded_len())?.to_be_bytes());
+                msg.encode(&mut frame)?;
+                Ok(Self::Grpc {
+                    send,
+                    uri: format!("http://{addr}/helloworld.Helloworld/Call").parse()?,
+                    frame: Bytes::from(frame),
+                })
+            }
+        }
+    }
+
+    /// One `Helloworld.Call`, checked to answer "Hello John".
+    async fn call(&mut self) -> Result<()> {
+        match self {
+            Self::Json(h1) => {
+                let (status, body) = h1.post_json("/helloworld/call", JSON_REQUEST).await?;
+                ensure!(
+                    status == StatusCode::OK && body.windows(GREETING.len()).any(|w| w == GREETING.as_bytes()),
+                    "gateway answered {status} {:?}",
+                    String::from_utf8_lossy(&body)
+                );
+                Ok(())
+            }
+            Self::Grpc { send, uri, frame } => {
+                send.ready().await?;
+                let req = Request::builder()
+                    .method(Method::POST)
+                    .uri(uri.clone())
+                    .header(header::CONTENT_TYPE, "application/grpc")
+                    .header(header::TE, "trailers")
+                    .body(Full::new(frame.clone()))?;
+                let resp = send.send_request(req).await?;
+                ensure!(resp.status() == StatusCode::OK, "helloworld answered {}", resp.status());
+                // A trailers-only answer carries grpc-status in the headers.
+                let in_headers = resp.headers().get("grpc-status").cloned();
+                let collected = resp.into_body().collect().await?;
+                let grpc_status = collected
+                    .trailers()
+                    .and_then(|t| t.get("grpc-status").cloned())
+                    .or(in_headers);
+                ensure!(
+                    grpc_status.as_ref().is_some_and(|s| s == "0"),
+                    "helloworld answered grpc-status {grpc_status:?}"
+                );
+                let data = collected.to_bytes();
+                ensure!(data.len() >= 5 && data[0] == 0, "malformed gRPC message");
+                let msg = CallResponse::decode(&data[5..])?;
+                ensure!(msg.message == GREETING, "helloworld answered {:?}", msg.message);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Outcome of a closed-loop run.
+struct ClosedLoop {
+    rate: f64,
+    ok: u64,
+    errors: u64,
+}
+
+/// Every connection sends its next call as soon as the previous one answered; calls completed in
+/// the measured window count.
+async fn closed_loop(target: &Target, conns: usize, warmup: Duration, measure: Duration) -> Result<ClosedLoop> {
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(Client::connect(target).await?);
+    }
+    let start = Instant::now();
+    let from = start + warmup;
+    let until = from + measure;
+    let target = *target;
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let (mut ok, mut errors) = (0u64, 0u64);
+                while Instant::now() < until {
+                    let r = tokio::time::timeout(CALL_TIMEOUT, client.call()).await;
+                    let done = Instant::now();
+                    let counted = done >= from && done < until;
+                    if matches!(r, Ok(Ok(()))) {
+                        ok += u64::from(counted);
+                    } else {
+                        errors += u64::from(counted);
+                        client = Client::connect(&target).await?;
+                    }
+                }
+                Ok::<_, anyhow::Error>((ok, errors))
+            })
+        })
+        .collect();
+    let (mut ok, mut errors) = (0, 0);
+    for w in workers {
+        let (o, e) = w.await??;
+        ok += o;
+        errors += e;
+    }
+    Ok(ClosedLoop {
+        rate: ok as f64 / measure.as_secs_f64(),
+        ok,
+        errors,
+    })
+}
+
+/// Outcome of an open-loop run.
+struct OpenLoop {
+    /// Latency from the scheduled send time, µs, of the calls scheduled in the measured window.
+    hist: Histogram<u64>,
+    /// Completed calls per second in the measured window.
+    achieved: f64,
+    errors: u64,
+}
+
+/// Sends at a fixed `rate`: a pacer thread releases send times `start + k/rate`; the next free
+/// connection takes each one. Latency runs from the scheduled time, so queueing behind a slow call
+/// is charged to the calls that waited.
+async fn open_loop(target: &Target, conns: usize, rate: f64, warmup: Duration, measure: Duration) -> Result<OpenLoop> {
+    ensure!(rate >= 1.0, "open-loop rate {rate} is too low");
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(Client::connect(target).await?);
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+    let rx = Arc::new(Mutex::new(rx));
+    let start = Instant::now() + Duration::from_millis(20);
+    let from = start + warmup;
+    let total = ((warmup + measure).as_secs_f64() * rate) as u64;
+    let pacer = std::thread::spawn(move || {
+        for k in 0..total {
+            let at = start + Duration::from_secs_f64(k as f64 / rate);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if tx.send(at).is_err() {
+                return;
+            }
+        }
+    });
+    let target = *target;
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut errors = 0u64;
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(at) = next else { break };
+                    let r = tokio::time::timeout(CALL_TIMEOUT, client.call()).await;
+                    let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let counted = at >= from;
+                    if matches!(r, Ok(Ok(()))) {
+                        if counted {
+                            hist.saturating_record(micros.max(1));
+                        }
+                    } else {
+                        errors += u64::from(counted);
+                        client = Client::connect(&target).await?;
+                    }
+                }
+                Ok::<_, anyhow::Error>((hist, errors))
+            })
+        })
+        .collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await??;
+        hist.add(&h)?;
+        errors += e;
+    }
+    pacer.join().map_err(|_| anyhow!("the pacer thread panicked"))?;
+    Ok(OpenLoop {
+        achieved: hist.len() as f64 / measure.as_secs_f64(),
+        hist,
+        errors,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// wrk
+// ---------------------------------------------------------------------------------------------------
+
+/// What wrk measured.
+struct Wrk {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: u64,
+    non_2xx: u64,
+    socket_errors: u64,
+}
+
+async fn run_wrk(wrk: &Path, url: &str, duration: &str, latency: bool) -> Result<String> {
+    let mut cmd = tokio::process::Command::new("taskset");
+    cmd.arg("-c")
+        .arg(LOAD_CPU.to_string())
+        .arg(wrk)
+        .arg("-t1")
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-d{duration}"));
+    if latency {
+        cmd.arg("--latency");
+    }
+    let out = cmd
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.success(),
+        "wrk {url} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text)
+}
+
+/// `164.00us`, `1.20ms`, `2.00s`, `1.00m` → µs.
+fn wrk_duration_us(s: &str) -> Result<f64> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e6)
+    } else {
+        bail!("unknown wrk duration {s:?}")
+    };
+    Ok(num.parse::<f64>()? * scale)
+}
+
+fn parse_wrk(text: &str) -> Result<Wrk> {
+    let mut w = Wrk {
+        rps: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        requests: 0,
+        non_2xx: 0,
+        socket_errors: 0,
+    };
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            w.rps = v.trim().parse()?;
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            w.non_2xx = v.trim().parse()?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            w.socket_errors = v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum();
+        } else if words.len() >= 2 && words[1] == "requests" && words.get(2) == Some(&"in") {
+            w.requests = words[0].parse()?;
+        } else if let [pct, value] = words.as_slice() {
+            match *pct {
+                "50%" => w.p50_us = wrk_duration_us(value)?,
+                "99%" => w.p99_us = wrk_duration_us(value)?,
+                _ => {}
+            }
+        }
+    }
+    ensure!(
+        w.rps.is_finite() && w.p50_us.is_finite() && w.p99_us.is_finite(),
+        "cannot read wrk's report:\n{text}"
+    );
+    Ok(w)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------------
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "NOT MET" }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl Report {
+    fn render(&self) -> String {
+        let mut o = String::new();
+        let mut line = |s: String| {
+            o.push_str(&s);
+            o.push('\n');
+        };
+        line("# bench-gateway".into());
+        line(String::new());
+        line(format!(
+            "Commit {}; {}; 1-minute load average before the run {} (anything else running skews the results).",
+            self.commit, self.machine, self.load_before
+        ));
+        line(format!(
+            "Proxies under test pinned to CPU {PROXY_CPU} (the gateway with TOKIO_WORKER_THREADS=1); backends, \
+             wrk, the load generator and the sync server pinned to CPU {LOAD_CPU}. Loopback only."
+        ));
+        line(String::new());
+        line("| tool | version |".into());
+        line("|---|---|".into());
+        for (name, v) in &self.tools {
+            line(format!("| {name} | {v} |"));
+        }
+
+        // (a)
+        let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
+        let quantiles = [0.5, 0.9, 0.99];
+        line(String::new());
+        line("## (a) Added latency of JSON transcoding".into());
+        line(String::new());
+        line(format!(
+            "Closed loop through the gateway (`POST /helloworld/call` JSON, {CONNECTIONS} HTTP/1.1 keep-alive \
+             connections, {}s after {}s warm-up): **{:.0} req/s** ({} errors). Open loop at {:.0}% of that, \
+             **{:.0} req/s**, {}s after {}s warm-up, latency from the scheduled send time (HDR histogram):",
+            CLOSED_MEASURE.as_secs(),
+            CLOSED_WARMUP.as_secs(),
+            self.closed.rate,
+            self.closed.errors,
+            OPEN_SHARE * 100.0,
+            self.open_rate,
+            OPEN_MEASURE.as_secs(),
+            OPEN_WARMUP.as_secs()
+        ));
+        line(String::new());
+        line("| path | achieved req/s | errors | p50 ms | p90 ms | p99 ms | max ms |".into());
+        line("|---|---|---|---|---|---|---|".into());
+        for (name, run) in [
+            ("direct: gRPC h2c → helloworld", &self.direct),
+            ("gateway: HTTP/1.1 JSON → gateway → gRPC → helloworld", &self.through),
+        ] {
+            line(format!(
+                "| {name} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                run.achieved,
+                run.errors,
+                q(&run.hist, 0.5),
+                q(&run.hist, 0.9),
+                q(&run.hist, 0.99),
+                run.hist.max() as f64 / 1e3
+            ));
+        }
+        let added: Vec<f64> = quantiles
+            .iter()
+            .map(|&p| q(&self.through.hist, p) - q(&self.direct.hist, p))
+            .collect();
+        let added_max = (self.through.hist.max() as f64 - self.direct.hist.max() as f64) / 1e3;
+        line(format!(
+            "| **added (gateway − direct)** | | | {:.3} | {:.3} | **{:.3}** | {:.3} |",
+            added[0], added[1], added[2], added_max
+        ));
+        let added_p99 = added[2];
+        let a_clean = self.through.errors == 0 && self.direct.errors == 0 && self.closed.errors == 0;
+
+        // (b)
+        line(String::new());
+        line(format!(
+            "## (b) Proxy throughput: `wrk -t1 -c{CONNECTIONS} -d{WRK_DURATION} --latency` after a {WRK_WARMUP} warm-up"
+        ));
+        line(String::new());
+        line(format!(
+            "Backend: nginx returning `200 {BACKEND_BODY}` with keep-alive. Each proxy maps `/web/<rest>` to the \
+             backend's `/<rest>`, adds X-Forwarded-For/-Host/-Proto, keeps backend connections alive, logs nothing."
+        ));
+        line(String::new());
+        line("| target | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors |".into());
+        line("|---|---|---|---|---|---|---|".into());
+        for (name, w) in &self.wrk {
+            line(format!(
+                "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} |",
+                w.rps,
+                w.p50_us / 1e3,
+                w.p99_us / 1e3,
+                w.requests,
+                w.non_2xx,
+                w.socket_errors
+            ));
+        }
+        let find = |n: &str| self.wrk.iter().find(|(name, _)| name == n).map(|(_, w)| w);
+        let (gw, hap, ngx) = (find("microplane-gateway"), find("haproxy"), find("nginx"));
+        let ratio = |a: Option<&Wrk>, b: Option<&Wrk>| match (a, b) {
+            (Some(a), Some(b)) if b.rps > 0.0 => a.rps / b.rps,
+            _ => f64::NAN,
+        };
+        let vs_haproxy = ratio(gw, hap);
+        let vs_nginx = ratio(gw, ngx);
+        let b_clean = [gw, hap, ngx]
+            .iter()
+            .all(|w| w.is_some_and(|w| w.non_2xx == 0 && w.socket_errors == 0));
+        line(String::new());
+        line(format!(
+            "Ratios: gateway/haproxy = **{vs_haproxy:.2}×**, gateway/nginx = **{vs_nginx:.2}×**."
+        ));
+
+        // (c)
+        let mut sorted = self.route_changes.clone();
+        sorted.sort();
+        let (c50, c99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+        let (cmin, cmax) = (
+            sorted.first().copied().unwrap_or_default(),
+            sorted.last().copied().unwrap_or_default(),
+        );
+        line(String::new());
+        line(format!(
+            "## (c) Route change latency: {} snapshots, each adding one HTTP route",
+            sorted.len()
+        ));
+        line(String::new());
+        line(
+            "From `send_replace` on the operator's sync server to the first 200 for `/probe-<i>/`, polled back to \
+             back on one kept-alive connection."
+                .into(),
+        );
+        line(String::new());
+        line("| p50 ms | p99 ms | max ms | min ms |".into());
+        line("|---|---|---|---|".into());
+        line(format!(
+            "| {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(c50),
+            ms(c99),
+            ms(cmax),
+            ms(cmin)
+        ));
+
+        // (d)
+        let b = &self.bulk;
+        line(String::new());
+        line(format!("## (d) {BULK} routes in one snapshot"));
+        line(String::new());
+        line(format!(
+            "One snapshot ({} services, {:.1} KiB encoded) adds `bulk-0` … `bulk-{}`; all polled in rounds over \
+             {BULK_POLLERS} kept-alive connections until each answered 200 ({} rounds).",
+            b.routes,
+            b.bytes as f64 / 1024.0,
+            BULK - 1,
+            b.rounds
+        ));
+        line(String::new());
+        line("| first bulk route answers 200 | every bulk route answered 200 | longest polling round |".into());
+        line("|---|---|---|".into());
+        line(format!(
+            "| {:.1} ms | **{:.1} ms** | {:.1} ms |",
+            ms(b.first),
+            ms(b.all),
+            ms(b.round)
+        ));
+
+        // Targets.
+        line(String::new());
+        line("## Targets".into());
+        line(String::new());
+        line("| target | measured | verdict |".into());
+        line("|---|---|---|".into());
+        line(format!(
+            "| (a) added p99 of JSON transcoding ≤ {TARGET_ADDED_P99_MS} ms | {added_p99:.3} ms{} | {} |",
+            if a_clean { "" } else { " (with errors)" },
+            verdict(a_clean && added_p99 <= TARGET_ADDED_P99_MS)
+        ));
+        line(format!(
+            "| (b) gateway throughput ≥ {TARGET_HAPROXY_RATIO:.1}× haproxy | {vs_haproxy:.2}×{} | {} |",
+            if b_clean { "" } else { " (with errors)" },
+            verdict(b_clean && vs_haproxy >= TARGET_HAPROXY_RATIO)
+        ));
+        line(format!(
+            "| (c) route change p99 ≤ {TARGET_ROUTE_P99_MS} ms | {:.2} ms | {} |",
+            ms(c99),
+            verdict(ms(c99) <= TARGET_ROUTE_P99_MS)
+        ));
+        line(format!(
+            "| (d) {BULK} routes at once ≤ {TARGET_BULK_MS} ms | {:.1} ms | {} |",
+            ms(b.all),
+            verdict(ms(b.all) <= TARGET_BULK_MS)
+        ));
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_reports() {
+        let text = "Running 10s test @ http://127.0.0.1:1/web/
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.10ms  200.00us   9.00ms   90.00%
+    Req/Sec    50.00k     1.00k   55.00k    70.00%
+  Latency Distribution
+     50%  980.00us
+     75%    1.10ms
+     90%    1.30ms
+     99%    2.50ms
+  500000 requests in 10.00s, 80.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  49999.50
+Transfer/sec:      8.00MB
+";
+        let w = parse_wrk(text).unwrap();
+        assert!((w.rps - 49999.5).abs() < 1e-6);
+        assert!((w.p50_us - 980.0).abs() < 1e-6);
+        assert!((w.p99_us - 2500.0).abs() < 1e-6);
+        assert_eq!((w.requests, w.non_2xx, w.socket_errors), (500_000, 4, 3));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<Duration> = (1..=50).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&s, 0.5), Duration::from_millis(25));
+        assert_eq!(percentile(&s, 0.99), Duration::from_millis(50));
+    }
+}
