@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(sync::follow_external_keys(gateway.clone()));
     let name = std::env::var("POD_NAME").unwrap_or_else(|_| format!("gateway-{}", std::process::id()));
     tokio::spawn(sync::run(
         gateway.clone(),

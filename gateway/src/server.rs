@@ -18,7 +18,7 @@ use hyper_util::server::conn::auto;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use tokio::net::TcpListener;
 
-use crate::auth;
+use crate::auth::{self, AuthState, jwks::JwksCache};
 use crate::balance::Upstreams;
 use crate::cors;
 use crate::error::GatewayError;
@@ -74,6 +74,15 @@ impl Default for Settings {
 pub struct Gateway {
     /// The routing snapshot, swapped atomically by the sync client.
     pub snapshot: ArcSwapOption<Snapshot>,
+    /// Every tenant's auth state and the token verifier, swapped with the snapshot (and when an
+    /// external issuer's keys change).
+    pub auth: ArcSwapOption<AuthState>,
+    /// External issuers' key sets.
+    pub jwks: Arc<JwksCache>,
+    /// Wakes when `jwks` changed.
+    pub jwks_changed: Arc<tokio::sync::Notify>,
+    /// The last snapshot applied, to rebuild `auth` when external keys change.
+    pub last_wire: std::sync::Mutex<Option<Arc<microplane_sync::v1::Snapshot>>>,
     /// Endpoints, kept across snapshots.
     pub upstreams: Upstreams,
     /// Limits.
@@ -91,13 +100,19 @@ struct RequestContext {
     endpoint: Option<String>,
     upstream: Option<String>,
     origin: Option<HeaderValue>,
+    account: Option<String>,
 }
 
 impl Gateway {
     /// A gateway with no snapshot yet.
     pub fn new(settings: Settings, metrics: Metrics) -> Self {
+        let jwks_changed = Arc::new(tokio::sync::Notify::new());
         Self {
             snapshot: ArcSwapOption::empty(),
+            auth: ArcSwapOption::empty(),
+            jwks: Arc::new(JwksCache::new(jwks_changed.clone())),
+            jwks_changed,
+            last_wire: std::sync::Mutex::new(None),
             upstreams: Upstreams::default(),
             settings,
             metrics,
@@ -143,6 +158,7 @@ impl Gateway {
                 service,
                 endpoint = ctx.endpoint.as_deref().unwrap_or(""),
                 upstream = ctx.upstream.as_deref().unwrap_or(""),
+                account = ctx.account.as_deref().unwrap_or(""),
                 status = resp.status().as_u16(),
                 micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 "request"
@@ -162,20 +178,47 @@ impl Gateway {
             .load_full()
             .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
 
-        // Phase 1: tenant.
-        let tenant = self.resolve_tenant(&snap, req.headers(), req.uri().authority().map(|a| a.as_str()))?;
+        let auth_state = self
+            .auth
+            .load_full()
+            .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
+
+        // Phase 1: tenant (header, host, the issuer of a valid token, the default).
+        let verified = auth_state.authenticate(req.headers())?;
+        let tenant = self.resolve_tenant(
+            &snap,
+            &auth_state,
+            verified.as_ref(),
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+        )?;
         ctx.tenant = Some(tenant.clone());
         if req.method() == Method::OPTIONS && ctx.origin.is_some() {
             return Ok(cors::preflight());
         }
+        let raw_path = req.uri().path().to_string();
+        if let Some((named, endpoint)) = auth::endpoints::match_path(&raw_path) {
+            return self
+                .issuer_endpoint(&snap, &auth_state, &tenant, named, endpoint, req)
+                .await;
+        }
+        let tenant_auth = auth_state
+            .tenants
+            .get(&tenant.name)
+            .cloned()
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
+        // A token of another tenant is no token here.
+        let account = verified.and_then(|v| tenant_auth.account_of(v));
+        ctx.account = account.as_ref().map(|a| a.account_id.clone());
 
         // Phase 1: route. An `Http` service owns every path under its name; otherwise Micro's resolver.
-        let raw_path = req.uri().path().to_string();
         if let Ok((first, rest)) = resolve::proxy_rest(&raw_path)
             && let Some(route) = tenant.routes.get(&first).filter(|r| r.protocol == Protocol::Http)
         {
             ctx.route = Some(route.clone());
-            auth::strip_identity(req.headers_mut());
+            // Phase 2: auth; the resource endpoint of an `Http` service is the backend path.
+            tenant_auth.authorize(account.as_ref(), &route.service, &rest)?;
+            auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
             return proxy::forward(&self.http, route, &rest, req, Some(peer.ip()), &mut ctx.upstream).await;
         }
         let resolved = match resolve::resolve_path(&raw_path) {
@@ -189,6 +232,9 @@ impl Gateway {
             Err(resolve::PathError::Empty) => return Err(GatewayError::not_found("no service in path")),
             Err(e) => return Err(GatewayError::bad_request(e.to_string())),
         };
+        ctx.endpoint = Some(resolved.endpoint.clone());
+        // Phase 2: auth, before anything reveals whether the service exists.
+        tenant_auth.authorize(account.as_ref(), &resolved.service, &resolved.endpoint)?;
         let route = tenant.routes.get(&resolved.service).cloned().ok_or_else(|| {
             GatewayError::not_found(format!(
                 "service {} not found in namespace {}",
@@ -196,10 +242,6 @@ impl Gateway {
             ))
         })?;
         ctx.route = Some(route.clone());
-        ctx.endpoint = Some(resolved.endpoint.clone());
-
-        // Phase 2: auth. Identity headers a client sent are never trusted.
-        auth::strip_identity(req.headers_mut());
 
         // Phase 3: transcode.
         let methods = route.methods.as_ref().ok_or_else(|| {
@@ -222,13 +264,23 @@ impl Gateway {
         }
         let sse = accepts_event_stream(req.headers());
         let input = self.request_message(req, &method).await?;
-        self.call(&route, &tenant.name, &method, input, sse, &mut ctx.upstream)
-            .await
+        self.call(
+            &route,
+            &tenant.name,
+            account.as_ref(),
+            &method,
+            input,
+            sse,
+            &mut ctx.upstream,
+        )
+        .await
     }
 
     fn resolve_tenant(
         &self,
         snap: &Snapshot,
+        auth_state: &AuthState,
+        verified: Option<&auth::token::Verified>,
         headers: &HeaderMap,
         authority: Option<&str>,
     ) -> Result<Arc<Tenant>, GatewayError> {
@@ -237,12 +289,64 @@ impl Gateway {
         let name: Cow<'_, str> = match resolve::tenant_source(header, host, |h| snap.hosts.contains_key(h)) {
             TenantSource::Header(h) => Cow::Borrowed(h),
             TenantSource::Host(h) => Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default()),
-            TenantSource::Default => Cow::Borrowed(self.settings.default_tenant.as_str()),
+            TenantSource::Default => match verified.and_then(|v| auth_state.issuers.get(&v.issuer)) {
+                Some(t) => Cow::Owned(t.clone()),
+                None => Cow::Borrowed(self.settings.default_tenant.as_str()),
+            },
         };
         snap.tenants
             .get(name.as_ref())
             .cloned()
             .ok_or_else(|| GatewayError::not_found(format!("namespace {name} not found")))
+    }
+
+    /// `<issuer>/.well-known/{openid-configuration,jwks.json,token}`.
+    async fn issuer_endpoint(
+        &self,
+        snap: &Snapshot,
+        auth_state: &AuthState,
+        resolved: &Arc<Tenant>,
+        named: Option<&str>,
+        endpoint: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<BoxBody>, GatewayError> {
+        let tenant = match named {
+            Some(n) => snap
+                .tenants
+                .get(n)
+                .cloned()
+                .ok_or_else(|| GatewayError::not_found(format!("namespace {n} not found")))?,
+            None => resolved.clone(),
+        };
+        let ta = auth_state
+            .tenants
+            .get(&tenant.name)
+            .cloned()
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
+        let json = |v: serde_json::Value| json_response(StatusCode::OK, Bytes::from(v.to_string()));
+        match (endpoint, req.method().clone()) {
+            ("openid-configuration", Method::GET) => Ok(json(auth::endpoints::discovery(&ta))),
+            ("jwks.json", Method::GET) => Ok(json(ta.jwks.clone())),
+            ("token", Method::POST) => {
+                let limit = 64 << 10;
+                let headers = req.headers().clone();
+                let body = Limited::new(req.into_body(), limit)
+                    .collect()
+                    .await
+                    .map_err(|_| GatewayError::payload_too_large("token request too large"))?
+                    .to_bytes();
+                let request = auth::endpoints::parse_request(&headers, &body)?;
+                let issued = auth::endpoints::issue(&ta, &auth_state.verifier, &request, auth::now_unix())?;
+                let mut r = json(issued);
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                Ok(r)
+            }
+            ("openid-configuration" | "jwks.json" | "token", m) => Err(GatewayError::method_not_allowed(format!(
+                "{m} is not served on {endpoint}"
+            ))),
+            _ => Err(GatewayError::not_found(format!("no issuer endpoint {endpoint}"))),
+        }
     }
 
     /// Builds the request message: GET/HEAD from the query, others from the body (JSON, or a form),
@@ -314,10 +418,12 @@ impl Gateway {
 
     /// Calls the backend, choosing an endpoint per attempt. A request is sent again to another
     /// endpoint only when it never reached the first (connection refused, stream refused).
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         route: &Route,
         tenant: &str,
+        account: Option<&auth::token::Verified>,
         method: &MethodDescriptor,
         input: DynamicMessage,
         sse: bool,
@@ -339,8 +445,16 @@ impl Gateway {
             let mut grpc = tonic::client::Grpc::new(upstream.channel());
             let mut request = tonic::Request::new(input.clone());
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            if let Ok(v) = tenant.parse() {
-                request.metadata_mut().insert(auth::NAMESPACE, v);
+            // The identity the gateway verified, set by the gateway alone.
+            let mut identity = HeaderMap::new();
+            auth::set_identity(&mut identity, tenant, account);
+            for (k, v) in &identity {
+                if let (Ok(k), Ok(v)) = (
+                    tonic::metadata::MetadataKey::from_bytes(k.as_str().as_bytes()),
+                    tonic::metadata::MetadataValue::try_from(v.as_bytes()),
+                ) {
+                    request.metadata_mut().insert(k, v);
+                }
             }
             let codec = DynamicCodec::new(method.output());
             let outcome = match grpc.ready().await {

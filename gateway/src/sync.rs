@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
+use crate::auth::AuthState;
 use crate::server::Gateway;
 use crate::snapshot::Snapshot;
 
@@ -41,10 +42,24 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
     {
         return Ok(false);
     }
-    match Snapshot::build(wire, &gateway.upstreams) {
-        Ok(s) => {
+    let built = Snapshot::build(wire, &gateway.upstreams)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            let externals: Vec<&microplane_sync::v1::ExternalIssuer> =
+                wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
+            gateway.jwks.follow(&externals);
+            AuthState::build(wire, &gateway.jwks.keys())
+                .map(|a| (s, a))
+                .map_err(|e| e.to_string())
+        });
+    match built {
+        Ok((s, auth)) => {
             let routes = s.route_count();
+            gateway.auth.store(Some(Arc::new(auth)));
             gateway.snapshot.store(Some(Arc::new(s)));
+            if let Ok(mut last) = gateway.last_wire.lock() {
+                *last = Some(Arc::new(wire.clone()));
+            }
             gateway.metrics.snapshot(true, wire.version, routes);
             if wire.built_unix_nanos > 0 {
                 let now = std::time::SystemTime::now()
@@ -63,7 +78,21 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
         Err(e) => {
             gateway.metrics.snapshot(false, wire.version, 0);
             tracing::warn!(version = wire.version, error = %e, "snapshot refused; serving the previous one");
-            Err(e.to_string())
+            Err(e)
+        }
+    }
+}
+
+/// Rebuilds the auth state from the last snapshot whenever an external issuer's keys change.
+pub async fn follow_external_keys(gateway: Arc<Gateway>) {
+    loop {
+        gateway.jwks_changed.notified().await;
+        let wire = gateway.last_wire.lock().ok().and_then(|l| l.clone());
+        if let Some(wire) = wire {
+            match AuthState::build(&wire, &gateway.jwks.keys()) {
+                Ok(a) => gateway.auth.store(Some(Arc::new(a))),
+                Err(e) => tracing::warn!(error = %e, "auth state not rebuilt"),
+            }
         }
     }
 }

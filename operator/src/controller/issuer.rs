@@ -87,7 +87,7 @@ pub fn rotate(
     make: impl FnOnce() -> Result<StoredKey>,
 ) -> Result<Option<Vec<StoredKey>>> {
     let mut keys = current.to_vec();
-    keys.sort_by(|a, b| b.created.cmp(&a.created));
+    keys.sort_by_key(|k| std::cmp::Reverse(k.created));
     let mut changed = keys != current;
     if keys.first().is_none_or(|k| now - k.created >= rotation.every_seconds) {
         keys.insert(0, make()?);

@@ -511,7 +511,7 @@ mod tests {
         let key = crate::controller::issuer::generate(5).unwrap();
         let owner = Default::default();
         let keys = [Arc::new(
-            crate::controller::issuer::secret("acme", &[key.clone()], owner).unwrap(),
+            crate::controller::issuer::secret("acme", std::slice::from_ref(&key), owner).unwrap(),
         )];
         let mut account: Secret = serde_yaml::from_str(
             "metadata: {name: alice, namespace: acme}\ntype: microplane.dev/account\nstringData: {}\ndata: {secret: c2VjcmV0, scopes: YWRtaW4gcmVhZA==}",
