@@ -183,6 +183,20 @@ impl Gateway {
             .load_full()
             .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
 
+        // The issuer endpoints of a tenant named in the path need no other resolution.
+        let raw_path = req.uri().path().to_string();
+        if let Some((Some(named), endpoint)) = auth::endpoints::match_path(&raw_path) {
+            let tenant = snap
+                .tenants
+                .get(named)
+                .cloned()
+                .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
+            ctx.tenant = Some(tenant.clone());
+            return self
+                .issuer_endpoint(&snap, &auth_state, &tenant, None, endpoint, req)
+                .await;
+        }
+
         // Phase 1: tenant (header, host, the issuer of a valid token, the default).
         let verified = auth_state.authenticate(req.headers())?;
         let tenant = self.resolve_tenant(

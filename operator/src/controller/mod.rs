@@ -394,7 +394,10 @@ pub async fn run(
         .for_each(|_| async {});
 
     // --- AuthRule
+    // Rule changes (deletions included) reach the gateways through the next snapshot.
+    let changed_by_rules = changed.clone();
     let rule_stream = reflect(rule_writer, trimmed(Api::<AuthRule>::all(client.clone()), wc.clone()))
+        .inspect(move |_| changed_by_rules.notify_one())
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let rule_ctrl = Controller::for_stream(rule_stream, rule_store.clone())
