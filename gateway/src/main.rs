@@ -50,14 +50,35 @@ struct Args {
     /// Log one line per request (target `access`).
     #[arg(long, env = "MICROPLANE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     access_log: bool,
+    /// Worker threads (default: one per CPU; also `TOKIO_WORKER_THREADS`). With 1, a
+    /// current-thread runtime serves everything from one thread.
+    #[arg(long, env = "MICROPLANE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
     log_json: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // One worker: a current-thread runtime (no cross-thread wakeups); more: the multi-thread one.
+    let workers = args
+        .worker_threads
+        .or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .context("starting the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
     if args.log_json {

@@ -22,6 +22,9 @@ pub const REFRESH_TTL: i64 = 24 * 3600;
 
 /// Which issuer endpoint a path names: `(tenant named in the path, endpoint)`.
 pub fn match_path(raw_path: &str) -> Option<(Option<&str>, &str)> {
+    if !raw_path.contains(".well-known") {
+        return None;
+    }
     let parts: Vec<&str> = raw_path.split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         [".well-known", ep] => Some((None, ep)),
