@@ -2,9 +2,9 @@
 //!
 //! The bench plays the operator with the operator's own sync code: a
 //! `microplane_operator::sync::server::SyncService` fed hand-built `v1::Snapshot`s through a
-//! `watch` channel (tenant `micro`; `helloworld` as a gRPC service whose descriptors come from
-//! `microplane_operator::sync::reflection::discover`; `web` as an HTTP service). Versions only grow,
-//! `source` is fixed and `built_unix_nanos` is the build time. Everything listens on free
+//! `watch` channel: tenant `micro` with the operator's default public rule; `helloworld` as a gRPC
+//! service whose descriptors come from `microplane_operator::sync::reflection::discover`; `web` as
+//! an HTTP service. Versions only grow, `source` is fixed and `built_unix_nanos` is the build time. Everything listens on free
 //! `127.0.0.1` ports; configs and logs live in a temporary directory under
 //! `.state/bench/gateway/` (kept when the run fails); every process started here is stopped when
 //! the run ends, also on an error or Ctrl-C (kill-on-drop guards, one process group each).
@@ -56,6 +56,7 @@ use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use microplane_operator::controller::tenant;
 use microplane_operator::metrics::SyncMetrics;
 use microplane_operator::sync::{reflection, server};
 use microplane_sync::v1;
@@ -841,13 +842,19 @@ async fn wait_http_ok(proc: &mut Proc, addr: SocketAddr, path: &str) -> Result<(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         proc.check_running()?;
-        if let Ok(mut c) = H1::connect(addr).await
-            && let Ok((StatusCode::OK, _)) = c.get(path).await
-        {
-            return Ok(());
-        }
+        let last = match H1::connect(addr).await {
+            Ok(mut c) => match c.get(path).await {
+                Ok((StatusCode::OK, _)) => return Ok(()),
+                Ok((status, body)) => format!("{status} {}", String::from_utf8_lossy(&body)),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > deadline {
-            bail!("{} did not answer 200 on http://{addr}{path} within 30s", proc.name);
+            bail!(
+                "{} did not answer 200 on http://{addr}{path} within 30s (last: {last})",
+                proc.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -914,11 +921,26 @@ impl Routing {
             built_unix_nanos: unix_nanos(),
             tenants: vec![v1::Tenant {
                 name: TENANT.into(),
+                rules: vec![public_default_rule()],
                 ..Default::default()
             }],
             services,
             descriptors: vec![self.descriptors.clone()],
         }
+    }
+}
+
+/// The rule the operator gives a tenant with `defaultAccess: Public` (the default): anyone may call
+/// anything, at the lowest priority.
+fn public_default_rule() -> v1::Rule {
+    v1::Rule {
+        id: tenant::DEFAULT_RULE.into(),
+        scope: String::new(),
+        r#type: "*".into(),
+        name: "*".into(),
+        endpoint: "*".into(),
+        denied: false,
+        priority: tenant::DEFAULT_RULE_PRIORITY,
     }
 }
 
