@@ -291,14 +291,18 @@ impl AuthState {
         })
     }
 
-    /// The verified caller of a request, if it presented a valid token. A missing, malformed or
-    /// invalid token is no account (the rules then decide, 401 when an account is needed); a
-    /// malformed `Authorization` header is an error of its own.
+    /// The verified caller of a request, if it presented a valid token. A missing, ambiguous
+    /// (two `Authorization` headers, header and cookie disagreeing), non-Bearer or invalid token is
+    /// no account: the least privilege, so public endpoints still answer (an `Http` backend may use
+    /// Basic auth of its own) and the rules refuse with 401 where an account is needed.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Verified>, GatewayError> {
         let token = match token::extract(headers) {
             Ok(Some(t)) => t,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(GatewayError::unauthorized(e.to_string())),
+            Err(e) => {
+                tracing::debug!(category = e.category(), "no usable token");
+                return Ok(None);
+            }
         };
         let now = now_unix();
         match self.verifier.verify(&token, now) {
