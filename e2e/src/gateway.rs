@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::operator::{Operator, http_get};
+use crate::operator::{Operator, http_get, wait_admin_ready};
 use crate::{Cluster, Error, Result, repo_root};
 
 static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -159,23 +159,7 @@ impl Gateway {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tick.tick().await;
-            if matches!(http_get(&self.admin, "/readyz"), Ok((200, _))) {
-                return Ok(());
-            }
-            if !alive(self.pid) {
-                return Err(Error::NoControlPlane(format!(
-                    "the gateway exited; see {}",
-                    self.log.display()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout("gateway /readyz".into(), timeout));
-            }
-        }
+        wait_admin_ready(&self.admin, || alive(self.pid), "gateway", &self.log, timeout).await
     }
 
     /// A request to the gateway as tenant `tenant` (`Micro-Namespace`).
@@ -234,21 +218,4 @@ impl Gateway {
             .filter(|u| !u.is_empty())
             .collect()
     }
-}
-
-/// Stops the operator with SIGTERM and waits for it to exit (the gateway must keep serving).
-pub async fn stop_operator() -> Result<()> {
-    let state = state_dir()?;
-    let text = std::fs::read_to_string(state.join("operator.info")).map_err(|e| Error::Manifest(e.to_string()))?;
-    let pid: u32 = text
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| Error::Manifest("operator.info".into()))?;
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }

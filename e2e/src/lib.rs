@@ -336,3 +336,17 @@ pub async fn create_tenant(
     wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), timeout).await?;
     Ok(name)
 }
+
+/// Server-side applies a MicroService `name` running the workspace's helloworld
+/// (`localhost/microplane/helloworld:e2e`, which the node agent runs as a real process).
+pub async fn apply_helloworld(cluster: &Cluster, namespace: &str, name: &str, replicas: i32) -> Result<()> {
+    let api: Api<microplane_crds::MicroService> = Api::namespaced(cluster.client.clone(), namespace);
+    let ms: microplane_crds::MicroService = serde_json::from_value(serde_json::json!({
+        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
+        "spec": {"image": "localhost/microplane/helloworld:e2e", "replicas": replicas}
+    }))
+    .map_err(|e| Error::Manifest(e.to_string()))?;
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
+        .await?;
+    Ok(())
+}

@@ -68,6 +68,36 @@ pub fn metric_sum(page: &str, family: &str) -> f64 {
         .sum()
 }
 
+/// Waits until the admin server at `admin` answers `/readyz` with 200, failing early (with the
+/// tail of `log`) when the process is gone.
+pub async fn wait_admin_ready(
+    admin: &str,
+    alive: impl Fn() -> bool,
+    what: &str,
+    log: &std::path::Path,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if matches!(http_get(admin, "/readyz"), Ok((200, _))) {
+            return Ok(());
+        }
+        if !alive() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+            return Err(Error::NoControlPlane(format!(
+                "the {what} exited; log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!("{what} /readyz"), timeout));
+        }
+    }
+}
+
 impl Operator {
     /// The operator of this control plane, started if it is not running.
     pub async fn ensure(cluster: &Cluster) -> Result<Self> {
@@ -132,25 +162,21 @@ impl Operator {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
+        wait_admin_ready(&self.admin, || alive(self.pid), "operator", &self.log, timeout).await
+    }
+
+    /// Stops the recorded operator with SIGTERM and waits for it to exit.
+    pub async fn stop() -> Result<()> {
+        let Some(op) = Self::recorded(&state_dir()?) else {
+            return Ok(());
+        };
+        let _ = Command::new("kill").args(["-TERM", &op.pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        while alive(op.pid) && Instant::now() < deadline {
             tick.tick().await;
-            if matches!(http_get(&self.admin, "/readyz"), Ok((200, _))) {
-                return Ok(());
-            }
-            if !alive(self.pid) {
-                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(20).collect();
-                return Err(Error::NoControlPlane(format!(
-                    "the operator exited; log tail:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout("operator /readyz".into(), timeout));
-            }
         }
+        Ok(())
     }
 
     /// The metrics page.

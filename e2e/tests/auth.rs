@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use microplane_crds::{AuthRule, MicroService};
+use microplane_crds::AuthRule;
 use microplane_e2e::gateway::{Gateway, Reply, request};
-use microplane_e2e::{Cluster, create_tenant, install_crds};
+use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds};
 use microplane_gateway::auth::token::{Claims, SigningKey};
 use serde_json::json;
 
@@ -19,15 +19,7 @@ async fn setup(prefix: &str, spec: serde_json::Value) -> (Cluster, Gateway, Stri
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
     let gw = Gateway::ensure(&c).await.unwrap();
     let ns = create_tenant(&c, prefix, spec, T).await.unwrap();
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": "helloworld"},
-        "spec": {"image": "localhost/microplane/helloworld:e2e"}
-    }))
-    .unwrap();
-    api.patch("helloworld", &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     (c, gw, ns)
 }
 

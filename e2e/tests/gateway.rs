@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use microplane_crds::MicroService;
 use microplane_e2e::gateway::Gateway;
-use microplane_e2e::{Cluster, create_tenant, install_crds, wait_for};
+use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
@@ -20,18 +20,6 @@ async fn setup(prefix: &str) -> (Cluster, Gateway, String) {
     let gw = Gateway::ensure(&c).await.unwrap();
     let ns = create_tenant(&c, prefix, json!({}), T).await.unwrap();
     (c, gw, ns)
-}
-
-async fn apply(c: &Cluster, ns: &str, name: &str, replicas: i32) {
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": "localhost/microplane/helloworld:e2e", "replicas": replicas}
-    }))
-    .unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
 }
 
 fn condition(ms: &MicroService, type_: &str) -> Option<(String, String)> {
@@ -64,7 +52,7 @@ async fn wait_routed(c: &Cluster, ns: &str, name: &str) -> MicroService {
 async fn calls_through_the_gateway_by_post_and_get() {
     let (c, gw, ns) = setup("gw-call").await;
     let started = Instant::now();
-    apply(&c, &ns, "helloworld", 1).await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     let ms = wait_routed(&c, &ns, "helloworld").await;
     let st = ms.status.unwrap();
     assert!(
@@ -163,12 +151,12 @@ async fn calls_through_the_gateway_by_post_and_get() {
 #[tokio::test]
 async fn scaling_to_three_spreads_requests_over_three_pods() {
     let (c, gw, ns) = setup("gw-scale").await;
-    apply(&c, &ns, "helloworld", 1).await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     wait_routed(&c, &ns, "helloworld").await;
     gw.wait_status(&ns, "POST", "/helloworld/call", r#"{"name":"a"}"#, 200, T)
         .await
         .unwrap();
-    apply(&c, &ns, "helloworld", 3).await;
+    apply_helloworld(&c, &ns, "helloworld", 3).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     // Wait until the gateway has spread calls over three upstreams.
     let deadline = Instant::now() + T;
@@ -194,7 +182,7 @@ async fn scaling_to_three_spreads_requests_over_three_pods() {
 #[tokio::test]
 async fn deleting_a_pod_under_load_fails_no_request() {
     let (c, gw, ns) = setup("gw-load").await;
-    apply(&c, &ns, "helloworld", 2).await;
+    apply_helloworld(&c, &ns, "helloworld", 2).await.unwrap();
     wait_routed(&c, &ns, "helloworld").await;
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     // Both endpoints serve before the load starts.
@@ -211,15 +199,18 @@ async fn deleting_a_pod_under_load_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
         let gw = gw.clone();
         let ns = ns.clone();
+        let sent = sent.clone();
         tokio::task::spawn_blocking(move || {
             let until = Instant::now() + Duration::from_secs(8);
             let mut results: BTreeMap<u16, usize> = BTreeMap::new();
             let mut failures = Vec::new();
             while Instant::now() < until {
                 let r = gw.call(&ns, "POST", "/helloworld/call", r#"{"name":"load"}"#);
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 *results.entry(r.status).or_default() += 1;
                 if r.status != 200 && failures.len() < 5 {
                     failures.push(format!("{} {}", r.status, r.body));
@@ -228,7 +219,12 @@ async fn deleting_a_pod_under_load_fails_no_request() {
             (results, failures)
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The pod goes once the load is under way (100 requests answered).
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        assert!(!load.is_finished(), "the load ended before 100 requests");
+        tick.tick().await;
+    }
     let victim = pods.list(&ListParams::default()).await.unwrap().items[0]
         .metadata
         .name

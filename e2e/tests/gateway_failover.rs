@@ -4,26 +4,12 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
-use microplane_crds::MicroService;
-use microplane_e2e::gateway::{Gateway, stop_operator};
+use microplane_e2e::gateway::Gateway;
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, create_tenant, install_crds};
+use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
-
-async fn apply(c: &Cluster, ns: &str, name: &str) {
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": "localhost/microplane/helloworld:e2e"}
-    }))
-    .unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn serves_while_the_operator_is_away_and_catches_up_after() {
@@ -31,19 +17,19 @@ async fn serves_while_the_operator_is_away_and_catches_up_after() {
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
     let gw = Gateway::ensure(&c).await.unwrap();
     let ns = create_tenant(&c, "gw-away", json!({}), T).await.unwrap();
-    apply(&c, &ns, "helloworld").await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     gw.wait_status(&ns, "POST", "/helloworld/call", r#"{"name":"before"}"#, 200, T)
         .await
         .unwrap();
 
-    stop_operator().await.unwrap();
+    Operator::stop().await.unwrap();
     for i in 0..20 {
         let r = gw.call(&ns, "POST", "/helloworld/call", &format!(r#"{{"name":"away{i}"}}"#));
         assert_eq!(r.status, 200, "while the operator is away: {}", r.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A change made while it is away is served once it is back.
-    apply(&c, &ns, "second").await;
+    apply_helloworld(&c, &ns, "second", 1).await.unwrap();
     // `second` runs helloworld, so its endpoint is Helloworld.Call: /second/helloworld/call.
     let r = gw.call(&ns, "POST", "/second/helloworld/call", r#"{"name":"x"}"#);
     assert_eq!(r.status, 404, "{}", r.body);

@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use microplane_crds::MicroService;
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, create_tenant, install_crds, wait_for};
+use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
@@ -25,19 +25,6 @@ async fn setup() -> (Cluster, String) {
     Operator::ensure(&c).await.unwrap();
     let ns = create_tenant(&c, "pods", json!({}), T).await.unwrap();
     (c, ns)
-}
-
-/// A helloworld MicroService pinned to the node agent (kwok nodes would only pretend to run it).
-async fn apply(c: &Cluster, ns: &str, name: &str, replicas: i32) {
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": "localhost/microplane/helloworld:e2e", "replicas": replicas}
-    }))
-    .unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
 }
 
 /// Ready addresses of a service, from its EndpointSlices (what a gateway would read).
@@ -101,7 +88,7 @@ fn pid_of(pod: &Pod) -> u32 {
 #[tokio::test]
 async fn helloworld_runs_for_real_and_answers_through_its_endpointslice() {
     let (c, ns) = setup().await;
-    apply(&c, &ns, "helloworld", 1).await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     let addrs = wait_addresses(&c, &ns, "helloworld", 1).await;
     let addr = addrs.iter().next().unwrap();
     assert!(
@@ -163,7 +150,7 @@ async fn helloworld_runs_for_real_and_answers_through_its_endpointslice() {
 #[tokio::test]
 async fn scaling_gives_addresses_and_deleting_stops_every_process() {
     let (c, ns) = setup().await;
-    apply(&c, &ns, "scaled", 3).await;
+    apply_helloworld(&c, &ns, "scaled", 3).await.unwrap();
     let addrs = wait_addresses(&c, &ns, "scaled", 3).await;
     for addr in &addrs {
         assert_eq!(call(addr, "Ada").await, "Hello Ada");

@@ -185,16 +185,15 @@ impl Gateway {
 
         // The issuer endpoints of a tenant named in the path need no other resolution.
         let raw_path = req.uri().path().to_string();
-        if let Some((Some(named), endpoint)) = auth::endpoints::match_path(&raw_path) {
+        let well_known = auth::endpoints::match_path(&raw_path);
+        if let Some((Some(named), endpoint)) = well_known {
             let tenant = snap
                 .tenants
                 .get(named)
                 .cloned()
                 .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
             ctx.tenant = Some(tenant.clone());
-            return self
-                .issuer_endpoint(&snap, &auth_state, &tenant, None, endpoint, req)
-                .await;
+            return self.issuer_endpoint(&auth_state, &tenant, endpoint, req).await;
         }
 
         // Phase 1: tenant (header, host, the issuer of a valid token, the default).
@@ -210,11 +209,8 @@ impl Gateway {
         if req.method() == Method::OPTIONS && ctx.origin.is_some() {
             return Ok(cors::preflight());
         }
-        let raw_path = req.uri().path().to_string();
-        if let Some((named, endpoint)) = auth::endpoints::match_path(&raw_path) {
-            return self
-                .issuer_endpoint(&snap, &auth_state, &tenant, named, endpoint, req)
-                .await;
+        if let Some((None, endpoint)) = well_known {
+            return self.issuer_endpoint(&auth_state, &tenant, endpoint, req).await;
         }
         let tenant_auth = auth_state
             .tenants
@@ -317,21 +313,11 @@ impl Gateway {
     /// `<issuer>/.well-known/{openid-configuration,jwks.json,token}`.
     async fn issuer_endpoint(
         &self,
-        snap: &Snapshot,
         auth_state: &AuthState,
-        resolved: &Arc<Tenant>,
-        named: Option<&str>,
+        tenant: &Tenant,
         endpoint: &str,
         req: Request<Incoming>,
     ) -> Result<Response<BoxBody>, GatewayError> {
-        let tenant = match named {
-            Some(n) => snap
-                .tenants
-                .get(n)
-                .cloned()
-                .ok_or_else(|| GatewayError::not_found(format!("namespace {n} not found")))?,
-            None => resolved.clone(),
-        };
         let ta = auth_state
             .tenants
             .get(&tenant.name)

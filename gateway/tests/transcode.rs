@@ -17,14 +17,17 @@ use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-fn compile(files: &[&str], include: &str) -> DescriptorPool {
-    let set = protox::compile(files, [include]).unwrap();
+/// The real helloworld service's proto, not a copy.
+const HELLOWORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/helloworld/proto");
+
+fn compile(files: &[&str], includes: &[&str]) -> DescriptorPool {
+    let set = protox::compile(files, includes).unwrap();
     DescriptorPool::from_file_descriptor_set(set).unwrap()
 }
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| compile(&["kitchen.proto", "helloworld.proto"], FIXTURES))
+    POOL.get_or_init(|| compile(&["kitchen.proto", "helloworld.proto"], &[FIXTURES, HELLOWORLD]))
 }
 
 fn message(name: &str) -> MessageDescriptor {
@@ -1055,7 +1058,7 @@ fn response_without_json_form_is_an_error() {
 // Method lookup
 
 fn dup_pool(order: &[&str]) -> DescriptorPool {
-    compile(order, &format!("{FIXTURES}/dup"))
+    compile(order, &[&format!("{FIXTURES}/dup")])
 }
 
 const DUP_FILES: [&str; 6] = [

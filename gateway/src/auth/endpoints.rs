@@ -9,7 +9,7 @@
 //! A MicroService name never contains a dot, so `.well-known` never shadows a route.
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
@@ -217,9 +217,6 @@ pub fn issue(
         "scope": account.scopes.join(" "),
     }))
 }
-
-/// The status of a successful token response.
-pub const OK: StatusCode = StatusCode::OK;
 
 #[cfg(test)]
 mod tests {

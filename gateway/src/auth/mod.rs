@@ -195,16 +195,13 @@ impl TenantAuth {
         }
     }
 
-    /// SPEC §5 for a request to `service`/`endpoint` by `account` (already known to be valid for
-    /// this tenant, or `None`).
+    /// SPEC §5 for a request to `service`/`endpoint` by `account` (one [`Self::account_of`]
+    /// admitted, or `None`).
     pub fn authorize(&self, account: Option<&Verified>, service: &str, endpoint: &str) -> Result<(), GatewayError> {
+        // `account_of` admitted only this tenant's own and external issuers' accounts.
         let acc = account.map(|v| Account {
             id: v.account_id.clone(),
-            issuer_tenant: if v.tenant == self.tenant || self.external.contains(&v.issuer) {
-                self.tenant.clone()
-            } else {
-                v.tenant.clone()
-            },
+            issuer_tenant: self.tenant.clone(),
             scopes: v.scopes.clone(),
             account_type: v.account_type.clone(),
         });
