@@ -112,9 +112,10 @@ pub struct Source {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
-    /// Repository URL: `https://…`, `ssh://…` or `git@host:path`. `file://` URLs are accepted by the
-    /// schema but refused by the operator unless it runs with `--allow-file-git-urls` (tests only).
-    #[x_kube(validation = Rule::new("self.matches('^(https://[^ /]+/[^ ]*|ssh://[^ /]+/[^ ]+|git@[^ :/]+:[^ ]+|file:///[^ ]*)$')").message("url must be https://host/path, ssh://host/path, git@host:path (or file:///path for tests)"))]
+    /// Repository URL: `https://…`, `ssh://…` or `git@host:path`. `http://` and `file://` URLs are
+    /// accepted by the schema but refused by the operator unless it runs with
+    /// `--allow-insecure-git-urls` (tests and development only).
+    #[x_kube(validation = Rule::new("self.matches('^(https://[^ /]+/[^ ]*|ssh://[^ /]+/[^ ]+|git@[^ :/]+:[^ ]+|http://[^ /]+/[^ ]*|file:///[^ ]*)$')").message("url must be https://host/path, ssh://host/path or git@host:path (http:// and file:/// only for tests)"))]
     #[schemars(length(max = 2048))]
     pub url: String,
 
@@ -263,6 +264,22 @@ pub struct MicroServiceStatus {
     /// Where the gateway serves the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Images built from the source, newest first (at most 10): pinning `ref.commit` to one of
+    /// these commits rolls back without building again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuiltImage>,
+}
+
+/// An image built from a commit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuiltImage {
+    /// Full commit id.
+    pub commit: String,
+    /// Digest-pinned image.
+    pub image: String,
+    /// Build Job name, a hash of everything that shapes the image.
+    pub build: String,
 }
 
 /// Condition types of a MicroService.

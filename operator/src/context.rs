@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -32,8 +33,8 @@ pub const FIELD_MANAGER: &str = "microplane.dev/operator";
 pub struct Settings {
     /// Namespace of the gateway, whose pods tenant NetworkPolicies admit.
     pub gateway_namespace: String,
-    /// Accept `file://` git URLs (tests only).
-    pub allow_file_git_urls: bool,
+    /// Source mode: git resolution and build Jobs.
+    pub source: crate::source::SourceSettings,
     /// How often a healthy object is reconciled again without a change (a backstop for missed
     /// events; it writes nothing when nothing drifted).
     pub resync: std::time::Duration,
@@ -47,7 +48,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             gateway_namespace: "microplane-system".into(),
-            allow_file_git_urls: false,
+            source: Default::default(),
             resync: std::time::Duration::from_secs(600),
             gateway_url: None,
             key_rotation: Default::default(),
@@ -74,6 +75,10 @@ pub struct Stores {
     pub issuer_keys: Store<Secret>,
     /// Configs.
     pub configs: Store<Config>,
+    /// Build Jobs (label `microplane.dev/build-of`, in the build namespace).
+    pub jobs: Store<Job>,
+    /// Pods of build Jobs, for their termination messages.
+    pub build_pods: Store<Pod>,
 }
 
 /// Shared state of the controllers.
@@ -96,6 +101,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Descriptors discovered through gRPC reflection.
     pub discovery: std::sync::Arc<crate::sync::Discovery>,
+    /// Git resolutions of source-mode MicroServices.
+    pub resolver: crate::source::Resolver,
 }
 
 impl Context {
@@ -126,6 +133,7 @@ impl Context {
             applied: Mutex::default(),
             failures: Mutex::default(),
             discovery: std::sync::Arc::default(),
+            resolver: crate::source::Resolver::default(),
         }
     }
 
@@ -194,6 +202,7 @@ impl Context {
             "ConfigMap" => "ConfigMap",
             "Secret" => "Secret",
             "AuthRule" => "AuthRule",
+            "Job" => "Job",
             _ => "other",
         };
         let name = desired

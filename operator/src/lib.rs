@@ -11,6 +11,7 @@ pub mod controller;
 mod error;
 pub mod leader;
 pub mod metrics;
+pub mod source;
 pub mod sync;
 
 pub use error::{Error, Result};

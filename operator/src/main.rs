@@ -9,6 +9,8 @@ use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
 use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
+use microplane_operator::source::SourceSettings;
+use microplane_operator::source::job::BuildSettings;
 use microplane_operator::sync::server::{self as sync_server, SyncService};
 use microplane_operator::{controller, leader};
 
@@ -34,9 +36,51 @@ struct Args {
     /// Namespace of the gateway, admitted by tenants' NetworkPolicies.
     #[arg(long, env = "MICROPLANE_GATEWAY_NAMESPACE", default_value = "microplane-system")]
     gateway_namespace: String,
-    /// Accept `file://` git URLs (tests only).
-    #[arg(long, env = "MICROPLANE_ALLOW_FILE_GIT_URLS", default_value_t = false)]
-    allow_file_git_urls: bool,
+    /// Accept `http://` and `file://` git URLs (tests and development only).
+    #[arg(
+        long,
+        env = "MICROPLANE_ALLOW_INSECURE_GIT_URLS",
+        alias = "allow-file-git-urls",
+        default_value_t = false
+    )]
+    allow_insecure_git_urls: bool,
+    /// Directory of the git cache (bare repositories, one per URL).
+    #[arg(long, env = "MICROPLANE_GIT_CACHE_DIR", default_value = "/tmp/microplane-git-cache")]
+    git_cache_dir: std::path::PathBuf,
+    /// Upper bound of the git cache in MiB; least recently used repositories are removed first.
+    #[arg(long, env = "MICROPLANE_GIT_CACHE_MIB", default_value_t = 2048)]
+    git_cache_mib: u64,
+    /// Largest repository (fetched pack) in MiB a source may have.
+    #[arg(long, env = "MICROPLANE_GIT_MAX_REPO_MIB", default_value_t = 512)]
+    git_max_repo_mib: u64,
+    /// Seconds one git resolution may take (connect, list, fetch).
+    #[arg(long, env = "MICROPLANE_GIT_TIMEOUT_SECONDS", default_value_t = 60)]
+    git_timeout_seconds: u64,
+    /// Namespace of build Jobs.
+    #[arg(long, env = "MICROPLANE_BUILD_NAMESPACE", default_value = "microplane-builds")]
+    build_namespace: String,
+    /// Registry (and prefix) images are pushed to: `<registry>/<tenant>/<service>:<commit>`.
+    #[arg(long, env = "MICROPLANE_REGISTRY", default_value = "localhost:5000")]
+    registry: String,
+    /// Secret in the build namespace with the registry's docker `config.json`.
+    #[arg(long, env = "MICROPLANE_REGISTRY_SECRET")]
+    registry_secret: Option<String>,
+    /// Image of the build step (rootless BuildKit by default).
+    #[arg(
+        long,
+        env = "MICROPLANE_BUILDER_IMAGE",
+        default_value = "docker.io/moby/buildkit:v0.23.2-rootless"
+    )]
+    builder_image: String,
+    /// Image of the clone step (needs git and sh).
+    #[arg(long, env = "MICROPLANE_CLONE_IMAGE", default_value = "docker.io/alpine/git:v2.49.1")]
+    clone_image: String,
+    /// Seconds a build may run.
+    #[arg(long, env = "MICROPLANE_BUILD_DEADLINE_SECONDS", default_value_t = 1800)]
+    build_deadline_seconds: i64,
+    /// Seconds a finished build Job is kept.
+    #[arg(long, env = "MICROPLANE_BUILD_TTL_SECONDS", default_value_t = 3600)]
+    build_ttl_seconds: i32,
     /// Seconds between resyncs of a healthy object (a backstop for missed events; writes nothing
     /// when nothing drifted).
     #[arg(long, env = "MICROPLANE_RESYNC_SECONDS", default_value_t = 600)]
@@ -121,7 +165,23 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(args.admin_address, state.clone(), shutdown.clone()));
     let settings = Settings {
         gateway_namespace: args.gateway_namespace,
-        allow_file_git_urls: args.allow_file_git_urls,
+        source: SourceSettings {
+            cache_dir: args.git_cache_dir,
+            cache_max_bytes: args.git_cache_mib << 20,
+            max_repo_bytes: args.git_max_repo_mib << 20,
+            timeout: std::time::Duration::from_secs(args.git_timeout_seconds.max(1)),
+            allow_insecure: args.allow_insecure_git_urls,
+            build: BuildSettings {
+                namespace: args.build_namespace,
+                registry: args.registry,
+                builder_image: args.builder_image,
+                clone_image: args.clone_image,
+                registry_secret: args.registry_secret,
+                deadline_seconds: args.build_deadline_seconds.max(60),
+                ttl_seconds: args.build_ttl_seconds.max(0),
+                ..BuildSettings::default()
+            },
+        },
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
         gateway_url: args.gateway_url,
         key_rotation: microplane_operator::controller::issuer::Rotation {

@@ -104,6 +104,8 @@ fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
     let (tenants, tw) = reflector::store();
     let (configs, cw) = reflector::store();
     let (issuer_keys, _) = reflector::store();
+    let (jobs, _) = reflector::store();
+    let (build_pods, _) = reflector::store();
     let stores = Stores {
         deployments,
         services,
@@ -113,6 +115,8 @@ fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
         tenants,
         configs,
         issuer_keys,
+        jobs,
+        build_pods,
     };
     let (_, leader) = watch::channel(leader);
     let ctx = Context::new(client, Settings::default(), stores, leader);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace as CoreNamespace, Pod, ResourceQuota, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -83,6 +84,14 @@ impl Trim for Deployment {
         self.spec.template = Default::default();
     }
 }
+impl Trim for Job {
+    fn trim(&mut self) {
+        // The outcome needs the status; the template is never read back.
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = Default::default();
+        }
+    }
+}
 impl Trim for Service {
     fn trim(&mut self) {
         self.spec = None;
@@ -107,6 +116,7 @@ impl Trim for Pod {
         if let Some(st) = self.status.as_mut() {
             *st = k8s_openapi::api::core::v1::PodStatus {
                 container_statuses: st.container_statuses.take(),
+                init_container_statuses: st.init_container_statuses.take(),
                 ..Default::default()
             };
         }
@@ -137,6 +147,38 @@ fn pod_signal(pod: &Pod) -> Option<u64> {
             .hash(&mut h);
     }
     Some(h.finish())
+}
+
+fn job_signal(job: &Job) -> Option<u64> {
+    // A build matters when it finishes.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in job.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+        (&c.type_, &c.status).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+fn build_pod_signal(pod: &Pod) -> Option<u64> {
+    // The termination message of a finished step (digest or log tail).
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let st = pod.status.as_ref();
+    for cs in st.iter().flat_map(|s| {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .chain(s.init_container_statuses.iter().flatten())
+    }) {
+        let t = cs.state.as_ref().and_then(|s| s.terminated.as_ref());
+        (&cs.name, t.map(|t| (t.exit_code, &t.message))).hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+/// The MicroService a build Job or pod belongs to, from its labels.
+fn build_owner(labels: &std::collections::BTreeMap<String, String>) -> Option<ObjectRef<MicroService>> {
+    let name = labels.get(crate::source::job::BUILD_OF_LABEL)?;
+    let ns = labels.get(crate::source::job::TENANT_LABEL)?;
+    Some(ObjectRef::new(name).within(ns))
 }
 
 /// Where the routing snapshots for gateways go.
@@ -183,6 +225,8 @@ pub async fn run(
     let changed = Arc::new(tokio::sync::Notify::new());
     let (rediscovered_tx, rediscovered_rx) = tokio::sync::mpsc::unbounded_channel();
     let discovery = Arc::new(crate::sync::Discovery::new(changed.clone(), rediscovered_tx));
+    let (job_store, job_writer) = reflector::store();
+    let (build_pod_store, build_pod_writer) = reflector::store();
     let (slice_store, slice_writer) = reflector::store();
     let (keys_store, keys_writer) = reflector::store();
     let keys = {
@@ -259,6 +303,8 @@ pub async fn run(
         tenants: shared_tenants.clone(),
         configs: shared_configs.clone(),
         issuer_keys: keys_store.clone(),
+        jobs: job_store.clone(),
+        build_pods: build_pod_store.clone(),
     };
     let sync_metrics = metrics.sync.clone();
     let mut context = Context::with_metrics(client.clone(), settings, stores, leader.clone(), metrics);
@@ -280,6 +326,24 @@ pub async fn run(
     let pods = reflect(pod_writer, trimmed(Api::<Pod>::all(client.clone()), owned.clone()))
         .applied_objects()
         .predicate_filter(pod_signal, Default::default());
+    // Build Jobs live in the build namespace (no owner reference across namespaces): their labels
+    // name the MicroService.
+    let build_ns = ctx.settings.source.build.namespace.clone();
+    let built = watcher::Config::default()
+        .labels(crate::source::job::BUILD_OF_LABEL)
+        .any_semantic();
+    let build_jobs = reflect(
+        job_writer,
+        trimmed(Api::<Job>::namespaced(client.clone(), &build_ns), built.clone()),
+    )
+    .applied_objects()
+    .predicate_filter(job_signal, Default::default());
+    let build_pods = reflect(
+        build_pod_writer,
+        trimmed(Api::<Pod>::namespaced(client.clone(), &build_ns), built),
+    )
+    .applied_objects()
+    .predicate_filter(build_pod_signal, Default::default());
     let ms_in_ns = {
         let store = ms_store.clone();
         move |ns: &str| -> Vec<ObjectRef<MicroService>> {
@@ -330,6 +394,8 @@ pub async fn run(
                     .collect::<Vec<_>>()
             }
         })
+        .watches_stream(build_jobs, |job: Job| build_owner(job.labels()))
+        .watches_stream(build_pods, |pod: Pod| build_owner(pod.labels()))
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(rediscovered_rx))
         .reconcile_all_on(on_leadership(leader.clone()))
         .graceful_shutdown_on(shutdown.clone())
@@ -419,6 +485,7 @@ pub async fn run(
         .run(authrule::reconcile, error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    let orphan_services = ms_store.clone();
     let publisher = {
         let sources = crate::sync::Sources {
             tenants: shared_tenants.clone(),
@@ -458,6 +525,8 @@ pub async fn run(
                 Box::pin(s.tenants.wait_until_ready()),
                 Box::pin(s.configs.wait_until_ready()),
                 Box::pin(s.issuer_keys.wait_until_ready()),
+                Box::pin(s.jobs.wait_until_ready()),
+                Box::pin(s.build_pods.wait_until_ready()),
             ])
             .await;
             if synced.iter().all(Result::is_ok) {
@@ -485,7 +554,20 @@ pub async fn run(
             }
         }
     };
+    // Build Jobs of MicroServices that are gone (no owner reference reaches across namespaces),
+    // and their cached resolutions.
+    let orphans = {
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = microservice::collect_orphan_builds(ctx, orphan_services) => {},
+                () = shutdown => {},
+            }
+        }
+    };
     tokio::join!(
+        orphans,
         feed,
         slices,
         publisher,

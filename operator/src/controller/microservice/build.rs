@@ -178,6 +178,19 @@ fn port_name(protocol: Protocol) -> &'static str {
 /// The desired children of a MicroService with `spec.image`, given the Configs it lists (in
 /// `spec.config` order, all present).
 pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
+    let image = ms
+        .spec
+        .image
+        .clone()
+        .ok_or(Error::Malformed("MicroService without spec.image"))?;
+    let version = image_version(&image);
+    desired_running(ms, &image, &version, configs)
+}
+
+/// The desired children of a MicroService running `image` as `version` (`spec.image` and its tag,
+/// or in source mode the built image and its commit).
+pub fn desired_running(ms: &MicroService, image: &str, version: &str, configs: &[ListedConfig]) -> Result<Desired> {
+    let image = image.to_string();
     let name = ms
         .meta()
         .name
@@ -188,17 +201,11 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
         .namespace
         .clone()
         .ok_or(Error::Malformed("MicroService without a namespace"))?;
-    let image = ms
-        .spec
-        .image
-        .clone()
-        .ok_or(Error::Malformed("MicroService without spec.image"))?;
-    let version = image_version(&image);
     let spec = &ms.spec;
 
     let mut env = vec![
         env_var("MICRO_SERVICE_NAME", &name),
-        env_var("MICRO_SERVICE_VERSION", &version),
+        env_var("MICRO_SERVICE_VERSION", version),
         env_var("MICRO_NAMESPACE", &namespace),
         env_var("MICRO_SERVICE_ADDRESS", &format!(":{}", spec.port)),
     ];
@@ -314,7 +321,7 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
 
     let autoscaled = spec.autoscaling.is_some();
     let deployment = Deployment {
-        metadata: meta(ms, &name, &namespace, &version)?,
+        metadata: meta(ms, &name, &namespace, version)?,
         spec: DeploymentSpec {
             // With autoscaling the HPA owns the replica count; leaving it out of the apply keeps the
             // operator from fighting it.
@@ -334,7 +341,7 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name, &version)),
+                    labels: Some(labels(&name, version)),
                     annotations: template_annotations,
                     ..ObjectMeta::default()
                 }),
@@ -361,7 +368,7 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
     };
 
     let service = Service {
-        metadata: meta(ms, &name, &namespace, &version)?,
+        metadata: meta(ms, &name, &namespace, version)?,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector(&name)),
@@ -392,7 +399,7 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
     let pdb = (min_replicas > 1)
         .then(|| -> Result<PodDisruptionBudget> {
             Ok(PodDisruptionBudget {
-                metadata: meta(ms, &name, &namespace, &version)?,
+                metadata: meta(ms, &name, &namespace, version)?,
                 spec: Some(PodDisruptionBudgetSpec {
                     max_unavailable: Some(IntOrString::Int(1)),
                     selector: Some(LabelSelector {
@@ -411,7 +418,7 @@ pub fn desired(ms: &MicroService, configs: &[ListedConfig]) -> Result<Desired> {
         .as_ref()
         .map(|a| -> Result<HorizontalPodAutoscaler> {
             Ok(HorizontalPodAutoscaler {
-                metadata: meta(ms, &name, &namespace, &version)?,
+                metadata: meta(ms, &name, &namespace, version)?,
                 spec: HorizontalPodAutoscalerSpec {
                     scale_target_ref: CrossVersionObjectReference {
                         api_version: Some("apps/v1".into()),

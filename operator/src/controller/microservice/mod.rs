@@ -1,6 +1,7 @@
 //! The MicroService controller: `dereference → validate → build → apply → update_status`.
 
 pub mod build;
+pub mod source;
 pub mod status;
 
 use std::sync::Arc;
@@ -36,13 +37,44 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
 
     // Dereference and validate: the tenant, the listed Configs, the mode.
     let blocked = blocked(ms, ctx, &namespace);
+    // Source mode: resolve, build, and choose what runs.
+    let plan = match (&blocked, &ms.spec.source) {
+        (None, Some(src)) if ms.spec.image.is_none() => {
+            if ms.status.as_ref().and_then(|s| s.commit.as_ref()).is_none()
+                && ms.status.as_ref().and_then(|s| s.phase) != Some(microplane_crds::Phase::Resolving)
+                && source::needs_resolution(ms, src, ctx)
+            {
+                // The first resolution uses the network: say so before it starts.
+                let (mut interim, wanted) =
+                    status::compute(ms.status.as_ref(), ms.meta().generation, None, None, None, None);
+                let wanted =
+                    status::with_source(&mut interim, wanted, &source::SourceState::Resolving, None, Vec::new());
+                interim.conditions = conditions::merge(
+                    ms.status.as_ref().map_or(&[][..], |p| &p.conditions),
+                    &wanted,
+                    ms.meta().generation,
+                    &Time(k8s_openapi::jiff::Timestamp::now()),
+                );
+                ctx.patch_status(CONTROLLER, ms, &interim).await?;
+            }
+            Some(source::plan(ms, src, ctx, &name, &namespace).await?)
+        }
+        _ => None,
+    };
+    let run = match &plan {
+        Some(p) => p.run.clone(),
+        None => ms.spec.image.as_ref().map(|image| source::Run {
+            image: image.clone(),
+            version: build::image_version(image),
+        }),
+    };
     let (rollout, problem) = if let Some(ref b) = blocked {
         tracing::debug!(%name, %namespace, ?b, "not deployable");
         (None, None)
-    } else {
+    } else if let Some(run) = &run {
         let listed = listed_configs(ms, ctx, &namespace);
         // Build and apply.
-        let desired = build::desired(ms, &listed)?;
+        let desired = build::desired_running(ms, &run.image, &run.version, &listed)?;
         let current = ctx.stores.deployments.get(&ObjectRef::new(&name).within(&namespace));
         let deployment: Deployment = ctx.apply(CONTROLLER, current.as_deref(), &desired.deployment).await?;
         let current = ctx.stores.services.get(&ObjectRef::new(&name).within(&namespace));
@@ -79,6 +111,9 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
             })
             .flatten();
         (Some(rollout), problem)
+    } else {
+        // Source mode before the first image: nothing to run yet.
+        (None, None)
     };
 
     // Update status, only when it changed.
@@ -86,11 +121,14 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
     let (mut next, mut wanted) = status::compute(
         previous,
         ms.meta().generation,
-        ms.spec.image.as_deref(),
+        run.as_ref().map(|r| r.image.as_str()),
         blocked.as_ref(),
         rollout.as_ref(),
         problem.as_ref(),
     );
+    if let Some(p) = &plan {
+        wanted = status::with_source(&mut next, wanted, &p.state, p.run.as_ref(), p.builds.clone());
+    }
     if blocked.is_none() {
         let state = crate::sync::snapshot::discovery_key(ms).map(|k| ctx.discovery.state(&k));
         let (endpoints, url, routed) = status::routing(
@@ -117,19 +155,29 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
             .map(|c| c.reason.clone());
         let ready = &next.conditions[0];
         if old_reason.as_deref() != Some(ready.reason.as_str()) {
-            let warning =
-                ready.status != "True" && !matches!(ready.reason.as_str(), "Deploying" | "Pending" | "ConfigNotReady");
+            let warning = ready.status != "True"
+                && !matches!(
+                    ready.reason.as_str(),
+                    "Deploying" | "Pending" | "ConfigNotReady" | "Resolving" | "Building"
+                );
             ctx.event(ms, warning, &ready.reason, ready.message.clone(), "Reconcile")
                 .await;
         }
         ctx.patch_status(CONTROLLER, ms, &next).await?;
     }
 
-    Ok(match (&blocked, &rollout) {
-        // Progress arrives through watches (Deployment, pods, tenants, Configs); the timer is a backstop.
-        (None, Some(r)) if r.complete() => Action::requeue(ctx.settings.resync),
-        _ => Action::requeue(Duration::from_secs(60)),
-    })
+    let backstop = match (&blocked, &rollout) {
+        // Progress arrives through watches (Deployment, pods, tenants, Configs, build Jobs); the
+        // timer is a backstop.
+        (None, Some(r)) if r.complete() => ctx.settings.resync,
+        _ => Duration::from_secs(60),
+    };
+    // A source is polled (`pollInterval`) or retried (backoff after a failed resolution).
+    let again = plan
+        .as_ref()
+        .and_then(|p| p.again_in)
+        .map(|d| d.max(Duration::from_millis(100)));
+    Ok(Action::requeue(again.map_or(backstop, |a| a.min(backstop))))
 }
 
 fn blocked(ms: &MicroService, ctx: &Context, namespace: &str) -> Option<Blocked> {
@@ -159,9 +207,6 @@ fn blocked(ms: &MicroService, ctx: &Context, namespace: &str) -> Option<Blocked>
             return Some(Blocked::ConfigNotReady(c.clone(), why));
         }
     }
-    if ms.spec.image.is_none() {
-        return Some(Blocked::SourceNotSupported);
-    }
     None
 }
 
@@ -180,4 +225,42 @@ fn listed_configs(ms: &MicroService, ctx: &Context, namespace: &str) -> Vec<List
             }
         })
         .collect()
+}
+
+/// Deletes build Jobs whose MicroService is gone and forgets their resolutions, once a minute on
+/// the leader. (Build Jobs run in the build namespace, where owner references cannot reach.)
+pub async fn collect_orphan_builds(ctx: Arc<Context>, services: kube::runtime::reflector::Store<MicroService>) {
+    if services.wait_until_ready().await.is_err() || ctx.stores.jobs.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if !ctx.is_leader() {
+            continue;
+        }
+        let exists = |ns: &str, name: &str| services.get(&ObjectRef::new(name).within(ns)).is_some();
+        ctx.resolver
+            .retain(|key| key.split_once('/').is_some_and(|(ns, name)| exists(ns, name)));
+        for job in ctx.stores.jobs.state() {
+            let labels = job.labels();
+            let (Some(ns), Some(name)) = (
+                labels.get(crate::source::job::TENANT_LABEL),
+                labels.get(crate::source::job::BUILD_OF_LABEL),
+            ) else {
+                continue;
+            };
+            if exists(ns, name) {
+                continue;
+            }
+            let job_ns = job.namespace().unwrap_or_default();
+            tracing::info!(job = %job.name_any(), tenant = %ns, service = %name, "deleting the build of a deleted MicroService");
+            if let Err(e) = ctx
+                .delete_if_exists::<k8s_openapi::api::batch::v1::Job>(CONTROLLER, &job_ns, &job.name_any())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot delete an orphaned build Job");
+            }
+        }
+    }
 }

@@ -15,8 +15,6 @@ pub enum Blocked {
     ConfigNotFound(Vec<String>),
     /// A listed Config exists but is not delivered yet (or failed).
     ConfigNotReady(String, Option<String>),
-    /// Building from git sources is not available in this operator.
-    SourceNotSupported,
 }
 
 /// A pod-level problem that explains why the Deployment is not available.
@@ -154,10 +152,6 @@ pub fn compute(
                         None => format!("Config {name} is not delivered yet"),
                     },
                 ),
-                Blocked::SourceNotSupported => (
-                    "SourceNotSupported",
-                    "building from spec.source is not available in this operator version; use spec.image".to_string(),
-                ),
             };
             let phase = if matches!(b, Blocked::ConfigNotReady(..)) {
                 Phase::Pending
@@ -216,6 +210,78 @@ pub fn compute(
     };
     status.phase = Some(phase);
     (status, vec![ready, available])
+}
+
+/// Overlays the source step on a status computed by [`compute`] (whose `wanted` is `[Ready,
+/// Available]`): `SourceReady` and `BuildSucceeded` conditions, the running commit and image, and
+/// `Ready`/phase held back until the current commit's image is what runs.
+pub fn with_source(
+    status: &mut MicroServiceStatus,
+    wanted: Vec<Cond>,
+    source: &super::source::SourceState,
+    run: Option<&super::source::Run>,
+    builds: Vec<microplane_crds::BuiltImage>,
+) -> Vec<Cond> {
+    use super::source::SourceState as S;
+    let short = |c: &str| c.chars().take(12).collect::<String>();
+    let mut ready = wanted
+        .first()
+        .cloned()
+        .unwrap_or_else(|| Cond::fail("Ready", "Pending", ""));
+    let mut available = wanted
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| Cond::fail("Available", "Pending", ""));
+    status.builds = builds;
+    status.commit = run.map(|r| r.version.clone());
+    let resolved = |commit: &str| Cond::ok("SourceReady", "Resolved", format!("resolved to commit {commit}"));
+    let (source_ready, built, hold) = match source {
+        S::Resolving => (
+            Cond::fail("SourceReady", "Resolving", "resolving the git source"),
+            Cond::fail("BuildSucceeded", "Resolving", "waiting for the source to resolve"),
+            Some((
+                Phase::Resolving,
+                Cond::fail("Ready", "Resolving", "resolving the git source"),
+            )),
+        ),
+        S::Failed(e) => (
+            Cond::fail("SourceReady", e.reason, e.message.clone()),
+            Cond::fail("BuildSucceeded", "SourceNotReady", "the source did not resolve"),
+            Some((Phase::Failed, Cond::fail("Ready", e.reason, e.message.clone()))),
+        ),
+        S::Building { commit, job } => {
+            let m = format!("building commit {} (Job {job})", short(commit));
+            (
+                resolved(commit),
+                Cond::fail("BuildSucceeded", "Building", m.clone()),
+                Some((Phase::Building, Cond::fail("Ready", "Building", m))),
+            )
+        }
+        S::BuildFailed { commit, message } => (
+            resolved(commit),
+            Cond::fail("BuildSucceeded", "BuildFailed", message.clone()),
+            Some((
+                Phase::Failed,
+                Cond::fail("Ready", "BuildFailed", format!("commit {}: {message}", short(commit))),
+            )),
+        ),
+        S::Built { commit, image } => (
+            resolved(commit),
+            Cond::ok("BuildSucceeded", "Built", image.clone()),
+            None,
+        ),
+    };
+    if let Some((phase, cond)) = hold {
+        status.phase = Some(phase);
+        if !available.status {
+            // Nothing runs yet: Available says why, like Ready.
+            if status.replicas.is_none() {
+                available = Cond::fail("Available", cond.reason, cond.message.clone());
+            }
+        }
+        ready = cond;
+    }
+    vec![ready, source_ready, built, available]
 }
 
 /// What the gateway makes of a MicroService: `status.endpoints`, `status.url` and the `Routed`

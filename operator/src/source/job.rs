@@ -1,0 +1,546 @@
+//! The build Job of a resolved source: a pure function of the MicroService, the commit and the
+//! build settings. The Job's name is a hash of everything that shapes the image, so a restart or
+//! a re-apply never builds the same thing twice.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sha2::Digest as _;
+
+use super::strategy::Strategy;
+
+/// Label on build Jobs and their pods: the MicroService built.
+pub const BUILD_OF_LABEL: &str = "microplane.dev/build-of";
+/// Label on build Jobs and their pods: the tenant (namespace) of the MicroService.
+pub const TENANT_LABEL: &str = "microplane.dev/tenant";
+/// Label on build Jobs and their pods: the commit built.
+pub const COMMIT_LABEL: &str = "microplane.dev/commit";
+/// Name of the container that builds; its termination message is the digest or the log tail.
+pub const BUILD_CONTAINER: &str = "build";
+/// Name of the init container that checks out the commit.
+pub const CLONE_CONTAINER: &str = "clone";
+/// Where the source credentials are mounted in the clone container (only there).
+pub const CREDENTIALS_DIR: &str = "/var/run/microplane/git";
+
+/// How and where images are built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Namespace of the build Jobs (tenants' namespaces enforce the restricted pod security
+    /// standard, which rootless BuildKit cannot meet).
+    pub namespace: String,
+    /// Registry and prefix images are pushed to: `<registry>/<tenant>/<service>:<commit>`.
+    pub registry: String,
+    /// Image of the build step (default: rootless BuildKit).
+    pub builder_image: String,
+    /// Image of the clone step (needs `git` and `sh`).
+    pub clone_image: String,
+    /// Secret in the build namespace with a `config.json` for the registry (docker config).
+    pub registry_secret: Option<String>,
+    /// How long a build may run.
+    pub deadline_seconds: i64,
+    /// How long a finished build Job is kept.
+    pub ttl_seconds: i32,
+    /// CPU limit of the build step.
+    pub cpu_limit: String,
+    /// Memory limit of the build step.
+    pub memory_limit: String,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        Self {
+            namespace: "microplane-builds".into(),
+            registry: "localhost:5000".into(),
+            builder_image: "docker.io/moby/buildkit:v0.23.2-rootless".into(),
+            clone_image: "docker.io/alpine/git:v2.49.1".into(),
+            registry_secret: None,
+            deadline_seconds: 1800,
+            ttl_seconds: 3600,
+            cpu_limit: "2".into(),
+            memory_limit: "4Gi".into(),
+        }
+    }
+}
+
+/// One build: what the Job is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Build<'a> {
+    /// Tenant (namespace of the MicroService).
+    pub tenant: &'a str,
+    /// MicroService name.
+    pub service: &'a str,
+    /// Repository URL.
+    pub url: &'a str,
+    /// Full commit id.
+    pub commit: &'a str,
+    /// Cleaned path in the repository (`""` = root).
+    pub path: &'a str,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Cleaned Dockerfile location relative to the path.
+    pub dockerfile: &'a str,
+    /// Name of a Secret (in the build namespace) with the source credentials, if any.
+    pub credentials: Option<&'a str>,
+}
+
+impl Build<'_> {
+    /// The image repository of the service: `<registry>/<tenant>/<service>`.
+    pub fn repository(&self, settings: &BuildSettings) -> String {
+        format!(
+            "{}/{}/{}",
+            settings.registry.trim_end_matches('/'),
+            self.tenant,
+            self.service
+        )
+    }
+
+    /// The tag pushed: `<registry>/<tenant>/<service>:<commit>`.
+    pub fn image(&self, settings: &BuildSettings) -> String {
+        format!("{}:{}", self.repository(settings), self.commit)
+    }
+
+    /// The Job name: `<tenant>-<service>` (cut) + a hash of everything that shapes the image.
+    pub fn job_name(&self, settings: &BuildSettings) -> String {
+        let mut h = sha2::Sha256::new();
+        for part in [
+            self.tenant,
+            self.service,
+            self.url,
+            self.commit,
+            self.path,
+            self.strategy.as_str(),
+            self.dockerfile,
+            &settings.builder_image,
+            &settings.registry,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let hash: String = h.finalize().iter().take(5).map(|b| format!("{b:02x}")).collect();
+        // 63 characters at most (the pods' job-name label): prefix ≤ 46 + "-build-" + 10.
+        let prefix: String = format!("{}-{}", self.tenant, self.service).chars().take(46).collect();
+        format!("{}-build-{hash}", prefix.trim_end_matches('-'))
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// Checks out the pinned commit into /workspace/src. Credentials are read from files only, never
+/// from the command line or the environment.
+const CLONE_SCRIPT: &str = r#"set -eu
+export HOME=/tmp GIT_TERMINAL_PROMPT=0
+creds=/var/run/microplane/git
+git init -q /workspace/src
+cd /workspace/src
+if [ -f "$creds/ssh-privatekey" ]; then
+  install -m 600 "$creds/ssh-privatekey" /tmp/id
+  export GIT_SSH_COMMAND="ssh -i /tmp/id -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$creds/known_hosts"
+elif [ -f "$creds/token" ] || [ -f "$creds/password" ]; then
+  git config --global credential.helper '!f() { test "$1" = get || exit 0; d=/var/run/microplane/git; if [ -f $d/token ]; then echo username=x-access-token; echo "password=$(cat $d/token)"; else echo "username=$(cat $d/username)"; echo "password=$(cat $d/password)"; fi; }; f'
+fi
+git remote add origin "$GIT_URL"
+git fetch -q --depth 1 origin "$GIT_COMMIT" || git fetch -q origin
+git -c advice.detachedHead=false checkout -q "$GIT_COMMIT"
+"#;
+
+/// Builds with rootless BuildKit and reports the pushed digest as the termination message.
+const BUILD_SCRIPT: &str = r#"set -eu
+mkdir -p /tmp/microplane
+if [ "$BUILD_STRATEGY" = Dockerfile ]; then
+  context="$BUILD_CONTEXT"; df="$BUILD_CONTEXT/$BUILD_DOCKERFILE"
+else
+  printf '%s\n' "$BUILD_GENERATED_DOCKERFILE" > /tmp/microplane/Dockerfile
+  context=/workspace/src; df=/tmp/microplane/Dockerfile
+fi
+buildctl-daemonless.sh build --frontend dockerfile.v0 \
+  --local context="$context" --local dockerfile="$(dirname "$df")" --opt filename="$(basename "$df")" \
+  --opt build-arg:SOURCE_PATH="$BUILD_PATH" \
+  --output type=image,name="$BUILD_IMAGE",push=true --metadata-file /tmp/microplane/metadata.json
+tr -d ' \n' < /tmp/microplane/metadata.json | sed -n 's/.*"containerimage.digest":"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' > /dev/termination-log
+test -s /dev/termination-log
+"#;
+
+/// The Dockerfile a `Rust` or `Go` source is built with (BuildKit), from the repository root with
+/// the source path as `SOURCE_PATH`.
+pub fn generated_dockerfile(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Rust => {
+            r#"FROM docker.io/library/rust:1-bookworm AS build
+ARG SOURCE_PATH=.
+WORKDIR /src
+COPY . .
+RUN cargo install --locked --path "$SOURCE_PATH" --root /out && set -- /out/bin/* && [ "$#" -eq 1 ] && mv "$1" /out/service
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/service /service
+USER 65532:65532
+ENTRYPOINT ["/service"]"#
+        }
+        Strategy::Go => {
+            r#"FROM docker.io/library/golang:1-bookworm AS build
+ARG SOURCE_PATH=.
+WORKDIR /src
+COPY . .
+RUN cd "$SOURCE_PATH" && CGO_ENABLED=0 go build -trimpath -o /out/service .
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/service /service
+USER 65532:65532
+ENTRYPOINT ["/service"]"#
+        }
+        Strategy::Dockerfile => "",
+    }
+}
+
+/// The labels of a build Job and its pods.
+pub fn labels(build: &Build<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/component".into(), "build".into()),
+        ("app.kubernetes.io/part-of".into(), "microplane".into()),
+        ("app.kubernetes.io/managed-by".into(), "microplane-operator".into()),
+        (
+            BUILD_OF_LABEL.into(),
+            crate::controller::microservice::build::label_value(build.service),
+        ),
+        (
+            TENANT_LABEL.into(),
+            crate::controller::microservice::build::label_value(build.tenant),
+        ),
+        (COMMIT_LABEL.into(), build.commit.into()),
+    ])
+}
+
+fn restricted(user: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str, limit: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(limit.into())),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o400),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The build Job.
+pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
+    let name = build.job_name(settings);
+    let labels = labels(build);
+    let context = if build.path.is_empty() {
+        "/workspace/src".to_string()
+    } else {
+        format!("/workspace/src/{}", build.path)
+    };
+
+    let mut clone_mounts = vec![
+        mount("workspace", "/workspace", false),
+        mount("clone-tmp", "/tmp", false),
+    ];
+    let mut volumes = vec![
+        empty_dir("workspace", "4Gi"),
+        empty_dir("clone-tmp", "64Mi"),
+        empty_dir("build-tmp", "1Gi"),
+        empty_dir("buildkit", "8Gi"),
+    ];
+    if let Some(secret) = build.credentials {
+        volumes.push(secret_volume("git-credentials", secret));
+        clone_mounts.push(mount("git-credentials", CREDENTIALS_DIR, true));
+    }
+    let mut build_mounts = vec![
+        mount("workspace", "/workspace", true),
+        mount("build-tmp", "/tmp", false),
+        mount("buildkit", "/home/user/.local/share/buildkit", false),
+    ];
+    if let Some(secret) = &settings.registry_secret {
+        volumes.push(secret_volume("registry-credentials", secret));
+        build_mounts.push(mount("registry-credentials", "/home/user/.docker", true));
+    }
+
+    let clone = Container {
+        name: CLONE_CONTAINER.into(),
+        image: Some(settings.clone_image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), CLONE_SCRIPT.into()]),
+        env: Some(vec![
+            env("GIT_URL", build.url),
+            env("GIT_COMMIT", build.commit),
+            env("GIT_PATH", if build.path.is_empty() { "." } else { build.path }),
+        ]),
+        volume_mounts: Some(clone_mounts),
+        security_context: Some(restricted(65532)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("100m".into())),
+                ("memory".into(), Quantity("128Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("1".into())),
+                ("memory".into(), Quantity("512Mi".into())),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    let mut build_env = vec![
+        env("BUILD_STRATEGY", build.strategy.as_str()),
+        env("BUILD_CONTEXT", &context),
+        env("BUILD_PATH", if build.path.is_empty() { "." } else { build.path }),
+        env("BUILD_IMAGE", &build.image(settings)),
+        env("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox"),
+    ];
+    match build.strategy {
+        Strategy::Dockerfile => build_env.push(env("BUILD_DOCKERFILE", build.dockerfile)),
+        s => build_env.push(env("BUILD_GENERATED_DOCKERFILE", generated_dockerfile(s))),
+    }
+    let builder = Container {
+        name: BUILD_CONTAINER.into(),
+        image: Some(settings.builder_image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), BUILD_SCRIPT.into()]),
+        env: Some(build_env),
+        volume_mounts: Some(build_mounts),
+        // Rootless BuildKit needs user namespaces: seccomp and AppArmor unconfined, no
+        // no-new-privileges (newuidmap). Everything else stays locked down.
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(1000),
+            run_as_group: Some(1000),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            }),
+            app_armor_profile: Some(AppArmorProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity("500m".into())),
+                ("memory".into(), Quantity("1Gi".into())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".into(), Quantity(settings.cpu_limit.clone())),
+                ("memory".into(), Quantity(settings.memory_limit.clone())),
+            ])),
+            ..ResourceRequirements::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(settings.deadline_seconds),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(1000),
+                        ..PodSecurityContext::default()
+                    }),
+                    init_containers: Some(vec![clone]),
+                    containers: vec![builder],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The Secret holding a build's source credentials in the build namespace, owned by its Job so it
+/// goes when the Job does. Only the keys the clone step reads are copied.
+pub fn credentials_secret(job: &Job, data: &BTreeMap<String, k8s_openapi::ByteString>) -> Option<Secret> {
+    let name = job.metadata.name.clone()?;
+    let uid = job.metadata.uid.clone()?;
+    let keys = ["token", "username", "password", "ssh-privatekey", "known_hosts"];
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(credentials_name(&name)),
+            namespace: job.metadata.namespace.clone(),
+            labels: job.metadata.labels.clone(),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name,
+                uid,
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+}
+
+/// The name of a build's credentials Secret.
+pub fn credentials_name(job_name: &str) -> String {
+    format!("{job_name}-git")
+}
+
+/// How a build Job ended, read from the Job and its pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running (or not started).
+    Running,
+    /// Pushed; the digest (`sha256:…`).
+    Succeeded(String),
+    /// Failed, with the bounded log tail or the Job's reason.
+    Failed(String),
+}
+
+/// Reads a build's outcome from its Job and the build container's termination message.
+pub fn outcome(job: &Job, pods: &[&k8s_openapi::api::core::v1::Pod]) -> Outcome {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let has = |t: &str| conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == t && c.status == "True"));
+    let terminated = |container: &str| {
+        pods.iter()
+            .flat_map(|p| {
+                let st = p.status.as_ref();
+                st.and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .chain(
+                        st.and_then(|s| s.init_container_statuses.as_ref())
+                            .into_iter()
+                            .flatten(),
+                    )
+            })
+            .filter(|cs| cs.name == container)
+            .find_map(|cs| cs.state.as_ref()?.terminated.clone())
+    };
+    if has("Complete") {
+        let digest = terminated(BUILD_CONTAINER)
+            .filter(|t| t.exit_code == 0)
+            .and_then(|t| t.message)
+            .map(|m| m.trim().to_string())
+            .filter(|m| is_digest(m));
+        return match digest {
+            Some(d) => Outcome::Succeeded(d),
+            // The pod may not be in the cache yet; its status follows.
+            None if pods.is_empty() => Outcome::Running,
+            None => Outcome::Failed("the build finished without reporting an image digest".into()),
+        };
+    }
+    if has("Failed") {
+        let failed_step = [CLONE_CONTAINER, BUILD_CONTAINER]
+            .into_iter()
+            .find_map(|c| terminated(c).filter(|t| t.exit_code != 0).map(|t| (c, t)));
+        let reason = conditions
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Failed"))
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        return Outcome::Failed(match failed_step {
+            Some((step, t)) => {
+                let tail = tail(t.message.as_deref().unwrap_or(""), 20, 1500);
+                if tail.is_empty() {
+                    format!("step {step} exited with code {}", t.exit_code)
+                } else {
+                    format!("step {step} exited with code {}:\n{tail}", t.exit_code)
+                }
+            }
+            None => format!("the build Job failed ({})", reason.trim_end_matches([':', ' '])),
+        });
+    }
+    Outcome::Running
+}
+
+/// Whether a string is an image digest `sha256:<64 hex>`.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The last `lines` lines of `text`, at most `bytes` bytes (cut at a character boundary).
+pub fn tail(text: &str, lines: usize, bytes: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    let mut out = all[all.len().saturating_sub(lines)..].join("\n");
+    if out.len() > bytes {
+        let mut start = out.len() - bytes;
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        out = format!("…{}", &out[start..]);
+    }
+    out
+}
