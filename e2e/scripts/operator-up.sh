@@ -54,7 +54,9 @@ mkdir -p "$state/logs" "$state/pids"
 KUBECONFIG=$state/operator.kubeconfig MICROPLANE_LOG=${MICROPLANE_LOG:-info,microplane_operator=debug} \
   setsid "$bin" --admin-address "127.0.0.1:$port" --lease-namespace microplane-system \
   --sync-address "127.0.0.1:$sync_port" --sync-token-file "$state/sync-token" \
-  --gateway-url "http://localhost:$(cat "$state/gateway.port")" "$@" \
+  --gateway-url "http://localhost:$(cat "$state/gateway.port")" \
+  --allow-insecure-git-urls --git-cache-dir "$state/git-cache" --registry localhost:5000 \
+  --builder-image localhost/microplane/builder:dev --clone-image localhost/microplane/git:dev "$@" \
   >>"$state/logs/microplane-operator.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$state/pids/microplane-operator.pid"

@@ -109,7 +109,7 @@ apiVersion: microplane.dev/v1alpha1
 kind: MicroService
 metadata: {name: badurl}
 spec: {source: {git: {url: "ftp://example.com/repo"}}}"#,
-        "url must be https://host/path, ssh://host/path, git@host:path",
+        "url must be https://host/path, ssh://host/path or git@host:path",
     ),
     (
         "plain host as git url",

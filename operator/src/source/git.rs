@@ -302,7 +302,7 @@ pub fn host_key_pinned(known_hosts: &str, host: &str, port: Option<u16>, key: &[
 /// What the callbacks saw, to tell errors apart after libgit2 gives up.
 #[derive(Default)]
 struct Seen {
-    auth_attempts: Cell<u32>,
+    auth_refused: Cell<bool>,
     auth_missing: Cell<bool>,
     host_key_refused: Cell<bool>,
     too_large: Cell<bool>,
@@ -316,11 +316,16 @@ fn callbacks<'a>(
     seen: &'a Seen,
 ) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
+    // Each connection asks for credentials again; once per connection is enough (libgit2 asks
+    // again after a refusal, forever).
+    let mut attempts = 0u32;
     cb.credentials(move |_url, username, allowed| {
-        let n = seen.auth_attempts.get() + 1;
-        seen.auth_attempts.set(n);
-        if n > 1 {
-            // libgit2 asks again after a refusal; once is enough.
+        if allowed.contains(CredentialType::USERNAME) && matches!(creds, Credentials::Ssh { .. }) {
+            return Cred::username(username.unwrap_or("git"));
+        }
+        attempts += 1;
+        if attempts > 1 {
+            seen.auth_refused.set(true);
             return Err(git2::Error::from_str("credentials refused"));
         }
         match creds {
@@ -332,10 +337,6 @@ fn callbacks<'a>(
             }
             Credentials::Ssh { private_key, .. } if allowed.contains(CredentialType::SSH_KEY) => {
                 Cred::ssh_key_from_memory(username.unwrap_or("git"), None, private_key, None)
-            }
-            Credentials::Ssh { .. } if allowed.contains(CredentialType::USERNAME) => {
-                seen.auth_attempts.set(0);
-                Cred::username(username.unwrap_or("git"))
             }
             _ => {
                 seen.auth_missing.set(true);
@@ -405,7 +406,7 @@ fn classify(e: &git2::Error, seen: &Seen, req: &Request, limits: &Limits) -> Sou
             ),
         );
     }
-    if seen.auth_attempts.get() > 1 || e.code() == ErrorCode::Auth {
+    if seen.auth_refused.get() || e.code() == ErrorCode::Auth {
         return SourceError::new(
             "AuthenticationFailed",
             format!("{} refused the credentials of the Secret", req.url),
