@@ -2,7 +2,7 @@
 //! volumes, its process, its probes and its status. Build pods (see [`crate::build`]) are run by
 //! the agent itself.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -56,6 +56,9 @@ pub struct Agent {
     client: Client,
     settings: Settings,
     pods: Mutex<HashMap<String, Running>>,
+    /// Pods whose supervisor has ended: a late watch event showing an earlier state must not run
+    /// them again (a finished build would build once more). Locked after `pods`.
+    finished: Mutex<HashSet<String>>,
     addresses: Mutex<BTreeSet<Ipv4Addr>>,
     builder: Builder,
 }
@@ -88,6 +91,7 @@ impl Agent {
             client,
             settings,
             pods: Mutex::default(),
+            finished: Mutex::default(),
             addresses: Mutex::default(),
             builder,
         })
@@ -119,7 +123,11 @@ impl Agent {
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
-        );
+        ) || self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&uid);
         if terminal && !deleting {
             return;
         }
@@ -132,11 +140,13 @@ impl Agent {
             if let Err(e) = agent.supervise(pod, stopped).await {
                 tracing::warn!(pod = %name, error = %e, "pod supervisor");
             }
+            let mut pods = agent.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pods.remove(&uid);
             agent
-                .pods
+                .finished
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&uid);
+                .insert(uid);
         });
     }
 
@@ -157,7 +167,10 @@ impl Agent {
         let container = spec.containers.first().cloned().ok_or("pod without containers")?;
         let dir = pod_dir(&self.settings.state_dir, &pod);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let result = if build::pod::is_build_pod(&pod, &self.settings.builder_image) {
+        let result = if *stopped.borrow() {
+            // Deleted before it ran here (or finished earlier): only the pod object is left to remove.
+            Ok(())
+        } else if build::pod::is_build_pod(&pod, &self.settings.builder_image) {
             // A build needs no address: it talks to the git remote from the host, like a kubelet's
             // image pull would.
             self.run_build_pod(&pod, &dir, &mut stopped).await
