@@ -137,27 +137,29 @@ pub async fn init_bare(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check_branch(branch: &str) -> Result<()> {
-    let ok = !branch.is_empty()
-        && branch
+/// Accepts the plain branch and tag names tests use (a subset of what git allows).
+fn check_ref_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name
             .split('/')
             .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
-        && branch
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-        && !branch.contains("..");
+        && !name.contains("..");
     if ok {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "{branch:?} is not a branch name the helpers accept"
+            "{name:?} is not a branch or tag name the helpers accept"
         )))
     }
 }
 
 /// The commit `branch` points at in `repo`, or none when the branch does not exist.
 async fn try_head(repo: &Path, branch: &str) -> Result<Option<String>> {
-    check_branch(branch)?;
+    check_ref_name(branch)?;
     let reference = format!("refs/heads/{branch}^{{commit}}");
     match git(Some(repo), &["rev-parse", "--verify", "--quiet", &reference], &[], None).await {
         Ok(sha) => Ok(Some(sha)),
@@ -194,7 +196,7 @@ async fn commit_index(repo: &Path, branch: &str, index: &Path, message: &str) ->
 /// Commits the whole directory `tree` (respecting its `.gitignore` files) as the new content of
 /// `branch` in the bare repository `repo`; the commit's sha. The branch is created when missing.
 pub async fn commit_tree(repo: &Path, branch: &str, tree: &Path, message: &str) -> Result<String> {
-    check_branch(branch)?;
+    check_ref_name(branch)?;
     let scratch = tempfile::tempdir().map_err(io("temporary index"))?;
     let index = scratch.path().join("index");
     let env = [("GIT_INDEX_FILE", index.as_path()), ("GIT_WORK_TREE", tree)];
@@ -205,7 +207,7 @@ pub async fn commit_tree(repo: &Path, branch: &str, tree: &Path, message: &str) 
 /// Commits `contents` as the file `file` (a relative path; created or replaced) on top of `branch`
 /// of the bare repository `repo`, keeping every other file; the commit's sha.
 pub async fn commit_file(repo: &Path, branch: &str, file: &str, contents: &[u8], message: &str) -> Result<String> {
-    check_branch(branch)?;
+    check_ref_name(branch)?;
     let relative = Path::new(file);
     if file.is_empty()
         || relative.is_absolute()
@@ -236,7 +238,7 @@ pub async fn commit_file(repo: &Path, branch: &str, file: &str, contents: &[u8],
 /// Creates the tag `tag` on the revision `rev` (a sha or a branch) of the bare repository `repo`:
 /// annotated with `message` when one is given, lightweight otherwise.
 pub async fn create_tag(repo: &Path, tag: &str, rev: &str, message: Option<&str>) -> Result<()> {
-    check_branch(tag)?;
+    check_ref_name(tag)?;
     match message {
         Some(m) => git(Some(repo), &["tag", "--annotate", "--message", m, tag, rev], &[], None).await?,
         None => git(Some(repo), &["tag", tag, rev], &[], None).await?,
