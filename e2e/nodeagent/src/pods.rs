@@ -234,7 +234,8 @@ impl Agent {
                    "state": {"waiting": {"reason": reason, "message": message}}})
         };
 
-        // The image must map to a workspace binary; until it does, say why and look again now and then.
+        // The image must resolve (built here, or a workspace binary); until it does, say why and look
+        // again now and then.
         let bin = loop {
             match images::resolve(&image, &self.settings.bin_dir, self.builder.store()) {
                 Ok(bin) => break bin,
