@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start the dev node agent for MICROPLANE_STATE: a Node `microplane-node` whose pods run as processes
-# of target/debug binaries inside the environment's network namespace (netns-up.sh first). Its pid
-# joins the control plane's pid files, so controlplane-down.sh stops it with the rest.
+# of target/debug binaries inside the environment's network namespace (netns-up.sh first), and which
+# performs the operator's build Jobs itself (pods running MICROPLANE_BUILDER_IMAGE). Its compiler
+# caches live in MICROPLANE_BUILD_CACHE, outside the state directory, so they stay warm across
+# `make test-e2e` runs. Its pid joins the control plane's pid files, so controlplane-down.sh stops it
+# with the rest.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 state=$MICROPLANE_STATE
@@ -18,6 +21,8 @@ mkdir -p "$state/logs" "$state/pids" "$state/node"
 KUBECONFIG=$state/kubeconfig MICROPLANE_LOG=${MICROPLANE_LOG:-info} setsid "$bin" \
   --node microplane-node --netns "$NETNS" --pod-cidr "$POD_CIDR" \
   --bin-dir "${MICROPLANE_BIN_DIR:-$root/target/debug}" --state-dir "$state/node" \
+  --builder-image "${MICROPLANE_BUILDER_IMAGE:-localhost/microplane/builder}" \
+  --build-cache "${MICROPLANE_BUILD_CACHE:-$MICROPLANE_CACHE/nodeagent-build}" \
   >>"$state/logs/microplane-nodeagent.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
 "$K8S_BIN/kubectl" --kubeconfig "$state/kubeconfig" wait --for=create node/microplane-node --timeout=30s >/dev/null

@@ -15,6 +15,7 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Config, Resource};
 
 pub mod gateway;
+pub mod git;
 pub mod operator;
 
 /// Errors of the e2e helpers.

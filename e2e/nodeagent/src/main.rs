@@ -22,9 +22,24 @@ struct Args {
     /// Directory of the workspace binaries images map to.
     #[arg(long)]
     bin_dir: PathBuf,
-    /// Directory for pod volumes and container logs.
+    /// Directory for pod volumes, container logs and the store of images built here.
     #[arg(long)]
     state_dir: PathBuf,
+    /// The platform's builder image: a pod whose `build` container runs it (any tag or digest) is a
+    /// build this agent performs itself (clone, cargo or go build, register the executable).
+    #[arg(
+        long,
+        env = "MICROPLANE_BUILDER_IMAGE",
+        default_value = "localhost/microplane/builder"
+    )]
+    builder_image: String,
+    /// Compiler caches shared between builds (cargo target directories per repository, the go
+    /// build cache); default `<state-dir>/build-cache`.
+    #[arg(long, env = "MICROPLANE_BUILD_CACHE")]
+    build_cache: Option<PathBuf>,
+    /// How many builds may run at once.
+    #[arg(long, env = "MICROPLANE_PARALLEL_BUILDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    parallel_builds: u16,
 }
 
 #[tokio::main]
@@ -43,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
         netns: args.netns,
         cidr: args.pod_cidr,
         bin_dir: args.bin_dir,
+        build_cache: args.build_cache.unwrap_or_else(|| args.state_dir.join("build-cache")),
         state_dir: args.state_dir,
+        builder_image: args.builder_image,
+        parallel_builds: usize::from(args.parallel_builds),
     };
     let agent = pods::Agent::new(client.clone(), settings);
     let heartbeat = tokio::spawn(node::run(client, args.node, args.pod_cidr.to_string()));

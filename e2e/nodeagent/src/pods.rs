@@ -1,7 +1,8 @@
 //! Pods bound to this node, run as processes: one supervisor task per pod owns its address, its
-//! volumes, its process, its probes and its status.
+//! volumes, its process, its probes and its status. Build pods (see [`crate::build`]) are run by
+//! the agent itself.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -19,7 +20,10 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::build::pod::{BuildPod, State, Status};
+use crate::build::{self, Builder, Credentials, Workdirs};
 use crate::net::{self, Cidr};
+use crate::store::ImageStore;
 use crate::{images, probes, volumes};
 
 /// Settings of the agent.
@@ -33,8 +37,14 @@ pub struct Settings {
     pub cidr: Cidr,
     /// Where workspace binaries are (`target/debug`).
     pub bin_dir: PathBuf,
-    /// Where pod directories (volumes, logs) go.
+    /// Where pod directories (volumes, logs) and the image store go.
     pub state_dir: PathBuf,
+    /// The builder image: pods whose `build` container runs it are builds this agent performs.
+    pub builder_image: String,
+    /// Where compiler caches shared between builds go.
+    pub build_cache: PathBuf,
+    /// How many builds may run at once.
+    pub parallel_builds: usize,
 }
 
 struct Running {
@@ -46,7 +56,11 @@ pub struct Agent {
     client: Client,
     settings: Settings,
     pods: Mutex<HashMap<String, Running>>,
+    /// Pods whose supervisor has ended: a late watch event showing an earlier state must not run
+    /// them again (a finished build would build once more). Locked after `pods`.
+    finished: Mutex<HashSet<String>>,
     addresses: Mutex<BTreeSet<Ipv4Addr>>,
+    builder: Builder,
 }
 
 fn now() -> Value {
@@ -66,11 +80,20 @@ pub fn pod_dir(state: &std::path::Path, pod: &Pod) -> PathBuf {
 impl Agent {
     /// An agent.
     pub fn new(client: Client, settings: Settings) -> Arc<Self> {
+        let store = ImageStore::new(settings.state_dir.join("images"));
+        let builder = Builder::new(
+            settings.build_cache.clone(),
+            store,
+            settings.parallel_builds,
+            build::Limits::default(),
+        );
         Arc::new(Self {
             client,
             settings,
             pods: Mutex::default(),
+            finished: Mutex::default(),
             addresses: Mutex::default(),
+            builder,
         })
     }
 
@@ -100,7 +123,11 @@ impl Agent {
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
-        );
+        ) || self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&uid);
         if terminal && !deleting {
             return;
         }
@@ -113,11 +140,13 @@ impl Agent {
             if let Err(e) = agent.supervise(pod, stopped).await {
                 tracing::warn!(pod = %name, error = %e, "pod supervisor");
             }
+            let mut pods = agent.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pods.remove(&uid);
             agent
-                .pods
+                .finished
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&uid);
+                .insert(uid);
         });
     }
 
@@ -138,22 +167,32 @@ impl Agent {
         let container = spec.containers.first().cloned().ok_or("pod without containers")?;
         let dir = pod_dir(&self.settings.state_dir, &pod);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let ip = {
-            let mut used = self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ip = self
-                .settings
-                .cidr
-                .allocate(&used)
-                .ok_or("pod address range exhausted")?;
-            used.insert(ip);
-            ip
+        let result = if *stopped.borrow() {
+            // Deleted before it ran here (or finished earlier): only the pod object is left to remove.
+            Ok(())
+        } else if build::pod::is_build_pod(&pod, &self.settings.builder_image) {
+            // A build needs no address: it talks to the git remote from the host, like a kubelet's
+            // image pull would.
+            self.run_build_pod(&pod, &dir, &mut stopped).await
+        } else {
+            let ip = {
+                let mut used = self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let ip = self
+                    .settings
+                    .cidr
+                    .allocate(&used)
+                    .ok_or("pod address range exhausted")?;
+                used.insert(ip);
+                ip
+            };
+            let result = self.run_pod(&pod, &container, &dir, ip, &mut stopped).await;
+            let _ = net::remove_address(&self.settings.netns, ip).await;
+            self.addresses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&ip);
+            result
         };
-        let result = self.run_pod(&pod, &container, &dir, ip, &mut stopped).await;
-        let _ = net::remove_address(&self.settings.netns, ip).await;
-        self.addresses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&ip);
         // The kubelet's last word: the pod object goes once its process is gone.
         if pod.metadata.deletion_timestamp.is_some() || *stopped.borrow() {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
@@ -195,9 +234,10 @@ impl Agent {
                    "state": {"waiting": {"reason": reason, "message": message}}})
         };
 
-        // The image must map to a workspace binary; until it does, say why and look again now and then.
+        // The image must resolve (built here, or a workspace binary); until it does, say why and look
+        // again now and then.
         let bin = loop {
-            match images::resolve(&image, &self.settings.bin_dir) {
+            match images::resolve(&image, &self.settings.bin_dir, self.builder.store()) {
                 Ok(bin) => break bin,
                 Err(e) => {
                     self.patch_status(pod, base("Pending", false, waiting("ErrImagePull", &e.to_string(), 0)))
@@ -362,6 +402,116 @@ impl Agent {
         }
     }
 
+    /// Runs a build pod: the clone, then the build (when a build slot is free), reporting each
+    /// container's state as a kubelet would; the pod ends Succeeded with the digest as the build
+    /// container's termination message, or Failed with the tail of the failing step's log. A
+    /// deleted pod stops the build at once (its processes are killed).
+    async fn run_build_pod(
+        &self,
+        pod: &Pod,
+        dir: &std::path::Path,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let started = now();
+        let terminated = |exit_code: i32, message: String, started_at: &Value| State::Terminated {
+            exit_code,
+            message,
+            started_at: started_at.clone(),
+            finished_at: now(),
+        };
+        let mut status = Status {
+            started: started.clone(),
+            clone: State::Waiting("PodInitializing", String::new()),
+            build: State::Waiting("PodInitializing", String::new()),
+        };
+        let bp = match BuildPod::from_pod(pod) {
+            Ok(bp) => bp,
+            Err(e) => {
+                // Not a pod this node can run: say why on the clone container and fail the pod.
+                tracing::warn!(pod = %pod.name_any(), error = %e, "build pod does not follow the contract");
+                status.clone = terminated(1, e, &started);
+                self.patch_status(pod, status.json(pod)).await;
+                return Ok(());
+            }
+        };
+        let vol_root = dir.join("volumes");
+        let dirs = Workdirs {
+            workspace: vol_root.join(&bp.workspace_volume),
+            logs: dir.to_path_buf(),
+            scratch: dir.join("build"),
+        };
+
+        // The workspace and the Secret volume, like any pod's; until they resolve, say why.
+        loop {
+            match volumes::sync(&self.client, pod, &vol_root, None).await {
+                Ok(_) => break,
+                Err(e) => {
+                    status.clone = State::Waiting("CreateContainerConfigError", e);
+                    self.patch_status(pod, status.json(pod)).await;
+                    if wait_stop(stopped, Duration::from_secs(3)).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let mut spec = bp.spec.clone();
+        if let Some(volume) = &bp.credentials_volume {
+            match Credentials::from_dir(&vol_root.join(volume)) {
+                Ok(c) => spec.credentials = Some(c),
+                Err(e) => {
+                    status.clone = terminated(1, e, &started);
+                    self.patch_status(pod, status.json(pod)).await;
+                    return Ok(());
+                }
+            }
+        }
+        tracing::info!(pod = %pod.name_any(), image = %spec.image, commit = %spec.commit, "building");
+
+        let clone_started = now();
+        status.clone = State::Running(clone_started.clone());
+        self.patch_status(pod, status.json(pod)).await;
+        let cloned = tokio::select! {
+            r = self.builder.clone_source(&spec, &dirs) => r,
+            () = until_stopped(stopped) => return Ok(()),
+        };
+        if let Err(f) = cloned {
+            tracing::info!(pod = %pod.name_any(), code = f.exit_code, "clone failed");
+            status.clone = terminated(f.exit_code, f.message, &clone_started);
+            self.patch_status(pod, status.json(pod)).await;
+            return Ok(());
+        }
+        status.clone = terminated(0, String::new(), &clone_started);
+
+        status.build = State::Waiting(
+            "ContainerCreating",
+            format!("waiting for one of the node's {} build slots", self.builder.parallel()),
+        );
+        self.patch_status(pod, status.json(pod)).await;
+        let _slot = tokio::select! {
+            s = self.builder.slot() => s,
+            () = until_stopped(stopped) => return Ok(()),
+        };
+        let build_started = now();
+        status.build = State::Running(build_started.clone());
+        self.patch_status(pod, status.json(pod)).await;
+        let built = tokio::select! {
+            r = self.builder.build(&spec, &dirs) => r,
+            () = until_stopped(stopped) => return Ok(()),
+        };
+        status.build = match built {
+            Ok(digest) => {
+                tracing::info!(pod = %pod.name_any(), image = %spec.image, %digest, "built");
+                terminated(0, digest.to_string(), &build_started)
+            }
+            Err(f) => {
+                tracing::info!(pod = %pod.name_any(), code = f.exit_code, "build failed");
+                terminated(f.exit_code, f.message, &build_started)
+            }
+        };
+        self.patch_status(pod, status.json(pod)).await;
+        Ok(())
+    }
+
     /// The container's environment: its `env` (values, field and key references) with the pod's
     /// address for `MICRO_SERVICE_ADDRESS` (pods share one network namespace, so each binds its own
     /// address) and mount paths mapped to the volume directories on the host.
@@ -503,6 +653,13 @@ enum Outcome {
     Exited(i32),
     Stop,
     Unhealthy,
+}
+
+/// Resolves once the pod is to stop (never, when the agent drops the sender first).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    if stopped.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits `d` or until stopped; true when stopped.
