@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::jwks::{JwksCache, JwksSettings};
 use crate::auth::token::TokenCache;
-use crate::auth::{self, AuthState, Authn};
+use crate::auth::{self, AuthState, Authn, TenantAuth};
 use crate::balance::Upstreams;
 use crate::cors;
 use crate::error::GatewayError;
@@ -238,7 +238,9 @@ impl Gateway {
         {
             ctx.route = Some(route.clone());
             // Phase 2: auth; the resource endpoint of an `Http` service is the backend path.
-            tenant_auth.authorize(account.as_ref(), &route.service, &rest)?;
+            if let Err(e) = tenant_auth.authorize(account.as_ref(), &route.service, &rest) {
+                return refused(e, &tenant_auth, &req);
+            }
             auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
             return proxy::forward(&self.http, route, &rest, req, Some(peer.ip()), &mut ctx.upstream).await;
         }
@@ -255,7 +257,9 @@ impl Gateway {
         };
         ctx.endpoint = Some(resolved.endpoint.clone());
         // Phase 2: auth, before anything reveals whether the service exists.
-        tenant_auth.authorize(account.as_ref(), &resolved.service, &resolved.endpoint)?;
+        if let Err(e) = tenant_auth.authorize(account.as_ref(), &resolved.service, &resolved.endpoint) {
+            return refused(e, &tenant_auth, &req);
+        }
         let route = tenant.routes.get(&resolved.service).cloned().ok_or_else(|| {
             GatewayError::not_found(format!(
                 "service {} not found in namespace {}",
@@ -558,6 +562,35 @@ pub fn never_reached(status: &tonic::Status) -> bool {
             || t.contains("refused_stream")
             || t.contains("refused stream")
     })
+}
+
+/// A refusal of the rules as the client gets it: a browser navigation refused without an account
+/// goes to the tenant's login page (307, `auth::login`); anything else is the error.
+fn refused<B>(e: GatewayError, tenant_auth: &TenantAuth, req: &Request<B>) -> Result<Response<BoxBody>, GatewayError> {
+    match auth::login::login_redirect(
+        e.code,
+        tenant_auth.login_url.as_deref(),
+        req.method(),
+        req.headers(),
+        req.uri(),
+    ) {
+        Some(location) => Ok(redirect_response(&location).unwrap_or_else(|| error_response(&e))),
+        None => Err(e),
+    }
+}
+
+/// `307 Temporary Redirect` to `location`, not to be cached; `None` when `location` cannot be a
+/// header value.
+fn redirect_response(location: &str) -> Option<Response<BoxBody>> {
+    let location = HeaderValue::from_str(location).ok()?;
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(resp)
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {

@@ -5,7 +5,8 @@
 //! - [`rules`]: AuthRule evaluation;
 //! - [`jwks`]: external issuers' key sets, fetched and refreshed in the background, and at once
 //!   when a token names a key the cached set lacks;
-//! - [`endpoints`]: each tenant's OpenID discovery document, JWKS and token endpoint.
+//! - [`endpoints`]: each tenant's OpenID discovery document, JWKS and token endpoint;
+//! - [`login`]: the redirect of a browser refused without an account to the tenant's login page.
 //!
 //! Per snapshot, every tenant gets a [`TenantAuth`] (its issuer, keys, rules, accounts) and the
 //! gateway one [`token::Verifier`] over all issuers. The identity the gateway verified reaches
@@ -13,6 +14,7 @@
 
 pub mod endpoints;
 pub mod jwks;
+pub mod login;
 pub mod rules;
 pub mod token;
 
@@ -93,6 +95,8 @@ pub struct TenantAuth {
     pub rules: RuleSet,
     /// External issuers (`iss`) the tenant trusts.
     pub external: Vec<String>,
+    /// Where a browser refused without an account is sent to sign in (`spec.auth.loginUrl`).
+    pub login_url: Option<String>,
 }
 
 impl std::fmt::Debug for TenantAuth {
@@ -175,6 +179,7 @@ impl TenantAuth {
             accounts,
             rules: RuleSet::new(rules),
             external: t.external_issuers.iter().map(|e| e.issuer.clone()).collect(),
+            login_url: (!t.login_url.is_empty()).then(|| t.login_url.clone()),
         })
     }
 
