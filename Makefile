@@ -89,7 +89,7 @@ bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate,
 
 # Debian packages of the gateway bench: `command:package` pairs (nginx and haproxy live in /usr/sbin).
 BENCH_GATEWAY_PACKAGES := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
-bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, route-change latency (report in .state/bench)
+bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, route/rule-change latency, auth on/off (report in .state/bench)
 	@PATH=$$PATH:/usr/sbin:/sbin; missing=(); for pair in $(BENCH_GATEWAY_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing+=("$${pair##*:}"); done; \
 	  if (($${#missing[@]})); then \

@@ -122,6 +122,14 @@ pub struct TenantAuth {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub issuers: Vec<ExternalIssuer>,
+    /// Login page of the tenant, an absolute `https://` (or `http://`) URL without a fragment. A
+    /// browser navigation (`GET`/`HEAD` accepting `text/html`) that the rules refuse for want of an
+    /// account is redirected (307) to `<loginUrl>?redirect_to=<the URL it asked for>`; API clients
+    /// and refused accounts still get the 401/403 error. Absent: no redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http') && url(self).getHostname() != '' && !self.contains('#')").message("loginUrl must be an absolute https:// or http:// URL with a host and no fragment, e.g. https://login.example.com/sign-in"))]
+    #[schemars(length(max = 2048))]
+    pub login_url: Option<String>,
 }
 
 /// An external OIDC issuer.

@@ -310,6 +310,33 @@ spec: {auth: {issuers: [{issuer: "https://id.example.com", jwksUri: "https://id.
         "exactly one of issuers[].jwksUri and issuers[].jwks must be set",
     ),
     (
+        "tenant loginUrl not a URL",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: TENANT}
+spec: {auth: {loginUrl: "javascript:alert(1)"}}"#,
+        "loginUrl must be an absolute https:// or http:// URL",
+    ),
+    (
+        "tenant loginUrl relative",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: TENANT}
+spec: {auth: {loginUrl: "/login"}}"#,
+        "loginUrl must be an absolute https:// or http:// URL",
+    ),
+    (
+        "tenant loginUrl with a fragment",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: TENANT}
+spec: {auth: {loginUrl: "https://login.example.com/#/in"}}"#,
+        "loginUrl must be an absolute https:// or http:// URL",
+    ),
+    (
         "owner service account without namespace",
         r#"
 apiVersion: microplane.dev/v1alpha1

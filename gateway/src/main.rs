@@ -111,6 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
         max_header_bytes: args.max_header_bytes,
         access_log: args.access_log,
+        ..Settings::default()
     };
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));
     let ready = Arc::new(AtomicBool::new(false));

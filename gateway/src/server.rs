@@ -18,7 +18,9 @@ use hyper_util::server::conn::auto;
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 use tokio::net::TcpListener;
 
-use crate::auth::{self, AuthState, jwks::JwksCache};
+use crate::auth::jwks::{JwksCache, JwksSettings};
+use crate::auth::token::TokenCache;
+use crate::auth::{self, AuthState, Authn, TenantAuth};
 use crate::balance::Upstreams;
 use crate::cors;
 use crate::error::GatewayError;
@@ -55,6 +57,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Log one line per request.
     pub access_log: bool,
+    /// Timing of external issuers' key set fetches.
+    pub jwks: JwksSettings,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
             access_log: true,
+            jwks: JwksSettings::default(),
         }
     }
 }
@@ -83,6 +88,10 @@ pub struct Gateway {
     pub jwks_changed: Arc<tokio::sync::Notify>,
     /// The last snapshot applied, to rebuild `auth` when external keys change.
     pub last_wire: std::sync::Mutex<Option<Arc<microplane_sync::v1::Snapshot>>>,
+    /// Held while `auth` is built and stored (`sync::apply`, `sync::rebuild_auth`).
+    pub auth_build: std::sync::Mutex<()>,
+    /// Verified tokens, shared by every auth state's verifier.
+    pub token_cache: TokenCache,
     /// Endpoints, kept across snapshots.
     pub upstreams: Upstreams,
     /// Limits.
@@ -110,9 +119,11 @@ impl Gateway {
         Self {
             snapshot: ArcSwapOption::empty(),
             auth: ArcSwapOption::empty(),
-            jwks: Arc::new(JwksCache::new(jwks_changed.clone())),
+            jwks: Arc::new(JwksCache::with_settings(jwks_changed.clone(), settings.jwks)),
             jwks_changed,
             last_wire: std::sync::Mutex::new(None),
+            auth_build: std::sync::Mutex::new(()),
+            token_cache: TokenCache::new(auth::token::VerifierSettings::default().cache_capacity),
             upstreams: Upstreams::default(),
             settings,
             metrics,
@@ -197,7 +208,7 @@ impl Gateway {
         }
 
         // Phase 1: tenant (header, host, the issuer of a valid token, the default).
-        let verified = auth_state.authenticate(req.headers())?;
+        let (auth_state, verified) = self.authenticate(auth_state, req.headers()).await;
         let tenant = self.resolve_tenant(
             &snap,
             &auth_state,
@@ -227,7 +238,9 @@ impl Gateway {
         {
             ctx.route = Some(route.clone());
             // Phase 2: auth; the resource endpoint of an `Http` service is the backend path.
-            tenant_auth.authorize(account.as_ref(), &route.service, &rest)?;
+            if let Err(e) = tenant_auth.authorize(account.as_ref(), &route.service, &rest) {
+                return refused(e, &tenant_auth, &req);
+            }
             auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
             return proxy::forward(&self.http, route, &rest, req, Some(peer.ip()), &mut ctx.upstream).await;
         }
@@ -244,7 +257,9 @@ impl Gateway {
         };
         ctx.endpoint = Some(resolved.endpoint.clone());
         // Phase 2: auth, before anything reveals whether the service exists.
-        tenant_auth.authorize(account.as_ref(), &resolved.service, &resolved.endpoint)?;
+        if let Err(e) = tenant_auth.authorize(account.as_ref(), &resolved.service, &resolved.endpoint) {
+            return refused(e, &tenant_auth, &req);
+        }
         let route = tenant.routes.get(&resolved.service).cloned().ok_or_else(|| {
             GatewayError::not_found(format!(
                 "service {} not found in namespace {}",
@@ -284,6 +299,28 @@ impl Gateway {
             &mut ctx.upstream,
         )
         .await
+    }
+
+    /// The caller's account, if the request carries a valid access token (`auth_state` verifies
+    /// it). A token whose external issuer lacks its `kid` may be signed by a key the issuer just
+    /// rotated in: that issuer's keys are fetched at once (single flight with the background
+    /// refresh, rate-limited, a bounded wait) and the token verified again with the auth state
+    /// rebuilt from them, which is returned for the rest of the request.
+    pub async fn authenticate(
+        &self,
+        auth_state: Arc<AuthState>,
+        headers: &HeaderMap,
+    ) -> (Arc<AuthState>, Option<auth::token::Verified>) {
+        let authn = auth_state.authenticate(headers);
+        if let Authn::UnknownKid { issuer } = &authn
+            && self.jwks.refresh_now(issuer).await
+            && let Some(fresh) = crate::sync::rebuild_auth(self)
+            && !Arc::ptr_eq(&fresh, &auth_state)
+        {
+            let authn = fresh.authenticate(headers);
+            return (fresh, authn.into_account());
+        }
+        (auth_state, authn.into_account())
     }
 
     fn resolve_tenant(
@@ -527,6 +564,35 @@ pub fn never_reached(status: &tonic::Status) -> bool {
     })
 }
 
+/// A refusal of the rules as the client gets it: a browser navigation refused without an account
+/// goes to the tenant's login page (307, `auth::login`); anything else is the error.
+fn refused<B>(e: GatewayError, tenant_auth: &TenantAuth, req: &Request<B>) -> Result<Response<BoxBody>, GatewayError> {
+    match auth::login::login_redirect(
+        e.code,
+        tenant_auth.login_url.as_deref(),
+        req.method(),
+        req.headers(),
+        req.uri(),
+    ) {
+        Some(location) => Ok(redirect_response(&location).unwrap_or_else(|| error_response(&e))),
+        None => Err(e),
+    }
+}
+
+/// `307 Temporary Redirect` to `location`, not to be cached; `None` when `location` cannot be a
+/// header value.
+fn redirect_response(location: &str) -> Option<Response<BoxBody>> {
+    let location = HeaderValue::from_str(location).ok()?;
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(resp)
+}
+
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -674,6 +740,101 @@ mod tests {
         assert!(!never_reached(&tonic::Status::unavailable("backend is overloaded")));
         assert!(!never_reached(&tonic::Status::internal("tcp connect error")));
         assert!(!never_reached(&tonic::Status::deadline_exceeded("connection refused")));
+    }
+
+    /// Phase 1 against an external issuer whose JWKS a loopback server serves: rotations are
+    /// followed at once, removed keys stop verifying, and an unreachable issuer keeps its keys.
+    #[tokio::test]
+    async fn external_key_rotation_is_followed_on_demand() {
+        use crate::auth::jwks::testing::{Serve, Server, jwks};
+        use crate::auth::token::{Claims, SigningKey};
+        use microplane_sync::v1;
+
+        const ISS: &str = "https://idp.rotation.test";
+        let (k1, k2, k3) = (
+            SigningKey::generate("k1").unwrap(),
+            SigningKey::generate("k2").unwrap(),
+            SigningKey::generate("never-published").unwrap(),
+        );
+        let server = Server::start(jwks(&[&k1])).await;
+        // Every unknown kid may refresh (no rate limit), so that failed fetches are exercised too.
+        let settings = Settings {
+            jwks: crate::auth::jwks::JwksSettings {
+                on_demand_interval: Duration::ZERO,
+                ..Default::default()
+            },
+            ..Settings::default()
+        };
+        let gw = Arc::new(Gateway::new(settings, Metrics::new()));
+        tokio::spawn(crate::sync::follow_external_keys(gw.clone()));
+        let wire = v1::Snapshot {
+            version: 1,
+            source: "test".into(),
+            tenants: vec![v1::Tenant {
+                name: "acme".into(),
+                external_issuers: vec![v1::ExternalIssuer {
+                    issuer: ISS.into(),
+                    jwks_uri: server.uri.clone(),
+                    algorithms: vec!["ES256".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(crate::sync::apply(&gw, &wire), Ok(true));
+
+        let now = auth::now_unix();
+        let bearer = |k: &SigningKey| {
+            let claims = Claims {
+                sub: format!("user-of-{}", k.kid),
+                iss: ISS.into(),
+                exp: now + 600,
+                iat: now,
+                account_type: "user".into(),
+                token_use: "access".into(),
+                ..Default::default()
+            };
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {}", k.sign(&claims).unwrap())).unwrap(),
+            );
+            h
+        };
+        let account = |h: HeaderMap| {
+            let gw = gw.clone();
+            async move {
+                let state = gw.auth.load_full().unwrap();
+                gw.authenticate(state, &h).await.1.map(|v| v.account_id)
+            }
+        };
+
+        // The first fetch (or the on-demand one the first token asks for) brings k1.
+        assert_eq!(account(bearer(&k1)).await.as_deref(), Some("user-of-k1"));
+        assert!(!gw.token_cache.is_empty(), "verified and cached");
+        let hits = server.hits();
+
+        // Rotation: k2 replaces k1. A k2 token is accepted on its first request, by one fetch.
+        server.set(jwks(&[&k2]));
+        assert_eq!(account(bearer(&k2)).await.as_deref(), Some("user-of-k2"));
+        assert_eq!(server.hits(), hits + 1);
+        // The removed key no longer verifies, though its token was cached.
+        assert_eq!(account(bearer(&k1)).await, None);
+
+        // The issuer goes away: k2 keeps verifying; a never-published kid is refused.
+        server.set(Serve::Status(503));
+        let hits = server.hits();
+        assert_eq!(account(bearer(&k3)).await, None);
+        assert_eq!(
+            server.hits(),
+            hits + 1,
+            "the unknown kid asked for a fetch, which failed"
+        );
+        assert_eq!(account(bearer(&k2)).await.as_deref(), Some("user-of-k2"));
+        server.task.abort();
+        assert_eq!(account(bearer(&k3)).await, None);
+        assert_eq!(account(bearer(&k2)).await.as_deref(), Some("user-of-k2"));
     }
 
     #[test]

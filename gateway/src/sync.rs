@@ -2,8 +2,8 @@
 //! acknowledges it, and reconnects with backoff. While the operator (or the API server behind it)
 //! is away, the last good snapshot keeps serving.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use microplane_sync::v1::routing_sync_client::RoutingSyncClient;
@@ -36,6 +36,8 @@ pub fn backoff(attempt: u32) -> Duration {
 /// Applies one snapshot: builds the routing state and swaps it in, unless it is older than the one
 /// served (same operator process, lower or equal version). Returns the error that refused it.
 pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
+    // One builder of the auth state at a time, so that none stores one built from older inputs.
+    let _building = gateway.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(cur) = gateway.snapshot.load().as_ref()
         && cur.source == wire.source
         && cur.version >= wire.version
@@ -48,7 +50,8 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
             let externals: Vec<&microplane_sync::v1::ExternalIssuer> =
                 wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
             gateway.jwks.follow(&externals);
-            AuthState::build(wire, &gateway.jwks.keys())
+            let (generation, keys) = gateway.jwks.snapshot();
+            AuthState::build(wire, &keys, generation, gateway.token_cache.clone())
                 .map(|a| (s, a))
                 .map_err(|e| e.to_string())
         });
@@ -83,17 +86,37 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
     }
 }
 
+/// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
+/// built. Returns the auth state served afterwards.
+pub fn rebuild_auth(gateway: &Gateway) -> Option<Arc<AuthState>> {
+    let _building = gateway.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
+    let current = gateway.auth.load_full();
+    let (generation, keys) = gateway.jwks.snapshot();
+    if current.as_ref().is_some_and(|a| a.keys_generation >= generation) {
+        return current;
+    }
+    let wire = gateway.last_wire.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(wire) = wire else {
+        return current;
+    };
+    match AuthState::build(&wire, &keys, generation, gateway.token_cache.clone()) {
+        Ok(a) => {
+            let a = Arc::new(a);
+            gateway.auth.store(Some(a.clone()));
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "auth state not rebuilt");
+            current
+        }
+    }
+}
+
 /// Rebuilds the auth state from the last snapshot whenever an external issuer's keys change.
 pub async fn follow_external_keys(gateway: Arc<Gateway>) {
     loop {
         gateway.jwks_changed.notified().await;
-        let wire = gateway.last_wire.lock().ok().and_then(|l| l.clone());
-        if let Some(wire) = wire {
-            match AuthState::build(&wire, &gateway.jwks.keys()) {
-                Ok(a) => gateway.auth.store(Some(Arc::new(a))),
-                Err(e) => tracing::warn!(error = %e, "auth state not rebuilt"),
-            }
-        }
+        rebuild_auth(&gateway);
     }
 }
 
@@ -202,6 +225,73 @@ mod tests {
         assert!(apply(&gw, &bad).is_err());
         let cur = gw.snapshot.load_full().unwrap();
         assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
+    }
+
+    #[test]
+    fn the_token_cache_outlives_snapshots_but_not_the_keys() {
+        use crate::auth::token::{Claims, SigningKey};
+        let gw = Gateway::new(Settings::default(), Metrics::new());
+        let (old, new) = (
+            SigningKey::generate("old").unwrap(),
+            SigningKey::generate("new").unwrap(),
+        );
+        let tenant = |keys: &[&SigningKey], denied: bool| v1::Tenant {
+            name: "micro".into(),
+            issuer: "http://gw/micro".into(),
+            signing_keys: keys
+                .iter()
+                .map(|k| v1::SigningKey {
+                    kid: k.kid.clone(),
+                    pkcs8: k.pkcs8_der(),
+                })
+                .collect(),
+            rules: vec![v1::Rule {
+                id: "r".into(),
+                scope: "*".into(),
+                name: "*".into(),
+                endpoint: "*".into(),
+                denied,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut wire = snap("a", 1);
+        wire.tenants = vec![tenant(&[&old], false)];
+        assert_eq!(apply(&gw, &wire), Ok(true));
+        let now = crate::auth::now_unix();
+        let claims = Claims {
+            sub: "alice".into(),
+            iss: "http://gw/micro".into(),
+            exp: now + 600,
+            iat: now,
+            account_type: "user".into(),
+            token_use: "access".into(),
+            ..Default::default()
+        };
+        let mut headers = http::HeaderMap::new();
+        let bearer = format!("Bearer {}", old.sign(&claims).unwrap());
+        headers.insert(http::header::AUTHORIZATION, bearer.parse().unwrap());
+        let first = gw.auth.load_full().unwrap();
+        assert!(first.authenticate(&headers).into_account().is_some());
+        assert_eq!(gw.token_cache.len(), 1);
+        // No external key changed: nothing to rebuild.
+        assert!(Arc::ptr_eq(&rebuild_auth(&gw).unwrap(), &first));
+
+        // A rule change: a new auth state, the same cache.
+        wire.version = 2;
+        wire.tenants = vec![tenant(&[&new, &old], true)];
+        assert_eq!(apply(&gw, &wire), Ok(true));
+        let second = gw.auth.load_full().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(gw.token_cache.len(), 1);
+        assert!(second.authenticate(&headers).into_account().is_some());
+
+        // The old key is rotated out: its token, cached or not, no longer verifies.
+        wire.version = 3;
+        wire.tenants = vec![tenant(&[&new], false)];
+        assert_eq!(apply(&gw, &wire), Ok(true));
+        let third = gw.auth.load_full().unwrap();
+        assert!(third.authenticate(&headers).into_account().is_none());
     }
 
     #[test]

@@ -3,21 +3,31 @@
 //! fails), one task per issuer (so one fetch in flight per issuer). A key set that cannot be fetched
 //! is never replaced by anything: the last good one stays, or, before any success, the issuer has
 //! no keys and its tokens are refused.
+//!
+//! A token whose `kid` the cached set lacks may be signed by a key the issuer has just rotated in:
+//! [`JwksCache::refresh_now`] asks that issuer's task to fetch at once and waits for it (at most
+//! the fetch timeout). The task stays the only fetcher (single flight), and such refreshes are
+//! rate-limited per issuer ([`ON_DEMAND_INTERVAL`]), so tokens with made-up kids cannot make the
+//! gateway hammer the issuer: within the interval, a caller joins the refresh in flight or, when
+//! it has completed, is answered from the keys it brought.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use microplane_sync::v1;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::token::{PublicKey, parse_jwks};
 
 /// How often a key set is fetched again after a success.
 pub const REFRESH: Duration = Duration::from_secs(300);
-/// Time limit of one fetch.
+/// Time limit of one fetch, and of the wait for an on-demand refresh.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Least time between two on-demand refreshes of one issuer's key set.
+pub const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_BYTES: usize = 256 << 10;
 
@@ -26,18 +36,69 @@ pub fn retry_after(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
+/// The timing of a [`JwksCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JwksSettings {
+    /// Time between fetches after a success ([`REFRESH`]).
+    pub refresh: Duration,
+    /// Time limit of a fetch and of the wait for an on-demand refresh ([`FETCH_TIMEOUT`]).
+    pub fetch_timeout: Duration,
+    /// Least time between two on-demand refreshes of one issuer ([`ON_DEMAND_INTERVAL`]).
+    pub on_demand_interval: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            refresh: REFRESH,
+            fetch_timeout: FETCH_TIMEOUT,
+            on_demand_interval: ON_DEMAND_INTERVAL,
+        }
+    }
+}
+
+/// Fetches of one issuer's key set so far: `started` counts those begun, `completed` those ended
+/// (whether or not they brought keys). Fetches run one after another, so fetch `n` has ended once
+/// `completed >= n`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Progress {
+    started: u64,
+    completed: u64,
+}
+
+/// What the background task of one fetched issuer shares with on-demand callers.
+struct Refresher {
+    uri: String,
+    /// The number of the fetch on-demand callers wait for: when it is past the fetches started,
+    /// the task starts the next one at once instead of at its scheduled time.
+    wanted: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
+    /// When the last on-demand refresh was asked for, and the fetch that answers it.
+    on_demand: Mutex<Option<(Instant, u64)>>,
+}
+
+/// A fetched issuer: its refresher and the task that fetches.
+struct Fetched {
+    refresher: Arc<Refresher>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The key sets of every external issuer the snapshot names.
 pub struct JwksCache {
     keys: ArcSwap<HashMap<String, Vec<PublicKey>>>,
-    tasks: Mutex<HashMap<String, (String, tokio::task::JoinHandle<()>)>>,
+    /// Grows whenever `keys` changes (after the change is visible).
+    generation: AtomicU64,
+    fetched: Mutex<HashMap<String, Fetched>>,
     changed: Arc<Notify>,
     client: reqwest::Client,
+    settings: JwksSettings,
 }
 
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksCache")
             .field("issuers", &self.keys.load().len())
+            .field("generation", &self.generation())
             .finish()
     }
 }
@@ -45,17 +106,24 @@ impl std::fmt::Debug for JwksCache {
 impl JwksCache {
     /// An empty cache that wakes `changed` whenever a key set changes.
     pub fn new(changed: Arc<Notify>) -> Self {
+        Self::with_settings(changed, JwksSettings::default())
+    }
+
+    /// [`new`](Self::new) with other timing.
+    pub fn with_settings(changed: Arc<Notify>, settings: JwksSettings) -> Self {
         let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
+            .timeout(settings.fetch_timeout)
+            .connect_timeout(Duration::from_secs(2).min(settings.fetch_timeout))
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();
         Self {
             keys: ArcSwap::from_pointee(HashMap::new()),
-            tasks: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            fetched: Mutex::new(HashMap::new()),
             changed,
             client,
+            settings,
         }
     }
 
@@ -64,8 +132,19 @@ impl JwksCache {
         self.keys.load_full()
     }
 
-    fn set(keys: &ArcSwap<HashMap<String, Vec<PublicKey>>>, issuer: &str, set: Option<Vec<PublicKey>>) {
-        keys.rcu(|cur| {
+    /// How many times the keys changed so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The keys with their generation: the keys are at least as new as the generation says.
+    pub fn snapshot(&self) -> (u64, Arc<HashMap<String, Vec<PublicKey>>>) {
+        let generation = self.generation();
+        (generation, self.keys())
+    }
+
+    fn set(&self, issuer: &str, set: Option<Vec<PublicKey>>) {
+        self.keys.rcu(|cur| {
             let mut next = HashMap::clone(cur);
             match &set {
                 Some(k) => {
@@ -77,23 +156,24 @@ impl JwksCache {
             }
             next
         });
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Follows the external issuers of a snapshot: inline key sets are parsed at once, fetched ones
     /// get a background task; issuers no longer named are dropped. Returns whether keys changed now.
     pub fn follow(self: &Arc<Self>, issuers: &[&v1::ExternalIssuer]) -> bool {
         let mut changed = false;
-        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
         let wanted: HashMap<&str, &v1::ExternalIssuer> = issuers.iter().map(|i| (i.issuer.as_str(), *i)).collect();
         // Stop what is gone or changed its URI.
-        let stale: Vec<String> = tasks
+        let stale: Vec<String> = fetched
             .iter()
-            .filter(|(iss, (uri, _))| wanted.get(iss.as_str()).is_none_or(|w| &w.jwks_uri != uri))
+            .filter(|(iss, f)| wanted.get(iss.as_str()).is_none_or(|w| w.jwks_uri != f.refresher.uri))
             .map(|(iss, _)| iss.clone())
             .collect();
         for iss in stale {
-            if let Some((_, h)) = tasks.remove(&iss) {
-                h.abort();
+            if let Some(f) = fetched.remove(&iss) {
+                f.task.abort();
             }
         }
         for (iss, e) in &wanted {
@@ -101,45 +181,112 @@ impl JwksCache {
                 let parsed = parse_jwks(e.jwks.as_bytes()).ok();
                 let now = self.keys.load().get(*iss).cloned();
                 if parsed.is_some() && parsed != now {
-                    Self::set(&self.keys, iss, parsed);
+                    self.set(iss, parsed);
                     changed = true;
                 }
-            } else if !e.jwks_uri.is_empty() && !tasks.contains_key(*iss) {
-                let this = self.clone();
-                let (issuer, uri) = (iss.to_string(), e.jwks_uri.clone());
-                let h = tokio::spawn(async move { this.refresh_loop(issuer, uri).await });
-                tasks.insert(iss.to_string(), (e.jwks_uri.clone(), h));
+            } else if !e.jwks_uri.is_empty() && !fetched.contains_key(*iss) {
+                let refresher = Arc::new(Refresher {
+                    uri: e.jwks_uri.clone(),
+                    wanted: watch::Sender::new(0),
+                    progress: watch::Sender::new(Progress::default()),
+                    on_demand: Mutex::new(None),
+                });
+                let (this, issuer, r) = (self.clone(), iss.to_string(), refresher.clone());
+                let task = tokio::spawn(async move { this.refresh_loop(issuer, r).await });
+                fetched.insert(iss.to_string(), Fetched { refresher, task });
             }
         }
         // Forget keys of issuers no longer named.
         let known: Vec<String> = self.keys.load().keys().cloned().collect();
         for iss in known {
             if !wanted.contains_key(iss.as_str()) {
-                Self::set(&self.keys, &iss, None);
+                self.set(&iss, None);
                 changed = true;
             }
         }
         changed
     }
 
-    async fn refresh_loop(self: Arc<Self>, issuer: String, uri: String) {
+    /// Asks for `issuer`'s key set to be fetched now, because a token named a key it lacks, and
+    /// waits for that fetch, at most the fetch timeout. Returns whether a fetch that started after
+    /// the call (or after the on-demand refresh this call joined) has completed: the keys are then
+    /// as current as the issuer serves them, or, when the fetch failed, the last good ones.
+    ///
+    /// Returns `false` at once for an issuer whose keys are not fetched (inline, or not an
+    /// external issuer), and when an on-demand refresh of this issuer was asked for less than the
+    /// on-demand interval ago and has completed (rate limit: its keys are the answer).
+    pub async fn refresh_now(&self, issuer: &str) -> bool {
+        let refresher = {
+            let fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
+            match fetched.get(issuer) {
+                Some(f) => f.refresher.clone(),
+                None => return false,
+            }
+        };
+        let mut progress = refresher.progress.subscribe();
+        let target = {
+            let mut last = refresher.on_demand.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = *progress.borrow_and_update();
+            match *last {
+                Some((at, target)) if at.elapsed() < self.settings.on_demand_interval => {
+                    if now.completed >= target {
+                        return false;
+                    }
+                    target
+                }
+                _ => {
+                    // A fetch in flight began before this call: the answer is the next one.
+                    let target = now.started + 1;
+                    *last = Some((Instant::now(), target));
+                    refresher.wanted.send_modify(|w| *w = (*w).max(target));
+                    tracing::debug!(%issuer, "token with an unknown kid: refreshing the issuer's keys");
+                    target
+                }
+            }
+        };
+        matches!(
+            tokio::time::timeout(
+                self.settings.fetch_timeout,
+                progress.wait_for(|p| p.completed >= target)
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn refresh_loop(self: Arc<Self>, issuer: String, r: Arc<Refresher>) {
         let mut failures = 0u32;
+        let mut wanted = r.wanted.subscribe();
         loop {
-            match self.fetch(&uri).await {
+            let mut number = 0;
+            r.progress.send_modify(|p| {
+                p.started += 1;
+                number = p.started;
+            });
+            let delay = match self.fetch(&r.uri).await {
                 Ok(keys) => {
                     failures = 0;
                     if self.keys.load().get(&issuer) != Some(&keys) {
                         tracing::info!(%issuer, keys = keys.len(), "external issuer keys updated");
-                        Self::set(&self.keys, &issuer, Some(keys));
+                        self.set(&issuer, Some(keys));
                         self.changed.notify_one();
                     }
-                    tokio::time::sleep(REFRESH).await;
+                    self.settings.refresh
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::warn!(%issuer, error = %e, "fetching the issuer's keys failed; keeping the last good ones");
-                    tokio::time::sleep(retry_after(failures)).await;
+                    retry_after(failures)
                 }
+            };
+            // Completed only once the keys it brought are visible.
+            r.progress.send_modify(|p| p.completed = number);
+            // The next fetch at its time, or at once when a caller waits for it. (`r` keeps the
+            // sender alive, so the wait ends only that way.)
+            let next = number + 1;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = wanted.wait_for(|w| *w >= next) => {}
             }
         }
     }
@@ -160,14 +307,238 @@ impl JwksCache {
     }
 }
 
+/// A JWKS server on loopback for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::auth::token::SigningKey;
+
+    /// What the loopback JWKS server answers.
+    #[derive(Clone)]
+    pub(crate) enum Serve {
+        Keys(String),
+        Status(u16),
+        /// Reads the request and never answers.
+        Hang,
+    }
+
+    /// A JWKS server on loopback: answers what `serve` says and counts requests.
+    pub(crate) struct Server {
+        pub(crate) uri: String,
+        serve: Arc<Mutex<Serve>>,
+        hits: Arc<AtomicUsize>,
+        pub(crate) task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Server {
+        pub(crate) async fn start(serve: Serve) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+            let serve = Arc::new(Mutex::new(serve));
+            let hits = Arc::new(AtomicUsize::new(0));
+            let (s, h) = (serve.clone(), hits.clone());
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((mut conn, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (s, h) = (s.clone(), h.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        let mut read = 0;
+                        while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf[read..]).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => read += n,
+                            }
+                        }
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let what = s.lock().unwrap().clone();
+                        let (status, body) = match what {
+                            Serve::Keys(body) => (200, body),
+                            Serve::Status(code) => (code, "{}".to_string()),
+                            Serve::Hang => {
+                                std::future::pending::<()>().await;
+                                return;
+                            }
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = conn.write_all(resp.as_bytes()).await;
+                    });
+                }
+            });
+            Self { uri, serve, hits, task }
+        }
+
+        pub(crate) fn set(&self, serve: Serve) {
+            *self.serve.lock().unwrap() = serve;
+        }
+
+        pub(crate) fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+    }
+
+    pub(crate) fn jwks(keys: &[&SigningKey]) -> Serve {
+        Serve::Keys(
+            serde_json::json!({"keys": keys.iter().map(|k| k.public().to_jwk()).collect::<Vec<_>>()}).to_string(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{Serve, Server, jwks};
     use super::*;
+    use crate::auth::token::SigningKey;
+
+    const ISS: &str = "https://idp.test";
+
+    fn issuer(uri: &str) -> v1::ExternalIssuer {
+        v1::ExternalIssuer {
+            issuer: ISS.into(),
+            jwks_uri: uri.into(),
+            ..Default::default()
+        }
+    }
+
+    fn kids(cache: &JwksCache) -> Vec<String> {
+        cache
+            .keys()
+            .get(ISS)
+            .map(|ks| ks.iter().map(|k| k.kid.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A cache following the issuer at `server`, once its first fetch brought keys.
+    async fn following(server: &Server, settings: JwksSettings) -> Arc<JwksCache> {
+        let changed = Arc::new(Notify::new());
+        let cache = Arc::new(JwksCache::with_settings(changed.clone(), settings));
+        cache.follow(&[&issuer(&server.uri)]);
+        tokio::time::timeout(Duration::from_secs(10), changed.notified())
+            .await
+            .expect("the first fetch brings keys");
+        cache
+    }
 
     #[test]
     fn retries_back_off_and_are_bounded() {
         assert_eq!(retry_after(1), Duration::from_secs(1));
         assert_eq!(retry_after(3), Duration::from_secs(4));
         assert_eq!(retry_after(50), Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refreshes_at_once_and_at_most_once_per_interval() {
+        let (k1, k2) = (SigningKey::generate("k1").unwrap(), SigningKey::generate("k2").unwrap());
+        let server = Server::start(jwks(&[&k1])).await;
+        let cache = following(&server, JwksSettings::default()).await;
+        assert_eq!(kids(&cache), ["k1"]);
+        let (hits, generation) = (server.hits(), cache.generation());
+
+        // The issuer rotates: the next fetch is on demand, not in 5 minutes.
+        server.set(jwks(&[&k2]));
+        assert!(cache.refresh_now(ISS).await);
+        assert_eq!(server.hits(), hits + 1);
+        assert_eq!(kids(&cache), ["k2"], "the removed key is gone");
+        assert!(cache.generation() > generation);
+
+        // Within the interval: answered from the keys just fetched, nothing is fetched.
+        server.set(jwks(&[&k1, &k2]));
+        for _ in 0..5 {
+            assert!(!cache.refresh_now(ISS).await);
+        }
+        assert_eq!(server.hits(), hits + 1);
+        assert_eq!(kids(&cache), ["k2"]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_refreshes_share_one_fetch() {
+        let (k1, k2) = (SigningKey::generate("k1").unwrap(), SigningKey::generate("k2").unwrap());
+        let server = Server::start(jwks(&[&k1])).await;
+        let cache = following(&server, JwksSettings::default()).await;
+        let hits = server.hits();
+        server.set(jwks(&[&k1, &k2]));
+        let all = futures::future::join_all((0..32).map(|_| cache.refresh_now(ISS))).await;
+        assert!(all.iter().all(|r| *r), "every caller waited for the one fetch: {all:?}");
+        assert_eq!(server.hits(), hits + 1, "single flight");
+        assert_eq!(kids(&cache), ["k1", "k2"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_good_keys() {
+        let k1 = SigningKey::generate("k1").unwrap();
+        let server = Server::start(jwks(&[&k1])).await;
+        let settings = JwksSettings {
+            on_demand_interval: Duration::ZERO,
+            ..JwksSettings::default()
+        };
+        let cache = following(&server, settings).await;
+        let generation = cache.generation();
+        for failure in [
+            Serve::Status(500),
+            Serve::Status(404),
+            Serve::Keys("not json".into()),
+            Serve::Keys(r#"{"keys":[]}"#.into()),
+            Serve::Keys(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.into()),
+        ] {
+            server.set(failure);
+            let hits = server.hits();
+            assert!(cache.refresh_now(ISS).await, "the refresh ran");
+            assert_eq!(server.hits(), hits + 1);
+            assert_eq!(kids(&cache), ["k1"]);
+        }
+        // The issuer goes away altogether.
+        server.task.abort();
+        assert!(server.task.await.is_err_and(|e| e.is_cancelled()));
+        assert!(cache.refresh_now(ISS).await);
+        assert_eq!(kids(&cache), ["k1"]);
+        assert_eq!(cache.generation(), generation, "the keys never changed");
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_refresh_is_bounded() {
+        let k1 = SigningKey::generate("k1").unwrap();
+        let server = Server::start(jwks(&[&k1])).await;
+        let settings = JwksSettings {
+            fetch_timeout: Duration::from_millis(300),
+            ..JwksSettings::default()
+        };
+        let cache = following(&server, settings).await;
+        server.set(Serve::Hang);
+        let hits = server.hits();
+        let started = Instant::now();
+        // Whether the wait or the fetch gives up first, the caller is answered within about the
+        // fetch timeout, not the issuer's pace.
+        let _ = cache.refresh_now(ISS).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert_eq!(server.hits(), hits + 1, "the fetch was asked for");
+        assert_eq!(kids(&cache), ["k1"]);
+    }
+
+    #[tokio::test]
+    async fn only_fetched_issuers_refresh() {
+        let k1 = SigningKey::generate("k1").unwrap();
+        let changed = Arc::new(Notify::new());
+        let cache = Arc::new(JwksCache::new(changed));
+        let inline = v1::ExternalIssuer {
+            issuer: ISS.into(),
+            jwks: serde_json::json!({"keys": [k1.public().to_jwk()]}).to_string(),
+            ..Default::default()
+        };
+        assert!(cache.follow(&[&inline]));
+        assert_eq!(kids(&cache), ["k1"]);
+        assert!(!cache.refresh_now(ISS).await, "inline keys are not fetched");
+        assert!(!cache.refresh_now("https://unknown.test").await);
+        // No longer named: its keys are dropped.
+        assert!(cache.follow(&[]));
+        assert!(kids(&cache).is_empty());
     }
 }

@@ -3,8 +3,10 @@
 //! - [`token`]: extracting the token (`Authorization: Bearer` or cookie `micro-token`), verifying it
 //!   against the tenant's own issuer or its external issuers, and signing platform tokens;
 //! - [`rules`]: AuthRule evaluation;
-//! - [`jwks`]: external issuers' key sets, fetched and refreshed in the background;
-//! - [`endpoints`]: each tenant's OpenID discovery document, JWKS and token endpoint.
+//! - [`jwks`]: external issuers' key sets, fetched and refreshed in the background, and at once
+//!   when a token names a key the cached set lacks;
+//! - [`endpoints`]: each tenant's OpenID discovery document, JWKS and token endpoint;
+//! - [`login`]: the redirect of a browser refused without an account to the tenant's login page.
 //!
 //! Per snapshot, every tenant gets a [`TenantAuth`] (its issuer, keys, rules, accounts) and the
 //! gateway one [`token::Verifier`] over all issuers. The identity the gateway verified reaches
@@ -12,6 +14,7 @@
 
 pub mod endpoints;
 pub mod jwks;
+pub mod login;
 pub mod rules;
 pub mod token;
 
@@ -22,7 +25,7 @@ use http::{HeaderMap, HeaderValue};
 use microplane_sync::v1;
 
 use self::rules::{Access, Account, Decision, Rule, RuleSet};
-use self::token::{Alg, Issuer, PublicKey, SigningKey, Verified};
+use self::token::{Alg, Issuer, PublicKey, SigningKey, TokenCache, TokenError, Verified};
 use crate::error::GatewayError;
 
 /// Headers (and gRPC metadata keys) that carry the verified caller to backends. The gateway removes
@@ -92,6 +95,8 @@ pub struct TenantAuth {
     pub rules: RuleSet,
     /// External issuers (`iss`) the tenant trusts.
     pub external: Vec<String>,
+    /// Where a browser refused without an account is sent to sign in (`spec.auth.loginUrl`).
+    pub login_url: Option<String>,
 }
 
 impl std::fmt::Debug for TenantAuth {
@@ -174,6 +179,7 @@ impl TenantAuth {
             accounts,
             rules: RuleSet::new(rules),
             external: t.external_issuers.iter().map(|e| e.issuer.clone()).collect(),
+            login_url: (!t.login_url.is_empty()).then(|| t.login_url.clone()),
         })
     }
 
@@ -235,6 +241,34 @@ pub struct AuthState {
     pub issuers: HashMap<String, String>,
     /// Verifies every issuer's tokens.
     pub verifier: token::Verifier,
+    /// The [`jwks::JwksCache::generation`] of the external keys it was built with.
+    pub keys_generation: u64,
+}
+
+/// What a request's credentials come to.
+#[derive(Debug)]
+pub enum Authn {
+    /// A valid access token.
+    Account(Verified),
+    /// No usable token: none, an ambiguous or non-Bearer one, an invalid or expired one, a refresh
+    /// token.
+    Anonymous,
+    /// A token whose issuer has no key with its `kid`: no account, unless a refresh of that
+    /// issuer's key set brings the key (the issuer rotated its keys).
+    UnknownKid {
+        /// The `iss` the token claims (not verified).
+        issuer: String,
+    },
+}
+
+impl Authn {
+    /// The verified account, if any.
+    pub fn into_account(self) -> Option<Verified> {
+        match self {
+            Authn::Account(v) => Some(v),
+            Authn::Anonymous | Authn::UnknownKid { .. } => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthState {
@@ -246,8 +280,14 @@ impl std::fmt::Debug for AuthState {
 }
 
 impl AuthState {
-    /// Builds the auth state of a snapshot, with external issuers' keys from `external_keys`.
-    pub fn build(msg: &v1::Snapshot, external_keys: &HashMap<String, Vec<PublicKey>>) -> Result<Self, AuthConfigError> {
+    /// Builds the auth state of a snapshot, with external issuers' keys from `external_keys` (of
+    /// generation `keys_generation`); its verifier uses `cache`, which the state it replaces used.
+    pub fn build(
+        msg: &v1::Snapshot,
+        external_keys: &HashMap<String, Vec<PublicKey>>,
+        keys_generation: u64,
+        cache: TokenCache,
+    ) -> Result<Self, AuthConfigError> {
         let mut tenants = HashMap::new();
         let mut issuers_by_iss: HashMap<String, Issuer> = HashMap::new();
         let mut own = HashMap::new();
@@ -284,30 +324,41 @@ impl AuthState {
         Ok(Self {
             tenants,
             issuers: own,
-            verifier: token::Verifier::new(issuers_by_iss.into_values().collect(), Default::default()),
+            verifier: token::Verifier::with_cache(
+                issuers_by_iss.into_values().collect(),
+                token::VerifierSettings::default(),
+                cache,
+            ),
+            keys_generation,
         })
     }
 
     /// The verified caller of a request, if it presented a valid token. A missing, ambiguous
     /// (two `Authorization` headers, header and cookie disagreeing), non-Bearer or invalid token is
     /// no account: the least privilege, so public endpoints still answer (an `Http` backend may use
-    /// Basic auth of its own) and the rules refuse with 401 where an account is needed.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Verified>, GatewayError> {
+    /// Basic auth of its own) and the rules refuse with 401 where an account is needed. A token
+    /// whose issuer lacks its `kid` says which issuer, so that the caller may refresh its keys and
+    /// try again.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Authn {
         let token = match token::extract(headers) {
             Ok(Some(t)) => t,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Authn::Anonymous,
             Err(e) => {
                 tracing::debug!(category = e.category(), "no usable token");
-                return Ok(None);
+                return Authn::Anonymous;
             }
         };
         let now = now_unix();
         match self.verifier.verify(&token, now) {
-            Ok(v) if v.token_use == "access" => Ok(Some(v)),
-            Ok(_) => Ok(None),
+            Ok(v) if v.token_use == "access" => Authn::Account(v),
+            Ok(_) => Authn::Anonymous,
+            Err(TokenError::UnknownKid) => match token::unverified_issuer(&token) {
+                Some(issuer) => Authn::UnknownKid { issuer },
+                None => Authn::Anonymous,
+            },
             Err(e) => {
                 tracing::debug!(category = e.category(), "token refused");
-                Ok(None)
+                Authn::Anonymous
             }
         }
     }

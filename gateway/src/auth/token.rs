@@ -5,7 +5,8 @@
 //!   (asymmetric only: [`Alg`] cannot name `none` or HMAC), key by `kid`, signature, exact `iss`,
 //!   `exp`/`nbf` with a bounded clock skew, `aud` when configured, and `token_use`; the result is a
 //!   [`Verified`] identity with the tenant that vouches for it. Verified tokens are cached by
-//!   their SHA-256 until they expire.
+//!   their SHA-256 until they expire, in a [`TokenCache`] that successive verifiers share; an
+//!   entry counts only while the key that verified it is still trusted.
 //! - [`PublicKey`]s come from JWKs ([`parse_jwks`]); the platform signs its own tokens with
 //!   ES256 [`SigningKey`]s and publishes their [`PublicKey::to_jwk`].
 //!
@@ -29,5 +30,6 @@ pub use error::{KeyError, TokenError};
 pub use extract::{TOKEN_COOKIE, extract};
 pub use keys::{Alg, PublicKey, SigningKey, parse_jwks};
 pub use verifier::{
-    DEFAULT_SCOPES_CLAIM, Issuer, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_BYTES_LIMIT, Verifier, VerifierSettings,
+    DEFAULT_SCOPES_CLAIM, Issuer, MAX_CLOCK_SKEW_SECS, MAX_TOKEN_BYTES_LIMIT, TokenCache, Verifier, VerifierSettings,
+    unverified_issuer,
 };

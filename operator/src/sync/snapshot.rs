@@ -289,6 +289,12 @@ pub fn build(inputs: Inputs<'_>) -> Built {
                 rules,
                 accounts,
                 external_issuers,
+                login_url: t
+                    .spec
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.login_url.clone())
+                    .unwrap_or_default(),
                 hosts: t.spec.hosts.clone(),
                 cors: t.spec.cors.as_ref().map(|c| v1::Cors {
                     allowed_origins: c.allowed_origins.clone(),
@@ -506,7 +512,7 @@ mod tests {
     fn tenants_carry_issuer_keys_rules_accounts_and_ttl() {
         use k8s_openapi::api::core::v1::Secret;
         let t: Arc<Namespace> = yaml(
-            "apiVersion: microplane.dev/v1alpha1\nkind: Namespace\nmetadata: {name: acme}\nspec: {auth: {tokenTTL: 1h30m, issuers: [{issuer: 'https://idp.example', jwksUri: 'https://idp.example/jwks', algorithms: [ES256]}]}}",
+            "apiVersion: microplane.dev/v1alpha1\nkind: Namespace\nmetadata: {name: acme}\nspec: {auth: {tokenTTL: 1h30m, loginUrl: 'https://login.example/in?app=1', issuers: [{issuer: 'https://idp.example', jwksUri: 'https://idp.example/jwks', algorithms: [ES256]}]}}",
         );
         let key = crate::controller::issuer::generate(5).unwrap();
         let owner = Default::default();
@@ -539,6 +545,7 @@ mod tests {
         let t = &b.snapshot.tenants[0];
         assert_eq!(t.issuer, "http://localhost:8080/acme");
         assert_eq!(t.token_ttl_seconds, 5400);
+        assert_eq!(t.login_url, "https://login.example/in?app=1");
         assert_eq!(t.signing_keys.len(), 1);
         assert_eq!(t.signing_keys[0].kid, key.kid);
         let ids: Vec<_> = t.rules.iter().map(|r| (r.id.as_str(), r.denied)).collect();

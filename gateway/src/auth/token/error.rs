@@ -23,7 +23,12 @@ pub enum TokenError {
     /// The `iss` claim names no configured issuer.
     #[error("token issuer is not trusted")]
     UnknownIssuer,
-    /// No key of the issuer fits the token's `kid` and `alg`.
+    /// The issuer has no key with the token's `kid` (or, for a token without `kid`, no key for its
+    /// `alg`): the key may be newer than the key set the gateway holds.
+    #[error("token key is not known: no key of the issuer has this kid")]
+    UnknownKid,
+    /// A key of the issuer has the token's `kid` but does not fit it (another `alg`), or the token
+    /// names no `kid` and several keys could be meant.
     #[error("token key is not known: {0}")]
     UnknownKey(&'static str),
     /// The signature does not verify with the issuer's key.
@@ -65,7 +70,7 @@ impl TokenError {
             TokenError::Malformed(_) => "malformed",
             TokenError::Algorithm(_) => "algorithm",
             TokenError::UnknownIssuer | TokenError::IssuerMismatch => "issuer",
-            TokenError::UnknownKey(_) => "key",
+            TokenError::UnknownKey(_) | TokenError::UnknownKid => "key",
             TokenError::Signature => "signature",
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",

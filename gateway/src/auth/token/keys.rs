@@ -313,6 +313,31 @@ impl PublicKey {
         Value::Object(jwk)
     }
 
+    /// A SHA-256 over the `kid`, the `alg` and the key material: equal for equal keys, different
+    /// for any other key. What a cached verification remembers of the key that made it.
+    pub(super) fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Fingerprint::new();
+        h.field(self.kid.as_bytes());
+        h.field(self.alg.name().as_bytes());
+        match &self.material {
+            Material::Rsa { n, e } => {
+                h.field(b"RSA");
+                h.field(n);
+                h.field(e);
+            }
+            Material::Ec { x, y } => {
+                h.field(b"EC");
+                h.field(x);
+                h.field(y);
+            }
+            Material::Okp { x } => {
+                h.field(b"OKP");
+                h.field(x);
+            }
+        }
+        h.finish()
+    }
+
     /// Whether [`alg`](Self::alg) (a public field) is still the algorithm the key was parsed for;
     /// a key whose `alg` was changed is never used.
     pub(super) fn consistent(&self) -> bool {
@@ -323,6 +348,26 @@ impl PublicKey {
     /// signatures are the fixed-size `r || s` of RFC 7518 §3.4.
     pub(super) fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
         self.consistent() && self.parsed.verify_sig(message, signature).is_ok()
+    }
+}
+
+/// SHA-256 over length-prefixed fields, so that no two different field lists hash alike.
+pub(super) struct Fingerprint(aws_lc_rs::digest::Context);
+
+impl Fingerprint {
+    pub(super) fn new() -> Self {
+        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+
+    pub(super) fn field(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    pub(super) fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
     }
 }
 

@@ -427,10 +427,7 @@ fn unknown_kid_is_refused() {
         &KEYS.rsa.encoding,
         Algorithm::RS256,
     );
-    assert_eq!(
-        refused(&all_keys(), &token),
-        TokenError::UnknownKey("no key of the issuer has this kid")
-    );
+    assert_eq!(refused(&all_keys(), &token), TokenError::UnknownKid);
 }
 
 #[test]
@@ -766,6 +763,107 @@ fn the_cache_can_be_turned_off() {
     assert_eq!(v.cached_len(), 0);
 }
 
+#[test]
+fn a_shared_cache_keeps_serving_while_the_key_is_trusted() {
+    let k = &*KEYS;
+    let first = verifier(vec![acme(&[&k.rsa, &k.ec])]);
+    let token = token_with(&k.rsa, &claims());
+    assert!(first.verify(&token, NOW).is_ok());
+    assert_eq!(first.cached_len(), 1);
+    // A rebuild with the same issuers (a rule or route change) shares the cache.
+    let same = Verifier::with_cache(
+        vec![acme(&[&k.rsa, &k.ec])],
+        VerifierSettings::default(),
+        first.cache().clone(),
+    );
+    assert_eq!(same.cached_len(), 1);
+    assert_eq!(same.verify(&token, NOW).unwrap().account_id, "alice");
+}
+
+#[test]
+fn a_cached_token_stops_verifying_with_its_key() {
+    let k = &*KEYS;
+    let before = verifier(vec![acme(&[&k.rsa, &k.ec])]);
+    let token = token_with(&k.rsa, &claims());
+    assert!(before.verify(&token, NOW).is_ok());
+    assert_eq!(before.cached_len(), 1);
+    // The key set loses the RSA key: the cached verification does not count.
+    let mut ec_only = acme(&[&k.ec]);
+    ec_only.algorithms = vec![Alg::RS256, Alg::ES256];
+    let after = Verifier::with_cache(vec![ec_only], VerifierSettings::default(), before.cache().clone());
+    assert_eq!(after.verify(&token, NOW), Err(TokenError::UnknownKid));
+    // The key comes back: verified again.
+    let back = Verifier::with_cache(
+        vec![acme(&[&k.rsa, &k.ec])],
+        VerifierSettings::default(),
+        before.cache().clone(),
+    );
+    assert!(back.verify(&token, NOW).is_ok());
+}
+
+#[test]
+fn a_cached_token_stops_verifying_when_its_kid_names_another_key() {
+    let k = &*KEYS;
+    let before = verifier(vec![acme(&[&k.ec])]);
+    let token = token_with(&k.ec, &claims());
+    assert!(before.verify(&token, NOW).is_ok());
+    // The issuer reuses the kid for new material.
+    let other = SigningKey::generate(k.ec.kid).unwrap();
+    let after = Verifier::with_cache(
+        vec![Issuer::new(ISS, "acme", vec![other.public()])],
+        VerifierSettings::default(),
+        before.cache().clone(),
+    );
+    assert_eq!(after.verify(&token, NOW), Err(TokenError::Signature));
+}
+
+#[test]
+fn a_cached_token_is_checked_again_when_its_issuer_changes() {
+    let k = &*KEYS;
+    let before = verifier(vec![acme(&[&k.rsa])]);
+    let token = token_with(&k.rsa, &claims());
+    assert_eq!(before.verify(&token, NOW).unwrap().tenant, "acme");
+    let cache = before.cache().clone();
+    // An audience is now required (the token has none).
+    let mut strict = acme(&[&k.rsa]);
+    strict.audiences = vec!["api".into()];
+    let v = Verifier::with_cache(vec![strict], VerifierSettings::default(), cache.clone());
+    assert_eq!(v.verify(&token, NOW), Err(TokenError::Audience));
+    // Another tenant vouches for the issuer now.
+    let v = Verifier::with_cache(
+        vec![Issuer::new(ISS, "other", vec![k.rsa.public.clone()])],
+        VerifierSettings::default(),
+        cache.clone(),
+    );
+    assert_eq!(v.verify(&token, NOW).unwrap().tenant, "other");
+    // Another scopes claim.
+    let mut scp = acme(&[&k.rsa]);
+    scp.scopes_claim = Some("scp".into());
+    let v = Verifier::with_cache(vec![scp], VerifierSettings::default(), cache);
+    assert!(v.verify(&token, NOW).unwrap().scopes.is_empty());
+}
+
+#[test]
+fn a_token_without_kid_and_no_key_for_its_alg_is_an_unknown_kid() {
+    let k = &*KEYS;
+    let mut header = header_for(&k.rsa);
+    header.as_object_mut().unwrap().remove("kid");
+    let token = sign_raw(&header.to_string(), &claims().to_string(), &k.rsa.encoding, k.rsa.alg);
+    let mut ec_only = acme(&[&k.ec]);
+    ec_only.algorithms = vec![Alg::RS256, Alg::ES256];
+    assert_eq!(refused(&verifier(vec![ec_only]), &token), TokenError::UnknownKid);
+}
+
+#[test]
+fn the_unverified_issuer_of_a_token() {
+    let token = token_with(&KEYS.rsa, &claims());
+    assert_eq!(unverified_issuer(&token).as_deref(), Some(ISS));
+    assert_eq!(unverified_issuer("a.b.c"), None);
+    assert_eq!(unverified_issuer(""), None);
+    let no_iss = token_with(&KEYS.rsa, &without(claims(), "iss"));
+    assert_eq!(unverified_issuer(&no_iss), None);
+}
+
 // ---- issuers ----
 
 #[test]
@@ -1068,6 +1166,7 @@ fn categories_are_bounded() {
         TokenError::Algorithm(""),
         TokenError::UnknownIssuer,
         TokenError::UnknownKey(""),
+        TokenError::UnknownKid,
         TokenError::Signature,
         TokenError::Expired,
         TokenError::NotYetValid,

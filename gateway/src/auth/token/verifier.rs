@@ -1,7 +1,7 @@
 //! Token verification against the trusted issuers, with a cache of verified tokens.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny};
 
 use super::claims::{PayloadSeed, UnverifiedIssuer};
+use super::keys::Fingerprint;
 use super::{Alg, PublicKey, TokenError, TokenUse, Verified};
 
 /// The default scopes claim.
@@ -84,13 +85,86 @@ struct Trusted {
     algorithms: Vec<Alg>,
     audiences: Vec<String>,
     scopes_claim: String,
-    keys: Vec<PublicKey>,
+    keys: Vec<TrustedKey>,
+}
+
+/// A key of a [`Trusted`] issuer, with what binds a verification to it.
+struct TrustedKey {
+    key: PublicKey,
+    /// SHA-256 over the issuer's settings (issuer, tenant, algorithms, audiences, scopes claim) and
+    /// the key's fingerprint: a cached verification counts only while a verifier trusts exactly
+    /// this issuer with exactly this key.
+    binding: [u8; 32],
 }
 
 /// A verified token as the cache keeps it.
 struct Cached {
     verified: Verified,
     not_before: i64,
+    /// The [`TrustedKey::binding`] of the key that verified it.
+    binding: [u8; 32],
+}
+
+/// The cache of verified tokens, by the token's SHA-256 (the token itself is never stored).
+///
+/// It outlives the [`Verifier`]s that use it: the gateway builds a new verifier whenever a snapshot
+/// or an external key set changes and hands it the same cache, so a change of rules or routes does
+/// not make every token pay a signature check again. An entry remembers the key that verified it
+/// and counts only while the verifier at hand trusts that very key with the same issuer settings:
+/// a key removed from a key set (or an issuer removed or reconfigured) stops verifying at once, its
+/// cached tokens included. Cloning shares the cache.
+#[derive(Clone, Default)]
+pub struct TokenCache {
+    inner: Option<Arc<quick_cache::sync::Cache<[u8; 32], Arc<Cached>>>>,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache").field("len", &self.len()).finish()
+    }
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens; 0 is no cache at all.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: (capacity > 0).then(|| Arc::new(quick_cache::sync::Cache::new(capacity))),
+        }
+    }
+
+    /// How many verified tokens it holds (some may no longer count: see [`TokenCache`]).
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn binding(
+    issuer: &str,
+    tenant: &str,
+    algorithms: &[Alg],
+    audiences: &[String],
+    scopes_claim: &str,
+    key: &PublicKey,
+) -> [u8; 32] {
+    let mut h = Fingerprint::new();
+    h.field(issuer.as_bytes());
+    h.field(tenant.as_bytes());
+    h.field(&(algorithms.len() as u64).to_be_bytes());
+    for alg in algorithms {
+        h.field(alg.name().as_bytes());
+    }
+    h.field(&(audiences.len() as u64).to_be_bytes());
+    for aud in audiences {
+        h.field(aud.as_bytes());
+    }
+    h.field(scopes_claim.as_bytes());
+    h.field(&key.fingerprint());
+    h.finish()
 }
 
 /// The header fields verification reads.
@@ -105,18 +179,21 @@ struct RawHeader {
 
 /// Verifies bearer tokens for a fixed set of issuers (SPEC §6 "Auth at the edge").
 ///
-/// Immutable once built: when issuers or keys change, build a new one (its cache starts empty, so
-/// a removed key stops verifying at once).
+/// Immutable once built: when issuers or keys change, build a new one, with the same
+/// [`TokenCache`] ([`Verifier::with_cache`]) or a new one; either way a removed key stops verifying
+/// at once, its cached tokens included.
 ///
 /// What `verify` checks, in order:
 /// 1. the size limit, before anything else;
 /// 2. the cache: a token verified before (looked up by its SHA-256; the token itself is never
-///    stored) is accepted again while `now < exp` (no skew on cached entries);
+///    stored) is accepted again while `now < exp` (no skew on cached entries), if this verifier
+///    still trusts the key that verified it, with the same issuer settings;
 /// 3. three non-empty base64url parts; a JSON header whose `alg` is not `none`, not `HS*`, one of
 ///    [`Alg`], and without `crit` (no extension is understood);
 /// 4. the *unverified* `iss` only chooses the candidate issuers; the `alg` must be in one's
 ///    allow-list; the key is the one with the token's `kid` and that `alg` (a token without `kid`
-///    uses the only key of that `alg`, if there is exactly one);
+///    uses the only key of that `alg`, if there is exactly one); no such key is
+///    [`TokenError::UnknownKid`], the sign that a key set may have rotated;
 /// 5. the signature, with that one key and its algorithm (aws-lc, the key parsed once when it was
 ///    built; ECDSA signatures in the fixed `r || s` form);
 /// 6. only then the payload, read strictly: each claim at most once; `iss`, `sub` (non-empty) and
@@ -131,9 +208,11 @@ struct RawHeader {
 /// token belongs to the tenant whose key verified it.
 pub struct Verifier {
     issuers: HashMap<String, Vec<Trusted>>,
+    /// Every [`TrustedKey::binding`]: what a cache hit must name.
+    bindings: HashSet<[u8; 32]>,
     skew: i64,
     max_token_bytes: usize,
-    cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Cached>>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for Verifier {
@@ -142,7 +221,7 @@ impl fmt::Debug for Verifier {
             .field("issuers", &self.issuers.keys().collect::<Vec<_>>())
             .field("skew", &self.skew)
             .field("max_token_bytes", &self.max_token_bytes)
-            .field("cache_len", &self.cache.as_ref().map_or(0, |c| c.len()))
+            .field("cache_len", &self.cache.len())
             .finish()
     }
 }
@@ -165,13 +244,21 @@ fn header_alg(name: &str) -> Result<Alg, TokenError> {
 }
 
 impl Verifier {
-    /// A verifier for `issuers`.
+    /// A verifier for `issuers`, with a cache of its own (`settings.cache_capacity`).
     ///
     /// An issuer's keys that its allow-list excludes are dropped, and so are keys whose `alg` no
     /// longer fits their material; a later key with the same `kid` and `alg` is dropped as well.
     pub fn new(issuers: Vec<Issuer>, settings: VerifierSettings) -> Self {
+        let cache = TokenCache::new(settings.cache_capacity);
+        Self::with_cache(issuers, settings, cache)
+    }
+
+    /// A verifier for `issuers` that shares `cache` (`settings.cache_capacity` is not used): the
+    /// tokens it holds count again only where this verifier trusts the key that verified them.
+    pub fn with_cache(issuers: Vec<Issuer>, settings: VerifierSettings, cache: TokenCache) -> Self {
         let skew = settings.clock_skew_secs.min(MAX_CLOCK_SKEW_SECS);
         let mut by_iss: HashMap<String, Vec<Trusted>> = HashMap::new();
+        let mut bindings = HashSet::new();
         for issuer in issuers {
             let algorithms: Vec<Alg> = if issuer.algorithms.is_empty() {
                 let mut algs: Vec<Alg> = issuer.keys.iter().map(|k| k.alg).collect();
@@ -180,15 +267,28 @@ impl Verifier {
             } else {
                 issuer.algorithms.clone()
             };
-            let mut keys: Vec<PublicKey> = Vec::with_capacity(issuer.keys.len());
+            let scopes_claim = issuer
+                .scopes_claim
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| DEFAULT_SCOPES_CLAIM.to_owned());
+            let mut keys: Vec<TrustedKey> = Vec::with_capacity(issuer.keys.len());
             for key in issuer.keys {
                 let usable = key.consistent() && algorithms.contains(&key.alg);
-                let duplicate = keys.iter().any(|k| k.kid == key.kid && k.alg == key.alg);
+                let duplicate = keys.iter().any(|k| k.key.kid == key.kid && k.key.alg == key.alg);
                 if !usable || duplicate {
                     tracing::debug!(issuer = %issuer.issuer, kid = %key.kid, "issuer key not used");
                     continue;
                 }
-                keys.push(key);
+                let binding = binding(
+                    &issuer.issuer,
+                    &issuer.tenant,
+                    &algorithms,
+                    &issuer.audiences,
+                    &scopes_claim,
+                    &key,
+                );
+                bindings.insert(binding);
+                keys.push(TrustedKey { key, binding });
             }
             if keys.is_empty() {
                 tracing::warn!(issuer = %issuer.issuer, tenant = %issuer.tenant, "issuer has no usable key");
@@ -198,17 +298,14 @@ impl Verifier {
                 tenant: issuer.tenant,
                 algorithms,
                 audiences: issuer.audiences,
-                scopes_claim: issuer
-                    .scopes_claim
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or_else(|| DEFAULT_SCOPES_CLAIM.to_owned()),
+                scopes_claim,
                 keys,
             };
             by_iss.entry(issuer.issuer).or_default().push(trusted);
         }
-        let cache = (settings.cache_capacity > 0).then(|| quick_cache::sync::Cache::new(settings.cache_capacity));
         Verifier {
             issuers: by_iss,
+            bindings,
             skew: i64::try_from(skew).unwrap_or(0),
             max_token_bytes: settings.max_token_bytes.min(MAX_TOKEN_BYTES_LIMIT),
             cache,
@@ -232,7 +329,7 @@ impl Verifier {
                 limit: self.max_token_bytes,
             });
         }
-        let Some(cache) = &self.cache else {
+        let Some(cache) = &self.cache.inner else {
             return self.verify_uncached(token, now_unix, expected).map(|c| c.verified);
         };
         let digest = sha256(token);
@@ -240,6 +337,7 @@ impl Verifier {
             && now_unix < hit.verified.expires_at
             && now_unix.saturating_add(self.skew) >= hit.not_before
             && hit.verified.token_use == expected.as_str()
+            && self.bindings.contains(&hit.binding)
         {
             return Ok(hit.verified.clone());
         }
@@ -253,7 +351,12 @@ impl Verifier {
 
     /// How many verified tokens the cache holds.
     pub fn cached_len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
+        self.cache.len()
+    }
+
+    /// The cache of verified tokens, to hand to the verifier that replaces this one.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
     }
 
     fn verify_uncached(&self, token: &str, now: i64, expected: TokenUse) -> Result<Cached, TokenError> {
@@ -290,7 +393,7 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed("the signature is not base64url"))?;
         // The signed message is the token up to the second dot.
         let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        if !key.verify_signature(message, &signature) {
+        if !key.key.verify_signature(message, &signature) {
             return Err(TokenError::Signature);
         }
 
@@ -342,8 +445,18 @@ impl Verifier {
                 token_use,
             },
             not_before,
+            binding: key.binding,
         })
     }
+}
+
+/// The `iss` a token claims, read without verifying anything: only to tell which issuer's keys a
+/// token refused with [`TokenError::UnknownKid`] asked for. `None` when the token is not a JWT
+/// with a string `iss`.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<UnverifiedIssuer>(&payload).ok().map(|u| u.iss)
 }
 
 /// The issuer and key for a token's `alg` and `kid`.
@@ -351,7 +464,7 @@ fn select_key<'a>(
     candidates: &'a [Trusted],
     alg: Alg,
     kid: Option<&str>,
-) -> Result<(&'a Trusted, &'a PublicKey), TokenError> {
+) -> Result<(&'a Trusted, &'a TrustedKey), TokenError> {
     let mut allowed = candidates.iter().filter(|t| t.algorithms.contains(&alg)).peekable();
     if allowed.peek().is_none() {
         return Err(TokenError::Algorithm("alg is not allowed for this issuer"));
@@ -361,24 +474,24 @@ fn select_key<'a>(
             let mut other_alg = false;
             for trusted in allowed {
                 for key in &trusted.keys {
-                    if key.kid == kid {
-                        if key.alg == alg {
+                    if key.key.kid == kid {
+                        if key.key.alg == alg {
                             return Ok((trusted, key));
                         }
                         other_alg = true;
                     }
                 }
             }
-            Err(TokenError::UnknownKey(if other_alg {
-                "the key with this kid is for another alg"
+            Err(if other_alg {
+                TokenError::UnknownKey("the key with this kid is for another alg")
             } else {
-                "no key of the issuer has this kid"
-            }))
+                TokenError::UnknownKid
+            })
         }
         None => {
             let mut found = None;
             for trusted in allowed {
-                for key in trusted.keys.iter().filter(|k| k.alg == alg) {
+                for key in trusted.keys.iter().filter(|k| k.key.alg == alg) {
                     if found.replace((trusted, key)).is_some() {
                         return Err(TokenError::UnknownKey(
                             "no kid, and the issuer has several keys for the alg",
@@ -386,7 +499,7 @@ fn select_key<'a>(
                     }
                 }
             }
-            found.ok_or(TokenError::UnknownKey("no kid, and the issuer has no key for the alg"))
+            found.ok_or(TokenError::UnknownKid)
         }
     }
 }
