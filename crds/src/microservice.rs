@@ -116,6 +116,7 @@ pub struct GitSource {
     /// accepted by the schema but refused by the operator unless it runs with
     /// `--allow-insecure-git-urls` (tests and development only).
     #[x_kube(validation = Rule::new("self.matches('^(https://[^ /]+/[^ ]*|ssh://[^ /]+/[^ ]+|git@[^ :/]+:[^ ]+|http://[^ /]+/[^ ]*|file:///[^ ]*)$')").message("url must be https://host/path, ssh://host/path or git@host:path (http:// and file:/// only for tests)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^https?://[^/]*@')").message("credentials in the url are refused (they would show in status and events): put them in a Secret named by secretRef"))]
     #[schemars(length(max = 2048))]
     pub url: String,
 

@@ -112,6 +112,15 @@ spec: {source: {git: {url: "ftp://example.com/repo"}}}"#,
         "url must be https://host/path, ssh://host/path or git@host:path",
     ),
     (
+        "credentials in the git url",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: MicroService
+metadata: {name: badurl3}
+spec: {source: {git: {url: "https://x-access-token:ghp_secret@github.com/acme/repo"}}}"#,
+        "credentials in the url are refused",
+    ),
+    (
         "plain host as git url",
         r#"
 apiVersion: microplane.dev/v1alpha1
