@@ -147,7 +147,7 @@ async fn a_git_source_builds_runs_follows_its_branch_and_rolls_back() {
         .unwrap();
     assert_eq!(r.json(), json!({"message": "Hello John"}));
     println!(
-        "source: apply → first call served (cold build cache): {:?}",
+        "source: apply → first call served (first build of this repository in this run; the node agent's cargo cache may be warm from earlier runs): {:?}",
         started.elapsed()
     );
     assert_eq!(jobs_of(&c, &ns, "helloworld").await.len(), 1);
