@@ -545,10 +545,19 @@ pub fn never_reached(status: &tonic::Status) -> bool {
     }
     let mut texts = vec![status.message().to_string()];
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    // A status from the wire (the backend's handler answered) has no source; a transport failure does.
+    if src.is_some() && status.message() == "operation was canceled" {
+        // hyper cancels a request still queued for a connection that closed: it was never sent
+        // (seen while a pod terminates).
+        return true;
+    }
     while let Some(e) = src {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
         {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
             return true;
         }
         texts.push(e.to_string());
@@ -740,6 +749,16 @@ mod tests {
         assert!(!never_reached(&tonic::Status::unavailable("backend is overloaded")));
         assert!(!never_reached(&tonic::Status::internal("tcp connect error")));
         assert!(!never_reached(&tonic::Status::deadline_exceeded("connection refused")));
+    }
+
+    #[test]
+    fn a_request_canceled_in_the_queue_never_reached_the_backend() {
+        // hyper's "operation was canceled" arrives as a transport error, with a source.
+        let transport = tonic::Status::from_error(Box::new(std::io::Error::other("operation was canceled")));
+        assert_eq!(transport.code(), tonic::Code::Unknown);
+        assert!(never_reached(&transport));
+        // The same words from a backend's handler (no source) may have done work: not retried.
+        assert!(!never_reached(&tonic::Status::unknown("operation was canceled")));
     }
 
     /// Phase 1 against an external issuer whose JWKS a loopback server serves: rotations are
