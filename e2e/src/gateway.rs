@@ -182,21 +182,18 @@ impl Gateway {
         status: u16,
         timeout: Duration,
     ) -> Result<Reply> {
-        let deadline = Instant::now() + timeout;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tick.tick().await;
-            let r = self.call(tenant, method, path, body);
-            if r.status == status {
-                return Ok(r);
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(
-                    format!("{method} {path} → {status} (last: {} {})", r.status, r.body),
-                    timeout,
-                ));
-            }
-        }
+        poll(
+            timeout,
+            || self.call(tenant, method, path, body),
+            |r| r.status == status,
+        )
+        .await
+        .map_err(|r| {
+            Error::Timeout(
+                format!("{method} {path} → {status} (last: {} {})", r.status, r.body),
+                timeout,
+            )
+        })
     }
 
     /// The metrics page.
@@ -218,4 +215,39 @@ impl Gateway {
             .filter(|u| !u.is_empty())
             .collect()
     }
+}
+
+/// Sends `attempt` every 50 ms until `done` accepts its reply (`Ok`), or `timeout` passes (`Err`
+/// with the last reply, for the failure message).
+pub async fn poll(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Reply,
+    mut done: impl FnMut(&Reply) -> bool,
+) -> std::result::Result<Reply, Reply> {
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let r = attempt();
+        if done(&r) {
+            return Ok(r);
+        }
+        if Instant::now() > deadline {
+            return Err(r);
+        }
+    }
+}
+
+/// The start of a gateway suite: CRDs installed, the gateway (and the operator) running, and a new
+/// tenant `<prefix>-…` with `spec`, Ready.
+pub async fn with_tenant(
+    prefix: &str,
+    spec: serde_json::Value,
+    timeout: Duration,
+) -> Result<(Cluster, Gateway, String)> {
+    let c = Cluster::connect().await?;
+    crate::install_crds(&c, Duration::from_secs(30)).await?;
+    let gw = Gateway::ensure(&c).await?;
+    let ns = crate::create_tenant(&c, prefix, spec, timeout).await?;
+    Ok((c, gw, ns))
 }

@@ -8,18 +8,17 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use microplane_crds::AuthRule;
-use microplane_e2e::gateway::{Gateway, Reply, request};
-use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds};
+use microplane_e2e::gateway::{Gateway, Reply, poll, request, with_tenant};
+use microplane_e2e::{Cluster, apply_helloworld};
 use microplane_gateway::auth::token::{Claims, SigningKey};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
 
 async fn setup(prefix: &str, spec: serde_json::Value) -> (Cluster, Gateway, String) {
-    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
-    install_crds(&c, Duration::from_secs(30)).await.unwrap();
-    let gw = Gateway::ensure(&c).await.unwrap();
-    let ns = create_tenant(&c, prefix, spec, T).await.unwrap();
+    let (c, gw, ns) = with_tenant(prefix, spec, T)
+        .await
+        .expect("the e2e tier needs the control plane");
     apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     (c, gw, ns)
 }
@@ -44,20 +43,9 @@ fn call(gw: &Gateway, ns: &str, token: Option<&str>) -> Reply {
 }
 
 async fn wait_call(gw: &Gateway, ns: &str, token: Option<&str>, status: u16) -> Reply {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let r = call(gw, ns, token);
-        if r.status == status {
-            return r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never {status}; last {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(T, || call(gw, ns, token), |r| r.status == status)
+        .await
+        .unwrap_or_else(|r| panic!("never {status}; last {} {}", r.status, r.body))
 }
 
 /// Polls the token endpoint until the account is known (the snapshot carrying it has arrived).
@@ -65,20 +53,14 @@ async fn token(gw: &Gateway, ns: &str, id: &str, secret: &str) -> serde_json::Va
     let body = format!("grant_type=client_credentials&client_id={id}&client_secret={secret}");
     let path = format!("/{ns}/.well-known/token");
     let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let r = request(&gw.addr, "POST", &path, &headers, &body).unwrap();
-        if r.status == 200 {
-            return r.json();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no token: {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        T,
+        || request(&gw.addr, "POST", &path, &headers, &body).unwrap(),
+        |r| r.status == 200,
+    )
+    .await
+    .unwrap_or_else(|r| panic!("no token: {} {}", r.status, r.body))
+    .json()
 }
 
 #[tokio::test]
@@ -337,19 +319,16 @@ async fn external_issuer_key_rotation_is_followed_at_once() {
     server.set(jwks(&[&new]));
     let new_token = external_token(&new, &issuer);
     let rotated = std::time::Instant::now();
-    let deadline = rotated + Duration::from_secs(30);
-    loop {
-        let r = call(&gw, &ns, Some(&new_token));
-        if r.status == 200 {
-            break;
-        }
-        assert_eq!(r.status, 401, "{}", r.body);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new key was not accepted within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        Duration::from_secs(30),
+        || call(&gw, &ns, Some(&new_token)),
+        |r| {
+            assert!(matches!(r.status, 200 | 401), "{} {}", r.status, r.body);
+            r.status == 200
+        },
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the new key was not accepted within 30 s"));
     println!("key rotated → new key accepted: {:?}", rotated.elapsed());
     // The removed key's token no longer verifies, though the gateway had verified it before.
     let r = call(&gw, &ns, Some(&old_token));
@@ -389,20 +368,9 @@ fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// Polls `GET path` until it answers `status` (snapshots, accounts and endpoints arrive).
 async fn wait_get(gw: &Gateway, path: &str, headers: &[(&str, &str)], status: u16) -> Reply {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let r = get(gw, path, headers);
-        if r.status == status {
-            return r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never {status}; last {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(T, || get(gw, path, headers), |r| r.status == status)
+        .await
+        .unwrap_or_else(|r| panic!("never {status}; last {} {}", r.status, r.body))
 }
 
 #[tokio::test]

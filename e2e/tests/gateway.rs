@@ -8,18 +8,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use microplane_crds::MicroService;
-use microplane_e2e::gateway::Gateway;
-use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
+use microplane_e2e::gateway::{Gateway, with_tenant};
+use microplane_e2e::{Cluster, apply_helloworld, wait_for};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
 
 async fn setup(prefix: &str) -> (Cluster, Gateway, String) {
-    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
-    install_crds(&c, Duration::from_secs(30)).await.unwrap();
-    let gw = Gateway::ensure(&c).await.unwrap();
-    let ns = create_tenant(&c, prefix, json!({}), T).await.unwrap();
-    (c, gw, ns)
+    with_tenant(prefix, json!({}), T)
+        .await
+        .expect("the e2e tier needs the control plane")
 }
 
 fn condition(ms: &MicroService, type_: &str) -> Option<(String, String)> {

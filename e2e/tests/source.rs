@@ -11,9 +11,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use microplane_crds::MicroService;
-use microplane_e2e::gateway::Gateway;
+use microplane_e2e::gateway::{Gateway, poll, with_tenant};
 use microplane_e2e::git::{self, GitServer};
-use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
+use microplane_e2e::{Cluster, apply_helloworld, wait_for};
 use serde_json::json;
 
 /// A cold cargo build of helloworld on 2 shared cores takes minutes.
@@ -21,11 +21,9 @@ const BUILD: Duration = Duration::from_secs(900);
 const T: Duration = Duration::from_secs(120);
 
 async fn setup(prefix: &str) -> (Cluster, Gateway, String) {
-    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
-    install_crds(&c, Duration::from_secs(30)).await.unwrap();
-    let gw = Gateway::ensure(&c).await.unwrap();
-    let ns = create_tenant(&c, prefix, json!({}), T).await.unwrap();
-    (c, gw, ns)
+    with_tenant(prefix, json!({}), T)
+        .await
+        .expect("the e2e tier needs the control plane")
 }
 
 fn condition(ms: &MicroService, type_: &str) -> Option<(String, String, String)> {
@@ -168,20 +166,13 @@ async fn a_git_source_builds_runs_follows_its_branch_and_rolls_back() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + BUILD;
-    loop {
-        let r = gw.call(&ns, "POST", "/helloworld/call", r#"{"name":"John"}"#);
-        if r.status == 200 && r.json() == json!({"message": "Howdy John"}) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new greeting was never served: {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let says = |greeting: &'static str| {
+        move |r: &microplane_e2e::gateway::Reply| r.status == 200 && r.json() == json!({ "message": greeting })
+    };
+    let john = || gw.call(&ns, "POST", "/helloworld/call", r#"{"name":"John"}"#);
+    poll(BUILD, john, says("Howdy John"))
+        .await
+        .unwrap_or_else(|r| panic!("the new greeting was never served: {} {}", r.status, r.body));
     println!(
         "source: pushed commit → new version served (warm build cache): {:?}",
         pushed.elapsed()
@@ -232,17 +223,9 @@ async fn a_git_source_builds_runs_follows_its_branch_and_rolls_back() {
     let ms = wait_condition(&c, &ns, "helloworld", "Ready", "True", "Running", T).await;
     assert_eq!(ms.status.as_ref().unwrap().commit.as_deref(), Some(first.as_str()));
     assert_eq!(ms.status.as_ref().unwrap().image.as_deref(), Some(image.as_str()));
-    let r = gw
-        .wait_status(&ns, "POST", "/helloworld/call", r#"{"name":"John"}"#, 200, T)
+    poll(T, john, says("Hello John"))
         .await
-        .unwrap();
-    let deadline = Instant::now() + T;
-    let mut r = r;
-    while r.json() != json!({"message": "Hello John"}) {
-        assert!(Instant::now() < deadline, "rollback not served: {}", r.body);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        r = gw.call(&ns, "POST", "/helloworld/call", r#"{"name":"John"}"#);
-    }
+        .unwrap_or_else(|r| panic!("rollback not served: {} {}", r.status, r.body));
     println!("source: pinned an older commit → served: {:?}", pinned.elapsed());
     assert_eq!(jobs_of(&c, &ns, "helloworld").await.len(), jobs_before, "no new build");
 

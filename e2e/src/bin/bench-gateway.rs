@@ -1645,6 +1645,22 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
+impl Wrk {
+    /// This run as a row of the wrk tables: name, req/s, p50, p99, requests, non-2xx, socket errors, CPU.
+    fn table_row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.0}% |",
+            self.rps,
+            self.p50_us / 1e3,
+            self.p99_us / 1e3,
+            self.requests,
+            self.non_2xx,
+            self.socket_errors,
+            self.server_cpu * 100.0
+        )
+    }
+}
+
 impl Report {
     fn render(&self) -> String {
         let mut o = String::new();
@@ -1738,16 +1754,7 @@ impl Report {
         line("| target | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | server CPU |".into());
         line("|---|---|---|---|---|---|---|---|".into());
         for (name, w) in &self.wrk {
-            line(format!(
-                "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.0}% |",
-                w.rps,
-                w.p50_us / 1e3,
-                w.p99_us / 1e3,
-                w.requests,
-                w.non_2xx,
-                w.socket_errors,
-                w.server_cpu * 100.0
-            ));
+            line(w.table_row(name));
         }
         let find = |n: &str| self.wrk.iter().find(|(name, _)| name == n).map(|(_, w)| w);
         let (gw, hap, ngx) = (find("microplane-gateway"), find("haproxy"), find("nginx"));
@@ -1837,16 +1844,7 @@ impl Report {
         line("| gateway | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | gateway CPU |".into());
         line("|---|---|---|---|---|---|---|---|".into());
         for (name, w) in &self.auth {
-            line(format!(
-                "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.0}% |",
-                w.rps,
-                w.p50_us / 1e3,
-                w.p99_us / 1e3,
-                w.requests,
-                w.non_2xx,
-                w.socket_errors,
-                w.server_cpu * 100.0
-            ));
+            line(w.table_row(name));
         }
         let mean_rps = |n: &str| {
             let runs: Vec<f64> = self
