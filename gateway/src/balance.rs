@@ -31,7 +31,14 @@ pub fn ejection_for(failures: u32) -> Duration {
 pub struct Upstream {
     /// `ip:port`.
     pub address: String,
+    /// `address` parsed (`None` when it is not an `ip:port`: connecting fails).
+    socket: Option<std::net::SocketAddr>,
+    /// `address` as a `Host` header.
+    host: http::HeaderValue,
+    /// The pooled HTTP/2 channel of `Grpc` services.
     channel: OnceLock<Channel>,
+    /// Kept-alive HTTP/1.1 connections of `Http` services.
+    pub h1: Arc<crate::proxy::H1Pool>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected_until: AtomicU64,
@@ -41,7 +48,10 @@ impl Upstream {
     fn new(address: &str) -> Self {
         Self {
             address: address.to_string(),
+            socket: address.parse().ok(),
+            host: http::HeaderValue::from_str(address).unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
             channel: OnceLock::new(),
+            h1: Arc::default(),
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -65,6 +75,16 @@ impl Upstream {
                 ep.connect_lazy()
             })
             .clone()
+    }
+
+    /// The address to connect to.
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket
+    }
+
+    /// The `Host` header of requests to this endpoint.
+    pub fn host_header(&self) -> http::HeaderValue {
+        self.host.clone()
     }
 
     /// Requests in flight.

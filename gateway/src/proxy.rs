@@ -1,34 +1,150 @@
 //! Phase 3 for `Http` services: `/<service>/<rest>` → the backend's `/<rest>`, query kept, hop-by-hop
 //! headers handled, websockets upgraded (SPEC §6).
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 
-use crate::balance::Picked;
+use crate::balance::{Picked, Upstream};
 use crate::error::GatewayError;
-use crate::server::{BoxBody, empty_body};
+use crate::server::{BoxBody, BoxError, empty_body};
 use crate::snapshot::Route;
 
-/// The pooled HTTP/1.1 client used for `Http` backends.
-pub type HttpClient = Client<HttpConnector, BoxBody>;
+/// How long a connection to an `Http` endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an unused kept-alive backend connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per endpoint.
+const MAX_IDLE: usize = 256;
+/// Most endpoints (or fresh connections) one request tries when it cannot get through.
+const MAX_ATTEMPTS: usize = 3;
 
-/// A client with connection pooling and a short connect timeout.
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+/// Kept-alive HTTP/1.1 connections to one `Http` endpoint, most recently used first.
+///
+/// A connection is taken for one request and comes back when that request's response body has
+/// ended, so it never carries two requests at once; one whose body was abandoned, or that was
+/// upgraded, is never reused. The pool belongs to the endpoint's [`Upstream`], so it lives as long
+/// as some snapshot routes to that endpoint.
+#[derive(Debug, Default)]
+pub struct H1Pool {
+    idle: Mutex<Vec<(http1::SendRequest<BoxBody>, Instant)>>,
+}
+
+impl H1Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(http1::SendRequest<BoxBody>, Instant)>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used open connection, if any.
+    fn take(&self) -> Option<http1::SendRequest<BoxBody>> {
+        let mut idle = self.lock();
+        while let Some((tx, since)) = idle.pop() {
+            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange ended; drops the ones idle for too long.
+    fn put(&self, tx: http1::SendRequest<BoxBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push((tx, now));
+        }
+    }
+
+    /// Connections kept idle now.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `upstream`, driven by a task of its own.
+async fn connect(upstream: &Upstream) -> Result<http1::SendRequest<BoxBody>, std::io::Error> {
+    let addr: SocketAddr = upstream
+        .socket_addr()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an ip:port address"))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (tx, conn) = http1::Builder::new()
+        .handshake::<_, BoxBody>(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    let address = upstream.address.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, upstream = %address, "backend connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+/// A backend response body that gives its connection back to the pool when it ends.
+struct PooledBody {
+    inner: Incoming,
+    conn: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>,
+}
+
+impl PooledBody {
+    fn release_if_done(&mut self) {
+        if self.inner.is_end_stream()
+            && let Some((tx, pool)) = self.conn.take()
+        {
+            pool.put(tx);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some((tx, pool)) = self.conn.take() {
+                    pool.put(tx);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => self.release_if_done(),
+            // A broken body leaves the connection in an unknown state: it is not reused.
+            Poll::Ready(Some(Err(_))) => self.conn = None,
+            Poll::Pending => {}
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
@@ -41,6 +157,10 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::TRANSFER_ENCODING,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether the request asks to switch to websockets.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -56,87 +176,139 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names; keeps the upgrade
 /// pair when `keep_upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for h in named.iter().chain(HOP_BY_HOP.iter()) {
-        if !(keep_upgrade && h == header::UPGRADE) {
-            headers.remove(h);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for h in &named {
+            if !(keep_upgrade && h == header::UPGRADE) {
+                headers.remove(h);
+            }
         }
     }
-    headers.remove(header::TRAILER);
+    // Most requests carry none of these: one pass over the (few) headers instead of a lookup each.
+    let hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::TRAILER || name == header::UPGRADE;
+    if headers.keys().any(hop) {
+        for h in HOP_BY_HOP.iter().chain([&header::TRAILER]) {
+            headers.remove(h);
+        }
+        if !keep_upgrade {
+            headers.remove(header::UPGRADE);
+        }
+    }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Forwards `req` to one endpoint of `route`. Only a request without a body is sent again to another
-/// endpoint, and only when the first could not be connected to (it never reached a backend).
+/// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
+pub fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&ip.to_string()).ok()
+}
+
+/// Forwards `req` to one endpoint of `route` over a kept-alive HTTP/1.1 connection of that
+/// endpoint's pool. A request is sent again only when it never reached a backend: no connection
+/// could be made to the endpoint (another one is tried), or a pooled connection closed before the
+/// request was written (a fresh connection is tried).
 pub async fn forward(
-    client: &HttpClient,
     route: &Route,
     rest: &str,
     mut req: Request<Incoming>,
-    client_addr: Option<std::net::IpAddr>,
+    client_ip: Option<&HeaderValue>,
     upstream_out: &mut Option<String>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let upgrade = is_upgrade(req.headers());
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let original_host = parts.headers.get(header::HOST).cloned();
+    let path = match parts.uri.query() {
+        Some(q) => PathAndQuery::try_from(format!("{rest}?{q}")),
+        None => PathAndQuery::try_from(rest),
+    }
+    .map_err(|_| GatewayError::bad_request(format!("cannot forward to path {rest}")))?;
+    let original_host = parts.headers.remove(header::HOST);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    if let Some(ip) = client_addr {
-        let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
+    if let Some(ip) = client_ip {
+        let xff = match parts.headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+            Some(prev) => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev);
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            }
+            None => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            parts.headers.insert(X_FORWARDED_FOR, v);
         }
     }
     if let Some(h) = original_host {
-        parts.headers.insert("x-forwarded-host", h);
+        parts.headers.insert(X_FORWARDED_HOST, h);
     }
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let bodyless = body_is_empty(&parts.headers, &parts.method);
-    let mut body = Some(body.map_err(Into::into).boxed_unsync());
-    let mut tried: Vec<String> = Vec::new();
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let mut out = Request::new(body.map_err(Into::into).boxed_unsync());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = Uri::from(path);
+    *out.headers_mut() = parts.headers;
 
+    let mut tried: Vec<String> = Vec::new();
+    let mut fresh_attempts = 0;
+    let mut picked: Option<Picked> = None;
     loop {
-        let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
-        let picked: Picked = route
-            .endpoints
-            .pick(&excluded)
-            .ok_or_else(|| GatewayError::unavailable(format!("service {} has no ready endpoint", route.service)))?;
-        let addr = picked.upstream().address.clone();
-        *upstream_out = Some(addr.clone());
-        let uri: Uri = format!("http://{addr}{rest}{query}")
-            .parse()
-            .map_err(|_| GatewayError::bad_request(format!("cannot forward to path {rest}")))?;
-        let mut out = Request::builder().method(parts.method.clone()).uri(uri);
-        if let Some(h) = out.headers_mut() {
-            *h = parts.headers.clone();
-            h.remove(header::HOST);
-        }
-        let this_body = match body.take() {
-            Some(b) => b,
-            None => empty_body(),
+        // An endpoint: the same one again after a pooled connection turned out closed.
+        let current = match picked.take() {
+            Some(p) => p,
+            None => {
+                let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
+                route.endpoints.pick(&excluded).ok_or_else(|| {
+                    GatewayError::unavailable(format!("service {} has no ready endpoint", route.service))
+                })?
+            }
         };
-        let out = out
-            .body(this_body)
-            .map_err(|e| GatewayError::internal(format!("building the backend request: {e}")))?;
-        match client.request(out).await {
+        let upstream = current.upstream().clone();
+        *upstream_out = Some(upstream.address.clone());
+        let pooled = upstream.h1.take();
+        let reused = pooled.is_some();
+        let mut tx = match pooled {
+            Some(tx) => tx,
+            None => match connect(&upstream).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    tracing::debug!(error = %e, upstream = %upstream.address, "cannot connect to the endpoint");
+                    upstream.failed();
+                    tried.push(upstream.address.clone());
+                    if tried.len() >= MAX_ATTEMPTS {
+                        return Err(GatewayError::unavailable(format!(
+                            "service {}: cannot connect to an endpoint",
+                            route.service
+                        )));
+                    }
+                    continue;
+                }
+            },
+        };
+        if tx.ready().await.is_err() {
+            // Closed while idle: nothing was sent; a fresh connection to the same endpoint.
+            fresh_attempts += 1;
+            if fresh_attempts > MAX_ATTEMPTS {
+                return Err(GatewayError::bad_gateway(format!(
+                    "service {}: the backend keeps closing connections",
+                    route.service
+                )));
+            }
+            picked = Some(current);
+            continue;
+        }
+        out.headers_mut().insert(header::HOST, upstream.host_header());
+        match tx.try_send_request(out).await {
             Ok(mut resp) => {
-                picked.upstream().succeeded();
+                upstream.succeeded();
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(client_side) = client_upgrade
                 {
@@ -155,36 +327,31 @@ pub async fn forward(
                 }
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers, false);
-                return Ok(Response::from_parts(rp, rb.map_err(Into::into).boxed_unsync()));
+                let mut body = PooledBody {
+                    inner: rb,
+                    conn: (rp.status != StatusCode::SWITCHING_PROTOCOLS).then(|| (tx, upstream.h1.clone())),
+                };
+                body.release_if_done();
+                return Ok(Response::from_parts(rp, body.boxed_unsync()));
             }
-            Err(e) if e.is_connect() => {
-                picked.upstream().failed();
-                tried.push(addr);
-                if !bodyless || tried.len() >= 3 {
-                    return Err(GatewayError::unavailable(format!(
-                        "service {}: cannot connect to an endpoint",
+            Err(mut e) => match e.take_message() {
+                // Never written: the pooled connection closed first. Again, on a fresh one.
+                Some(again) if reused && fresh_attempts < MAX_ATTEMPTS => {
+                    tracing::debug!(error = %e.error(), upstream = %upstream.address, "pooled connection closed; reconnecting");
+                    fresh_attempts += 1;
+                    out = again;
+                    picked = Some(current);
+                }
+                _ => {
+                    tracing::debug!(error = %e.error(), upstream = %upstream.address, "backend request failed");
+                    return Err(GatewayError::bad_gateway(format!(
+                        "service {}: the backend closed the request",
                         route.service
                     )));
                 }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, upstream = %addr, "backend request failed");
-                return Err(GatewayError::bad_gateway(format!(
-                    "service {}: the backend closed the request",
-                    route.service
-                )));
-            }
+            },
         }
     }
-}
-
-fn body_is_empty(headers: &HeaderMap, method: &http::Method) -> bool {
-    let len_zero = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "0");
-    let no_len = !headers.contains_key(header::CONTENT_LENGTH) && !headers.contains_key(header::TRANSFER_ENCODING);
-    len_zero || (no_len && matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS))
 }
 
 /// A response body from bytes.
@@ -224,16 +391,5 @@ mod tests {
         let mut plain = HeaderMap::new();
         plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(!is_upgrade(&plain));
-    }
-
-    #[test]
-    fn only_bodyless_requests_are_retryable() {
-        let mut h = HeaderMap::new();
-        assert!(body_is_empty(&h, &http::Method::GET));
-        assert!(!body_is_empty(&h, &http::Method::POST));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        assert!(body_is_empty(&h, &http::Method::POST));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        assert!(!body_is_empty(&h, &http::Method::GET));
     }
 }

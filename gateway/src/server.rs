@@ -25,7 +25,7 @@ use crate::balance::Upstreams;
 use crate::cors;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::proxy::{self, HttpClient, full};
+use crate::proxy::{self, full};
 use crate::resolve::{self, TenantSource};
 use crate::snapshot::{Protocol, Route, Snapshot, Tenant};
 use crate::transcode::{self, DynamicCodec};
@@ -98,7 +98,25 @@ pub struct Gateway {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
-    http: HttpClient,
+}
+
+/// The client end of a downstream connection, made once per connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` element.
+    pub forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            forwarded_for: proxy::forwarded_for(addr.ip()),
+        }
+    }
 }
 
 /// What one request learned on its way, for the response, the metrics and the access log.
@@ -127,15 +145,14 @@ impl Gateway {
             upstreams: Upstreams::default(),
             settings,
             metrics,
-            http: proxy::client(),
         }
     }
 
     /// Serves one request: never fails, errors become SPEC §7 JSON responses.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<BoxBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &Peer) -> Response<BoxBody> {
         let started = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let path = self.settings.access_log.then(|| req.uri().path().to_string());
         let mut ctx = RequestContext {
             origin: req.headers().get(header::ORIGIN).cloned(),
             ..Default::default()
@@ -164,7 +181,7 @@ impl Gateway {
             tracing::info!(
                 target: "access",
                 %method,
-                %path,
+                path = path.as_deref().unwrap_or(""),
                 tenant,
                 service,
                 endpoint = ctx.endpoint.as_deref().unwrap_or(""),
@@ -181,7 +198,7 @@ impl Gateway {
     async fn phases(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         ctx: &mut RequestContext,
     ) -> Result<Response<BoxBody>, GatewayError> {
         let snap = self
@@ -242,7 +259,7 @@ impl Gateway {
                 return refused(e, &tenant_auth, &req);
             }
             auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
-            return proxy::forward(&self.http, route, &rest, req, Some(peer.ip()), &mut ctx.upstream).await;
+            return proxy::forward(route, &rest, req, peer.forwarded_for.as_ref(), &mut ctx.upstream).await;
         }
         let resolved = match resolve::resolve_path(&raw_path) {
             Ok(r) => r,
@@ -712,9 +729,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
+        let client = Arc::new(Peer::new(peer));
         let service = hyper::service::service_fn(move |req| {
             let gw = gw.clone();
-            async move { Ok::<_, Infallible>(gw.handle(req, peer).await) }
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(gw.handle(req, &client).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());

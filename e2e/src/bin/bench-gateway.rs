@@ -161,6 +161,10 @@ struct CallResponse {
     message: String,
 }
 
+/// When set, the bench starts everything, prints the addresses and waits for Ctrl-C instead of
+/// measuring: the same setup, driven by hand (wrk, perf).
+const HOLD_ENV: &str = "BENCH_GATEWAY_HOLD";
+
 /// Set in the copy of the bench that runs in a session of its own.
 const SESSION_ENV: &str = "BENCH_GATEWAY_SESSION";
 
@@ -504,6 +508,19 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         .iter()
         .map(|p| p.child.id())
         .collect();
+    if std::env::var_os(HOLD_ENV).is_some() {
+        // For profiling: everything runs; the caller drives the load and stops the bench.
+        eprintln!(
+            "{HOLD_ENV}: holding until Ctrl-C or SIGTERM\n  backend   http://{backend_addr}/\n  gateway   \
+             http://{gw_addr}/web/ (pid {}), http://{gw_addr}/helloworld/call\n  haproxy   http://{haproxy_addr}/web/ \
+             (pid {})\n  nginx     http://{nginx_addr}/web/ (pid {})\n  helloworld grpc://{hello_addr}",
+            gateway.child.id(),
+            haproxy_proc.child.id(),
+            nginx_proc.child.id()
+        );
+        let _ = interrupted().await;
+        bail!("held until interrupted (no measurement)");
+    }
     let cpu_before = CpuSample::take(&groups)?;
 
     // (b) Proxy throughput.

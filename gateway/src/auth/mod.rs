@@ -21,7 +21,7 @@ pub mod token;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use microplane_sync::v1;
 
 use self::rules::{Access, Account, Decision, Rule, RuleSet};
@@ -40,9 +40,18 @@ pub const ACCOUNT_SCOPES: &str = "micro-account-scopes";
 /// Metadata key of the tenant the request was resolved to, set by the gateway.
 pub const NAMESPACE: &str = "micro-namespace";
 
+/// [`IDENTITY_HEADERS`] as header names.
+const IDENTITY_HEADER_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static(ACCOUNT_ID),
+    HeaderName::from_static(ACCOUNT_TYPE),
+    HeaderName::from_static(ACCOUNT_SCOPES),
+];
+/// [`NAMESPACE`] as a header name.
+const NAMESPACE_HEADER: HeaderName = HeaderName::from_static(NAMESPACE);
+
 /// Removes client-sent identity headers.
 pub fn strip_identity(headers: &mut HeaderMap) {
-    for h in IDENTITY_HEADERS {
+    for h in &IDENTITY_HEADER_NAMES {
         headers.remove(h);
     }
 }
@@ -51,13 +60,14 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 pub fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Verified>) {
     strip_identity(headers);
     if let Ok(v) = HeaderValue::from_str(tenant) {
-        headers.insert(NAMESPACE, v);
+        headers.insert(NAMESPACE_HEADER, v);
     }
     if let Some(a) = account {
+        let [id, kind, scopes] = IDENTITY_HEADER_NAMES;
         for (k, v) in [
-            (ACCOUNT_ID, a.account_id.clone()),
-            (ACCOUNT_TYPE, a.account_type.clone()),
-            (ACCOUNT_SCOPES, a.scopes.join(" ")),
+            (id, a.account_id.clone()),
+            (kind, a.account_type.clone()),
+            (scopes, a.scopes.join(" ")),
         ] {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 headers.insert(k, v);

@@ -1,0 +1,414 @@
+//! `Http` services through the whole data path (SPEC §6 "Proxying"): a gateway serving a snapshot
+//! on loopback, in front of real HTTP/1.1 backends that record what reached them.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use microplane_gateway::metrics::Metrics;
+use microplane_gateway::server::{Gateway, Settings, serve};
+use microplane_gateway::sync;
+use microplane_sync::v1;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What one request looked like when it reached a backend.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The backend connection it came on (the gateway's local address).
+    conn: SocketAddr,
+    method: http::Method,
+    uri: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// How the backend treats a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Keep-alive.
+    KeepAlive,
+    /// `Connection: close` on every response.
+    Close,
+}
+
+struct Backend {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    async fn start(mode: Mode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let record = record.clone();
+                        async move { Ok::<_, Infallible>(respond(req, peer, &record).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(mode == Mode::KeepAlive)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        let mut conns: Vec<SocketAddr> = self.seen().iter().map(|s| s.conn).collect();
+        conns.sort();
+        conns.dedup();
+        conns.len()
+    }
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// `/ws`: a websocket-style upgrade that echoes bytes; `/stream`: three chunks, 50 ms apart;
+/// `/endless`: a chunk every 10 ms, forever; anything else: `200 ok`.
+async fn respond(mut req: Request<Incoming>, peer: SocketAddr, record: &Mutex<Vec<Seen>>) -> Response<Body> {
+    let upgrade = (req.uri().path() == "/ws").then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    record.lock().unwrap().push(Seen {
+        conn: peer,
+        method: parts.method,
+        uri: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    });
+    let chunks = |n: Option<usize>, every: Duration| {
+        let stream = futures::stream::unfold(0usize, move |i| async move {
+            if n.is_some_and(|n| i >= n) {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("chunk {i}\n")))),
+                i + 1,
+            ))
+        });
+        BodyExt::boxed(StreamBody::new(stream))
+    };
+    match path.as_str() {
+        "/ws" => {
+            let on = upgrade.unwrap();
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(on.await.unwrap());
+                let mut buf = [0u8; 64];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::CONNECTION, "upgrade")
+                .header(header::UPGRADE, "websocket")
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap()
+        }
+        "/stream" => Response::new(chunks(Some(3), Duration::from_millis(50))),
+        "/endless" => Response::new(chunks(None, Duration::from_millis(10))),
+        _ => Response::builder()
+            .header("keep-alive", "timeout=5")
+            .header("x-backend", "yes")
+            .body(Full::new(Bytes::from_static(b"ok")).boxed())
+            .unwrap(),
+    }
+}
+
+/// A gateway serving tenant `micro` (public) with the `Http` service `web` on `endpoints`.
+async fn gateway(endpoints: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
+    let gw = Arc::new(Gateway::new(
+        Settings {
+            access_log: false,
+            ..Settings::default()
+        },
+        Metrics::new(),
+    ));
+    let wire = v1::Snapshot {
+        version: 1,
+        source: "test".into(),
+        tenants: vec![v1::Tenant {
+            name: "micro".into(),
+            rules: vec![v1::Rule {
+                id: "default".into(),
+                r#type: "*".into(),
+                name: "*".into(),
+                endpoint: "*".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        services: vec![v1::Service {
+            tenant: "micro".into(),
+            name: "web".into(),
+            protocol: v1::Protocol::Http as i32,
+            endpoints: endpoints
+                .iter()
+                .map(|a| v1::Endpoint {
+                    address: a.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(sync::apply(&gw, &wire), Ok(true));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(gw.clone(), listener, std::future::pending()));
+    (gw, addr)
+}
+
+/// One kept-alive HTTP/1.1 client connection to the gateway.
+struct Client {
+    tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Self { tx, addr }
+    }
+
+    async fn send(&mut self, req: http::request::Builder, body: &'static str) -> Response<Incoming> {
+        let req = req
+            .header(header::HOST, format!("gw.test:{}", self.addr.port()))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        self.tx.ready().await.unwrap();
+        self.tx.send_request(req).await.unwrap()
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, Bytes) {
+        let resp = self.send(Request::get(path), "").await;
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+}
+
+#[tokio::test]
+async fn forwards_the_rest_of_the_path_the_query_the_body_and_forwarding_headers() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (_gw, addr) = gateway(&[backend.addr]).await;
+    let mut c = Client::connect(addr).await;
+
+    let resp = c
+        .send(
+            Request::post("/web/a/%2Fb/./c/../d?x=1&y=%20")
+                .header(header::CONNECTION, "x-hop")
+                .header("x-hop", "secret")
+                .header(header::TE, "trailers")
+                .header("x-forwarded-for", "10.1.2.3")
+                .header("micro-account-id", "forged")
+                .header(header::CONTENT_TYPE, "text/plain"),
+            "hello backend",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers().clone();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    assert_eq!(headers["x-backend"], "yes");
+    assert!(
+        !headers.contains_key("keep-alive"),
+        "hop-by-hop response header: {headers:?}"
+    );
+
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.method, http::Method::POST);
+    assert_eq!(
+        s.uri, "/a/%2Fb/d?x=1&y=%20",
+        "the rest of the path, cleaned, still encoded"
+    );
+    assert_eq!(s.body, "hello backend");
+    assert_eq!(s.headers[header::HOST], backend.addr.to_string());
+    assert_eq!(s.headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(s.headers["x-forwarded-host"], format!("gw.test:{}", addr.port()));
+    assert_eq!(s.headers["x-forwarded-proto"], "http");
+    assert_eq!(s.headers[header::CONTENT_TYPE], "text/plain");
+    assert_eq!(s.headers["micro-namespace"], "micro");
+    for gone in ["x-hop", "te", "micro-account-id"] {
+        assert!(
+            !s.headers.contains_key(gone),
+            "{gone} reached the backend: {:?}",
+            s.headers
+        );
+    }
+
+    // A path that is only the service is the backend's root; a query alone is kept.
+    assert_eq!(c.get("/web").await.0, StatusCode::OK);
+    assert_eq!(c.get("/web/?q=1").await.0, StatusCode::OK);
+    let uris: Vec<String> = backend.seen().iter().skip(1).map(|s| s.uri.clone()).collect();
+    assert_eq!(uris, ["/", "/?q=1"]);
+    backend.task.abort();
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (gw, addr) = gateway(&[backend.addr]).await;
+    let mut c = Client::connect(addr).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("/web/").await, (StatusCode::OK, Bytes::from_static(b"ok")));
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "sequential requests share one backend connection"
+    );
+
+    // Concurrent requests need a connection each, and those are pooled in turn.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(Client::connect(addr).await);
+    }
+    for _ in 0..5 {
+        let calls = clients.iter_mut().map(|c| c.get("/web/stream"));
+        for (status, body) in futures::future::join_all(calls).await {
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\n");
+        }
+    }
+    assert!(backend.connections() <= 5, "{} connections", backend.connections());
+    let pool = gw.upstreams.get(&backend.addr.to_string());
+    assert!(pool.h1.idle() >= 1 && pool.h1.idle() <= 4, "{} idle", pool.h1.idle());
+    backend.task.abort();
+}
+
+#[tokio::test]
+async fn a_backend_that_closes_connections_is_invisible_to_clients() {
+    let backend = Backend::start(Mode::Close).await;
+    let (gw, addr) = gateway(&[backend.addr]).await;
+    let mut c = Client::connect(addr).await;
+    for i in 0..30 {
+        let (status, body) = c.get(&format!("/web/{i}")).await;
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok".as_ref()), "request {i}");
+    }
+    assert_eq!(backend.connections(), 30);
+    // A connection the backend closed is never kept.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    assert!(upstream.h1.idle() <= 1);
+    assert_eq!(c.get("/web/again").await.0, StatusCode::OK);
+    backend.task.abort();
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_skipped_for_requests_with_bodies_too() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (gw, addr) = gateway(&[dead, backend.addr]).await;
+    let mut c = Client::connect(addr).await;
+    for i in 0..20 {
+        let resp = c.send(Request::post(format!("/web/post-{i}")), "payload").await;
+        assert_eq!(resp.status(), StatusCode::OK, "request {i}");
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 20, "every request reached the live endpoint once");
+    assert!(seen.iter().all(|s| s.body == "payload"));
+    assert!(gw.upstreams.get(&dead.to_string()).ejected());
+
+    // With no live endpoint left: 503 in the SPEC's JSON.
+    let (_gw, only_dead) = gateway(&[dead]).await;
+    let mut c = Client::connect(only_dead).await;
+    let (status, body) = c.get("/web/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], 503, "{json}");
+    backend.task.abort();
+}
+
+#[tokio::test]
+async fn an_abandoned_response_never_leaves_its_connection_in_the_pool() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (gw, addr) = gateway(&[backend.addr]).await;
+    {
+        let mut c = Client::connect(addr).await;
+        let resp = c.send(Request::get("/web/endless"), "").await;
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "chunk 0\n");
+        // The client goes away mid-body.
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    assert_eq!(upstream.h1.idle(), 0, "a connection with a body in flight was pooled");
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.get("/web/").await.0, StatusCode::OK);
+    assert_eq!(backend.connections(), 2);
+    backend.task.abort();
+}
+
+#[tokio::test]
+async fn websockets_are_upgraded_end_to_end() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (_gw, addr) = gateway(&[backend.addr]).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /web/ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"ping"[..], b"second message"] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    let seen = backend.seen();
+    assert_eq!(seen[0].headers[header::UPGRADE], "websocket");
+    assert_eq!(seen[0].headers[header::CONNECTION], "upgrade");
+    backend.task.abort();
+}
