@@ -74,7 +74,7 @@ bench: bench-operator bench-gateway ## All benchmarks
 
 bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate, operator peak RSS, requests per object, idle writes
 	cargo build --release -p microplane-operator
-	cargo build --release -p microplane-e2e --features e2e --bin bench-operator
+	cargo build --profile bench-tools -p microplane-e2e --features e2e --bin bench-operator
 	@MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh
 	@rm -rf $(BENCH_STATE)/etcd $(BENCH_STATE)/operator.info
 	@trap 'MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
@@ -85,7 +85,7 @@ bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate,
 	  MICROPLANE_STATE=$(BENCH_STATE) MICROPLANE_OPERATOR_BIN=$(CURDIR)/target/release/microplane-operator \
 	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
 	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 \
-	    target/release/bench-operator
+	    target/bench-tools/bench-operator
 
 # Debian packages of the gateway bench: `command:package` pairs (nginx and haproxy live in /usr/sbin).
 BENCH_GATEWAY_PACKAGES := wrk:wrk haproxy:haproxy nginx:nginx-light taskset:util-linux
@@ -99,9 +99,9 @@ bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, rout
 	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	  fi
 	cargo build --release -p microplane-gateway -p helloworld
-	cargo build --release -p microplane-e2e --features e2e --bin bench-gateway
+	cargo build --profile bench-tools -p microplane-e2e --features e2e --bin bench-gateway
 	@mkdir -p $(BENCH_STATE)/gateway
-	BENCH_STATE=$(BENCH_STATE) target/release/bench-gateway
+	BENCH_STATE=$(BENCH_STATE) BENCH_GATEWAY_BINARIES=$(CURDIR)/target/release target/bench-tools/bench-gateway
 
 controlplane: ## Build the control-plane binaries into $(MICROPLANE_CACHE) (reused when present)
 	@e2e/scripts/build-controlplane.sh

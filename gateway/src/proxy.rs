@@ -27,7 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE: usize = 256;
-/// Most endpoints (or fresh connections) one request tries when it cannot get through.
+/// Most endpoints one request tries when it cannot connect, and most fresh connections it tries
+/// when they close before taking the request. (Idle connections found closed do not count: the
+/// pool is finite.)
 const MAX_ATTEMPTS: usize = 3;
 
 /// Kept-alive HTTP/1.1 connections to one `Http` endpoint, most recently used first.
@@ -258,7 +260,7 @@ pub async fn forward(
     *out.headers_mut() = parts.headers;
 
     let mut tried: Vec<String> = Vec::new();
-    let mut fresh_attempts = 0;
+    let mut fresh_failures = 0;
     let mut picked: Option<Picked> = None;
     loop {
         // An endpoint: the same one again after a pooled connection turned out closed.
@@ -294,13 +296,16 @@ pub async fn forward(
             },
         };
         if tx.ready().await.is_err() {
-            // Closed while idle: nothing was sent; a fresh connection to the same endpoint.
-            fresh_attempts += 1;
-            if fresh_attempts > MAX_ATTEMPTS {
-                return Err(GatewayError::bad_gateway(format!(
-                    "service {}: the backend keeps closing connections",
-                    route.service
-                )));
+            // Closed while idle (the backend's keep-alive timeout): nothing was sent. The next idle
+            // one, or a fresh connection; fresh ones that close at once count against the limit.
+            if !reused {
+                fresh_failures += 1;
+                if fresh_failures >= MAX_ATTEMPTS {
+                    return Err(GatewayError::bad_gateway(format!(
+                        "service {}: the backend keeps closing connections",
+                        route.service
+                    )));
+                }
             }
             picked = Some(current);
             continue;
@@ -335,10 +340,12 @@ pub async fn forward(
                 return Ok(Response::from_parts(rp, body.boxed_unsync()));
             }
             Err(mut e) => match e.take_message() {
-                // Never written: the pooled connection closed first. Again, on a fresh one.
-                Some(again) if reused && fresh_attempts < MAX_ATTEMPTS => {
-                    tracing::debug!(error = %e.error(), upstream = %upstream.address, "pooled connection closed; reconnecting");
-                    fresh_attempts += 1;
+                // Never written: the connection closed first. Again, on another one.
+                Some(again) if reused || fresh_failures + 1 < MAX_ATTEMPTS => {
+                    tracing::debug!(error = %e.error(), upstream = %upstream.address, "connection closed before the request was sent; sending on another");
+                    if !reused {
+                        fresh_failures += 1;
+                    }
                     out = again;
                     picked = Some(current);
                 }

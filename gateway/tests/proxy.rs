@@ -37,6 +37,8 @@ enum Mode {
     KeepAlive,
     /// `Connection: close` on every response.
     Close,
+    /// Keep-alive, but an idle connection is closed after 50 ms.
+    IdleTimeout,
 }
 
 struct Backend {
@@ -62,8 +64,14 @@ impl Backend {
                         let record = record.clone();
                         async move { Ok::<_, Infallible>(respond(req, peer, &record).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(mode == Mode::KeepAlive)
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder.keep_alive(mode != Mode::Close);
+                    if mode == Mode::IdleTimeout {
+                        builder
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(Duration::from_millis(50));
+                    }
+                    let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
@@ -411,4 +419,84 @@ async fn websockets_are_upgraded_end_to_end() {
     assert_eq!(seen[0].headers[header::UPGRADE], "websocket");
     assert_eq!(seen[0].headers[header::CONNECTION], "upgrade");
     backend.task.abort();
+}
+
+#[tokio::test]
+async fn idle_connections_the_backend_closed_are_replaced_unnoticed() {
+    let backend = Backend::start(Mode::IdleTimeout).await;
+    let (gw, addr) = gateway(&[backend.addr]).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(Client::connect(addr).await);
+    }
+    let calls = clients.iter_mut().map(|c| c.get("/web/stream"));
+    for (status, _) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    assert_eq!(upstream.h1.idle(), 5);
+    // The backend closes all five while they sit in the pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..10 {
+        let (status, body) = clients[0].get(&format!("/web/after-{i}")).await;
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok".as_ref()), "request {i}");
+    }
+    assert_eq!(
+        backend.connections(),
+        6,
+        "five closed ones were dropped, one new one serves"
+    );
+    backend.task.abort();
+}
+
+/// A backend that answers one request per connection and closes it without saying so.
+async fn abrupt_backend() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nabrupt").await;
+                // Closed with no `Connection: close`.
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_notice_is_not_used_again() {
+    let (backend, accepted, task) = abrupt_backend().await;
+    let (_gw, addr) = gateway(&[backend]).await;
+    let mut c = Client::connect(addr).await;
+    for i in 0..20 {
+        let (status, body) = c.get(&format!("/web/{i}")).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::OK, b"abrupt".as_ref()),
+            "request {i}"
+        );
+        // Give the FIN time to arrive, as it would between requests of a real client.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
+    task.abort();
 }

@@ -165,6 +165,10 @@ struct CallResponse {
 /// measuring: the same setup, driven by hand (wrk, perf).
 const HOLD_ENV: &str = "BENCH_GATEWAY_HOLD";
 
+/// The directory of the `microplane-gateway` and `helloworld` binaries to measure (default: this
+/// binary's directory).
+const BINARIES_ENV: &str = "BENCH_GATEWAY_BINARIES";
+
 /// Set in the copy of the bench that runs in a session of its own.
 const SESSION_ENV: &str = "BENCH_GATEWAY_SESSION";
 
@@ -322,10 +326,15 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
     let wrk = tool("wrk")?;
     let haproxy = tool("haproxy")?;
     let nginx = tool("nginx")?;
-    let bins = std::env::current_exe()?
-        .parent()
-        .ok_or_else(|| anyhow!("the bench binary has no directory"))?
-        .to_path_buf();
+    // The binaries under test: the release build (`make bench-gateway` passes its directory), or
+    // the ones next to this binary.
+    let bins = match std::env::var_os(BINARIES_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow!("the bench binary has no directory"))?
+            .to_path_buf(),
+    };
     let gateway_bin = bins.join("microplane-gateway");
     let helloworld_bin = bins.join("helloworld");
     for b in [&gateway_bin, &helloworld_bin] {
