@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use crate::grpc::H2Channel;
 
 /// Time base for ejection deadlines.
 fn now_ms() -> u64 {
@@ -35,8 +35,10 @@ pub struct Upstream {
     socket: Option<std::net::SocketAddr>,
     /// `address` as a `Host` header.
     host: http::HeaderValue,
-    /// The pooled HTTP/2 channel of `Grpc` services.
-    channel: OnceLock<Channel>,
+    /// The HTTP/2 connection of `Grpc` services (made on first use).
+    grpc: H2Channel,
+    /// `http://<address>`, the origin of gRPC calls.
+    origin: http::Uri,
     /// Kept-alive HTTP/1.1 connections of `Http` services.
     pub h1: Arc<crate::proxy::H1Pool>,
     outstanding: AtomicUsize,
@@ -50,7 +52,10 @@ impl Upstream {
             address: address.to_string(),
             socket: address.parse().ok(),
             host: http::HeaderValue::from_str(address).unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
-            channel: OnceLock::new(),
+            grpc: H2Channel::new(address),
+            origin: format!("http://{address}")
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("http://invalid")),
             h1: Arc::default(),
             outstanding: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -58,23 +63,15 @@ impl Upstream {
         }
     }
 
-    /// The pooled HTTP/2 channel to this endpoint, connected on first use and reconnected by tonic
-    /// when it breaks.
-    pub fn channel(&self) -> Channel {
-        self.channel
-            .get_or_init(|| {
-                // The address came from an EndpointSlice as ip:port, so the URI is valid; a bad one
-                // still yields a channel whose calls fail with Unavailable rather than a panic.
-                let ep = Endpoint::from_shared(format!("http://{}", self.address))
-                    .unwrap_or_else(|_| Endpoint::from_static("http://0.0.0.0:1"))
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(20))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .keep_alive_while_idle(true);
-                ep.connect_lazy()
-            })
-            .clone()
+    /// The HTTP/2 connection to this endpoint for gRPC calls, made on first use and replaced
+    /// when it ends.
+    pub fn grpc(&self) -> H2Channel {
+        self.grpc.clone()
+    }
+
+    /// The origin (`http://ip:port`) of gRPC calls to this endpoint.
+    pub fn origin(&self) -> http::Uri {
+        self.origin.clone()
     }
 
     /// The address to connect to.

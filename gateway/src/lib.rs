@@ -19,6 +19,7 @@ pub mod auth;
 pub mod balance;
 pub mod cors;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
 pub mod proxy;
 pub mod resolve;

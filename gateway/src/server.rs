@@ -496,7 +496,7 @@ impl Gateway {
                 .ok_or_else(|| GatewayError::unavailable(format!("service {} has no ready endpoint", route.service)))?;
             let upstream = picked.upstream().clone();
             *upstream_out = Some(upstream.address.clone());
-            let mut grpc = tonic::client::Grpc::new(upstream.channel());
+            let mut grpc = tonic::client::Grpc::with_origin(upstream.grpc(), upstream.origin());
             let mut request = tonic::Request::new(input.clone());
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
             // The identity the gateway verified, set by the gateway alone.
@@ -569,6 +569,9 @@ pub fn never_reached(status: &tonic::Status) -> bool {
         return true;
     }
     while let Some(e) = src {
+        if e.downcast_ref::<crate::grpc::NotSent>().is_some() {
+            return true;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
         {
