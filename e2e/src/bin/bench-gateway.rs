@@ -169,6 +169,43 @@ const HOLD_ENV: &str = "BENCH_GATEWAY_HOLD";
 /// binary's directory).
 const BINARIES_ENV: &str = "BENCH_GATEWAY_BINARIES";
 
+/// `a` runs (a) only and prints its figures instead of a report (for working on the data path).
+const PART_ENV: &str = "BENCH_GATEWAY_PART";
+
+/// With `BENCH_GATEWAY_PART=a`: the open-loop rate (calls/s) instead of half the closed-loop one.
+const OPEN_RATE_ENV: &str = "BENCH_GATEWAY_OPEN_RATE";
+
+/// Busy time of CPU 0 and CPU 1 from /proc/stat (jiffies: busy, total).
+struct CpuBusy([(u64, u64); 2]);
+
+impl CpuBusy {
+    fn take() -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let mut out = [(0, 0); 2];
+        for (i, cpu) in ["cpu0 ", "cpu1 "].iter().enumerate() {
+            let line = stat
+                .lines()
+                .find(|l| l.starts_with(cpu))
+                .ok_or_else(|| anyhow!("no {cpu} in /proc/stat"))?;
+            let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let total: u64 = v.iter().sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            out[i] = (total - idle, total);
+        }
+        Ok(Self(out))
+    }
+
+    /// Busy share of each CPU since `earlier`.
+    fn since(&self, earlier: &Self) -> [f64; 2] {
+        let share = |i: usize| {
+            let busy = self.0[i].0.saturating_sub(earlier.0[i].0) as f64;
+            let total = self.0[i].1.saturating_sub(earlier.0[i].1).max(1) as f64;
+            busy / total
+        };
+        [share(0), share(1)]
+    }
+}
+
 /// Set in the copy of the bench that runs in a session of its own.
 const SESSION_ENV: &str = "BENCH_GATEWAY_SESSION";
 
@@ -307,6 +344,8 @@ struct Report {
     open_rate: f64,
     direct: OpenLoop,
     through: OpenLoop,
+    /// Busy share of CPU 0 and CPU 1 during the direct and the gateway open-loop runs.
+    open_busy: [[f64; 2]; 2],
     wrk: Vec<(String, Wrk)>,
     route_changes: Vec<Duration>,
     bulk: Bulk,
@@ -533,6 +572,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
     let cpu_before = CpuSample::take(&groups)?;
 
     // (b) Proxy throughput.
+    let only_a = std::env::var(PART_ENV).is_ok_and(|p| p == "a");
     let mut wrk_results = Vec::new();
     for (name, addr, path, proc) in [
         ("backend direct (ceiling, no proxy)", backend_addr, "/", &mut backend),
@@ -540,6 +580,9 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         ("haproxy", haproxy_addr, "/web/", &mut haproxy_proc),
         ("nginx", nginx_addr, "/web/", &mut nginx_proc),
     ] {
+        if only_a {
+            break;
+        }
         eprintln!("(b) wrk against {name}");
         let url = format!("http://{addr}{path}");
         wrk_results.push((name.to_string(), measure_wrk(&wrk, &url, &[], proc).await?));
@@ -554,6 +597,9 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         (AUTH_ON, &on_headers),
         (AUTH_OFF, &off_headers),
     ] {
+        if only_a {
+            break;
+        }
         eprintln!("(e) wrk against the gateway, {name}");
         let url = format!("http://{gw_addr}/web/");
         auth_results.push((name.to_string(), measure_wrk(&wrk, &url, headers, &mut gateway).await?));
@@ -565,13 +611,40 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
     let direct = Target::Direct(hello_addr);
     let closed = closed_loop(&through, CONNECTIONS, CLOSED_WARMUP, CLOSED_MEASURE).await?;
     ensure!(closed.ok > 0, "no request through the gateway succeeded");
-    let open_rate = closed.rate * OPEN_SHARE;
+    // With (a) alone, the open-loop rate may be set by hand, to compare builds at the same load.
+    let open_rate = match std::env::var(OPEN_RATE_ENV).ok().and_then(|r| r.parse::<f64>().ok()) {
+        Some(rate) if only_a => rate,
+        _ => closed.rate * OPEN_SHARE,
+    };
     eprintln!("(a) open loop at {open_rate:.0}/s, direct");
+    let busy = CpuBusy::take()?;
     let direct_run = open_loop(&direct, CONNECTIONS, open_rate, OPEN_WARMUP, OPEN_MEASURE).await?;
+    let direct_busy = CpuBusy::take()?.since(&busy);
     eprintln!("(a) open loop at {open_rate:.0}/s, through the gateway");
+    let busy = CpuBusy::take()?;
     let through_run = open_loop(&through, CONNECTIONS, open_rate, OPEN_WARMUP, OPEN_MEASURE).await?;
+    let through_busy = CpuBusy::take()?.since(&busy);
     gateway.check_running()?;
     helloworld.check_running()?;
+    if only_a {
+        for (name, run, busy) in [
+            ("direct", &direct_run, direct_busy),
+            ("gateway", &through_run, through_busy),
+        ] {
+            eprintln!(
+                "{name}: closed {:.0}/s, open {open_rate:.0}/s achieved {:.0}/s, p50 {:.3} p90 {:.3} p99 {:.3} ms; \
+                 CPU busy {:.0}% / {:.0}%",
+                closed.rate,
+                run.achieved,
+                run.hist.value_at_quantile(0.5) as f64 / 1000.0,
+                run.hist.value_at_quantile(0.9) as f64 / 1000.0,
+                run.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                busy[0] * 100.0,
+                busy[1] * 100.0
+            );
+        }
+        bail!("{PART_ENV}=a: (a) only, no report");
+    }
 
     // (c) Route changes.
     eprintln!("(c) {PROBES} route changes");
@@ -647,6 +720,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         open_rate,
         direct: direct_run,
         through: through_run,
+        open_busy: [direct_busy, through_busy],
         wrk: wrk_results,
         route_changes,
         bulk,
@@ -1734,20 +1808,26 @@ impl Report {
             OPEN_WARMUP.as_secs()
         ));
         line(String::new());
-        line("| path | achieved req/s | errors | p50 ms | p90 ms | p99 ms | max ms |".into());
-        line("|---|---|---|---|---|---|---|".into());
-        for (name, run) in [
-            ("direct: gRPC h2c → helloworld", &self.direct),
-            ("gateway: HTTP/1.1 JSON → gateway → gRPC → helloworld", &self.through),
+        line("| path | achieved req/s | errors | p50 ms | p90 ms | p99 ms | max ms | CPU 0 busy | CPU 1 busy |".into());
+        line("|---|---|---|---|---|---|---|---|---|".into());
+        for (name, run, busy) in [
+            ("direct: gRPC h2c → helloworld", &self.direct, self.open_busy[0]),
+            (
+                "gateway: HTTP/1.1 JSON → gateway → gRPC → helloworld",
+                &self.through,
+                self.open_busy[1],
+            ),
         ] {
             line(format!(
-                "| {name} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {name} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0}% | {:.0}% |",
                 run.achieved,
                 run.errors,
                 q(&run.hist, 0.5),
                 q(&run.hist, 0.9),
                 q(&run.hist, 0.99),
-                run.hist.max() as f64 / 1e3
+                run.hist.max() as f64 / 1e3,
+                busy[0] * 100.0,
+                busy[1] * 100.0
             ));
         }
         let added: Vec<f64> = quantiles
@@ -1756,9 +1836,16 @@ impl Report {
             .collect();
         let added_max = (self.through.hist.max() as f64 - self.direct.hist.max() as f64) / 1e3;
         line(format!(
-            "| **added (gateway − direct)** | | | {:.3} | {:.3} | **{:.3}** | {:.3} |",
+            "| **added (gateway − direct)** | | | {:.3} | {:.3} | **{:.3}** | {:.3} | | |",
             added[0], added[1], added[2], added_max
         ));
+        if self.open_busy.iter().any(|b| b[1] >= 0.95) {
+            line(String::new());
+            line(format!(
+                "CPU {LOAD_CPU} (the load generator and helloworld) was saturated during an open-loop run: its \
+                 percentiles include queueing on the load side, not only the path under test."
+            ));
+        }
         let added_p99 = added[2];
         let a_clean = self.through.errors == 0 && self.direct.errors == 0 && self.closed.errors == 0;
         // Either run falling behind the schedule measures queueing, not the path.
