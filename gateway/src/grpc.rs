@@ -299,3 +299,45 @@ impl Body for H2Body {
         SizeHint::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_streams_were_never_processed() {
+        assert!(refused(&h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        for reason in [
+            h2::Reason::CANCEL,
+            h2::Reason::INTERNAL_ERROR,
+            h2::Reason::PROTOCOL_ERROR,
+            h2::Reason::NO_ERROR,
+        ] {
+            assert!(!refused(&h2::Error::from(reason)), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn a_call_that_was_not_sent_may_go_elsewhere() {
+        let not_sent = tonic::Status::from_error(Box::new(NotSent("connection closed: broken pipe".into())));
+        assert!(crate::server::never_reached(&not_sent));
+        // A stream reset after the server took it may have done work.
+        let reset = tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(!crate::server::never_reached(&reset));
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_not_sent() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut channel = H2Channel::new(&addr.to_string());
+        let req = Request::post(format!("http://{addr}/x.Y/Z"))
+            .body(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let err = tower::Service::call(&mut channel, req).await.unwrap_err();
+        assert!(err.downcast_ref::<NotSent>().is_some(), "{err}");
+        assert!(!channel.is_connected());
+    }
+}
