@@ -73,14 +73,6 @@ impl H2Channel {
 }
 
 impl Shared {
-    fn current(&self) -> Option<h2::client::SendRequest<Bytes>> {
-        self.current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|(_, tx)| tx.clone())
-    }
-
     fn forget(&self, generation: u64) {
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
@@ -90,12 +82,12 @@ impl Shared {
 
     /// The open connection (with its generation, and whether it is new), or a new one.
     async fn sender(self: &Arc<Self>) -> Result<(u64, h2::client::SendRequest<Bytes>, bool), BoxError> {
-        if let Some((g, tx)) = self.current_with_generation() {
+        if let Some((g, tx)) = self.current() {
             return Ok((g, tx, false));
         }
         let mut generation = self.connecting.lock().await;
         // Someone else may have connected while this call waited.
-        if let Some((g, tx)) = self.current_with_generation() {
+        if let Some((g, tx)) = self.current() {
             return Ok((g, tx, true));
         }
         let addr = self
@@ -134,7 +126,7 @@ impl Shared {
         Ok((this_generation, tx, true))
     }
 
-    fn current_with_generation(&self) -> Option<(u64, h2::client::SendRequest<Bytes>)> {
+    fn current(&self) -> Option<(u64, h2::client::SendRequest<Bytes>)> {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -76,9 +76,10 @@ impl H1Pool {
         }
     }
 
-    /// Connections kept idle now.
+    /// Open connections kept idle now (one the backend closed is as good as gone: it is dropped
+    /// when next taken).
     pub fn idle(&self) -> usize {
-        self.lock().len()
+        self.lock().iter().filter(|(tx, _)| !tx.is_closed()).count()
     }
 }
 

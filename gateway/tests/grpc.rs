@@ -2,25 +2,23 @@
 //! of real HTTP/2 gRPC backends (tonic's server side with the dynamic codec, helloworld's proto).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use bytes::Bytes;
+use common::{Client, any_port, dead_addr, endpoints, wait_until};
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use microplane_gateway::metrics::Metrics;
-use microplane_gateway::server::{Gateway, Settings, serve};
-use microplane_gateway::sync;
+use microplane_gateway::server::Gateway;
 use microplane_gateway::transcode::{DynamicCodec, request_from_json};
 use microplane_sync::v1;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::{Response, Status};
 
 const HELLOWORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/helloworld/proto");
@@ -136,117 +134,59 @@ async fn handle(req: Request<tonic::body::Body>, greeting: &'static str) -> http
     }
 }
 
-/// A gateway serving tenant `micro` (public) with the `Grpc` service `helloworld` on `endpoints`.
-async fn gateway(endpoints: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
-    let gw = Arc::new(Gateway::new(
-        Settings {
-            access_log: false,
-            ..Settings::default()
-        },
-        Metrics::new(),
-    ));
-    let wire = v1::Snapshot {
-        version: 1,
-        source: "test".into(),
-        tenants: vec![v1::Tenant {
-            name: "micro".into(),
-            rules: vec![v1::Rule {
-                id: "default".into(),
-                r#type: "*".into(),
-                name: "*".into(),
-                endpoint: "*".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        services: vec![v1::Service {
-            tenant: "micro".into(),
-            name: "helloworld".into(),
-            protocol: v1::Protocol::Grpc as i32,
-            endpoints: endpoints
-                .iter()
-                .map(|a| v1::Endpoint {
-                    address: a.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            descriptors: "hw".into(),
-        }],
-        descriptors: vec![v1::Descriptors {
-            key: "hw".into(),
-            file_descriptor_set: descriptor_set().encode_to_vec(),
-            services: vec!["helloworld.Helloworld".into()],
-        }],
+/// A gateway with the `Grpc` service `helloworld` on `addrs`.
+async fn gateway(addrs: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
+    let helloworld = v1::Service {
+        name: "helloworld".into(),
+        protocol: v1::Protocol::Grpc as i32,
+        endpoints: endpoints(addrs),
+        descriptors: "hw".into(),
         ..Default::default()
     };
-    assert_eq!(sync::apply(&gw, &wire), Ok(true));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(gw.clone(), listener, std::future::pending()));
-    (gw, addr)
+    let descriptors = v1::Descriptors {
+        key: "hw".into(),
+        file_descriptor_set: descriptor_set().encode_to_vec(),
+        services: vec!["helloworld.Helloworld".into()],
+    };
+    common::gateway(helloworld, vec![descriptors]).await
 }
 
-/// One kept-alive HTTP/1.1 client connection to the gateway.
-struct Client(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        Self(tx)
-    }
-
-    async fn request(&mut self, method: &str, path: &str, body: &str) -> (StatusCode, String) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "gw.test")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        self.0.ready().await.unwrap();
-        let resp = self.0.send_request(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    async fn call(&mut self, name: &str) -> (StatusCode, String) {
-        self.request("POST", "/helloworld/call", &json!({ "name": name }).to_string())
-            .await
-    }
+/// `method path` with a JSON body; the answer as text.
+async fn request(c: &mut Client, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    let (status, body) = c.fetch(req, body.to_string()).await;
+    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+async fn call(c: &mut Client, name: &str) -> (StatusCode, String) {
+    request(c, "POST", "/helloworld/call", &json!({ "name": name }).to_string()).await
 }
 
 #[tokio::test]
 async fn unary_streaming_and_errors_over_one_multiplexed_connection() {
-    let backend = Backend::start(free_addr(), "Hello").await;
+    let backend = Backend::start(any_port(), "Hello").await;
     let (_gw, addr) = gateway(&[backend.addr]).await;
     let mut c = Client::connect(addr).await;
 
     assert_eq!(
-        c.call("John").await,
+        call(&mut c, "John").await,
         (StatusCode::OK, r#"{"message":"Hello John (micro)"}"#.to_string())
     );
-    let (status, body) = c.request("GET", "/helloworld/call?name=Query", "").await;
+    let (status, body) = request(&mut c, "GET", "/helloworld/call?name=Query", "").await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"message":"Hello Query (micro)"}"#)
     );
-    let (status, body) = c.request("GET", "/helloworld/stream?name=Bo&count=3", "").await;
+    let (status, body) = request(&mut c, "GET", "/helloworld/stream?name=Bo&count=3", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
         "{\"message\":\"0 Bo\"}\n{\"message\":\"1 Bo\"}\n{\"message\":\"2 Bo\"}\n"
     );
-    let (status, body) = c.call("fail").await;
+    let (status, body) = call(&mut c, "fail").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let err: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(err["detail"], "nobody called fail", "{err}");
@@ -257,7 +197,7 @@ async fn unary_streaming_and_errors_over_one_multiplexed_connection() {
         clients.push(Client::connect(addr).await);
     }
     for round in 0..5 {
-        let calls = clients.iter_mut().map(|c| c.call("Many"));
+        let calls = clients.iter_mut().map(|c| call(c, "Many"));
         for (status, body) in futures::future::join_all(calls).await {
             assert_eq!(status, StatusCode::OK, "round {round}: {body}");
         }
@@ -268,12 +208,12 @@ async fn unary_streaming_and_errors_over_one_multiplexed_connection() {
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_skipped_and_a_restarted_backend_reconnected() {
-    let dead = free_addr();
-    let backend = Backend::start(free_addr(), "Hello").await;
+    let (dead, _reserved) = dead_addr();
+    let backend = Backend::start(any_port(), "Hello").await;
     let (gw, addr) = gateway(&[dead, backend.addr]).await;
     let mut c = Client::connect(addr).await;
     for i in 0..20 {
-        let (status, body) = c.call(&format!("n{i}")).await;
+        let (status, body) = call(&mut c, &format!("n{i}")).await;
         assert_eq!(status, StatusCode::OK, "call {i}: {body}");
     }
     assert!(gw.upstreams.get(&dead.to_string()).ejected());
@@ -282,14 +222,15 @@ async fn an_unreachable_endpoint_is_skipped_and_a_restarted_backend_reconnected(
     let at = backend.addr;
     backend.task.abort();
     let _ = backend.task.await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let channel = gw.upstreams.get(&at.to_string()).grpc();
+    wait_until("the gateway saw its connection close", || !channel.is_connected()).await;
     let (gw2, addr2) = gateway(&[at]).await;
     let mut c2 = Client::connect(addr2).await;
-    let (status, _) = c2.call("nobody home").await;
+    let (status, _) = call(&mut c2, "nobody home").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(gw2.upstreams.get(&at.to_string()).ejected());
     let again = Backend::start(at, "Welcome back").await;
-    let (status, body) = c.call("Jo").await;
+    let (status, body) = call(&mut c, "Jo").await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"message":"Welcome back Jo (micro)"}"#),

@@ -2,19 +2,21 @@
 //! on loopback, in front of real HTTP/1.1 backends that record what reached them.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Client, dead_addr, endpoints, wait_until};
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use microplane_gateway::metrics::Metrics;
-use microplane_gateway::server::{Gateway, Settings, serve};
-use microplane_gateway::sync;
+use microplane_gateway::server::Gateway;
 use microplane_sync::v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,6 +46,8 @@ enum Mode {
 struct Backend {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections that have ended.
+    closed: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,13 +56,16 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
         let record = seen.clone();
+        let ended = closed.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
                 let record = record.clone();
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let record = record.clone();
@@ -75,10 +82,20 @@ impl Backend {
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            closed,
+            task,
+        }
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -151,81 +168,15 @@ async fn respond(mut req: Request<Incoming>, peer: SocketAddr, record: &Mutex<Ve
     }
 }
 
-/// A gateway serving tenant `micro` (public) with the `Http` service `web` on `endpoints`.
-async fn gateway(endpoints: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
-    let gw = Arc::new(Gateway::new(
-        Settings {
-            access_log: false,
-            ..Settings::default()
-        },
-        Metrics::new(),
-    ));
-    let wire = v1::Snapshot {
-        version: 1,
-        source: "test".into(),
-        tenants: vec![v1::Tenant {
-            name: "micro".into(),
-            rules: vec![v1::Rule {
-                id: "default".into(),
-                r#type: "*".into(),
-                name: "*".into(),
-                endpoint: "*".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        services: vec![v1::Service {
-            tenant: "micro".into(),
-            name: "web".into(),
-            protocol: v1::Protocol::Http as i32,
-            endpoints: endpoints
-                .iter()
-                .map(|a| v1::Endpoint {
-                    address: a.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
+/// A gateway with the `Http` service `web` on `addrs`.
+async fn gateway(addrs: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
+    let web = v1::Service {
+        name: "web".into(),
+        protocol: v1::Protocol::Http as i32,
+        endpoints: endpoints(addrs),
         ..Default::default()
     };
-    assert_eq!(sync::apply(&gw, &wire), Ok(true));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(gw.clone(), listener, std::future::pending()));
-    (gw, addr)
-}
-
-/// One kept-alive HTTP/1.1 client connection to the gateway.
-struct Client {
-    tx: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    addr: SocketAddr,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        Self { tx, addr }
-    }
-
-    async fn send(&mut self, req: http::request::Builder, body: &'static str) -> Response<Incoming> {
-        let req = req
-            .header(header::HOST, format!("gw.test:{}", self.addr.port()))
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .unwrap();
-        self.tx.ready().await.unwrap();
-        self.tx.send_request(req).await.unwrap()
-    }
-
-    async fn get(&mut self, path: &str) -> (StatusCode, Bytes) {
-        let resp = self.send(Request::get(path), "").await;
-        let status = resp.status();
-        (status, resp.into_body().collect().await.unwrap().to_bytes())
-    }
+    common::gateway(web, Vec::new()).await
 }
 
 #[tokio::test]
@@ -329,8 +280,8 @@ async fn a_backend_that_closes_connections_is_invisible_to_clients() {
     }
     assert_eq!(backend.connections(), 30);
     // A connection the backend closed is never kept.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let upstream = gw.upstreams.get(&backend.addr.to_string());
+    wait_until("the last closed connection left the pool", || upstream.h1.idle() == 0).await;
     assert!(upstream.h1.idle() <= 1);
     assert_eq!(c.get("/web/again").await.0, StatusCode::OK);
     backend.task.abort();
@@ -339,11 +290,7 @@ async fn a_backend_that_closes_connections_is_invisible_to_clients() {
 #[tokio::test]
 async fn an_unreachable_endpoint_is_skipped_for_requests_with_bodies_too() {
     let backend = Backend::start(Mode::KeepAlive).await;
-    // A port nothing listens on.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (dead, _reserved) = dead_addr();
     let (gw, addr) = gateway(&[dead, backend.addr]).await;
     let mut c = Client::connect(addr).await;
     for i in 0..20 {
@@ -377,7 +324,7 @@ async fn an_abandoned_response_never_leaves_its_connection_in_the_pool() {
         assert_eq!(first, "chunk 0\n");
         // The client goes away mid-body.
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_until("the abandoned backend connection closed", || backend.closed() == 1).await;
     let upstream = gw.upstreams.get(&backend.addr.to_string());
     assert_eq!(upstream.h1.idle(), 0, "a connection with a body in flight was pooled");
     let mut c = Client::connect(addr).await;
@@ -436,7 +383,8 @@ async fn idle_connections_the_backend_closed_are_replaced_unnoticed() {
     let upstream = gw.upstreams.get(&backend.addr.to_string());
     assert_eq!(upstream.h1.idle(), 5);
     // The backend closes all five while they sit in the pool.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the backend closed its idle connections", || backend.closed() == 5).await;
+    wait_until("the gateway saw them close", || upstream.h1.idle() == 0).await;
     for i in 0..10 {
         let (status, body) = clients[0].get(&format!("/web/after-{i}")).await;
         assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok".as_ref()), "request {i}");
@@ -485,7 +433,8 @@ async fn abrupt_backend() -> (
 #[tokio::test]
 async fn a_connection_closed_without_notice_is_not_used_again() {
     let (backend, accepted, task) = abrupt_backend().await;
-    let (_gw, addr) = gateway(&[backend]).await;
+    let (gw, addr) = gateway(&[backend]).await;
+    let upstream = gw.upstreams.get(&backend.to_string());
     let mut c = Client::connect(addr).await;
     for i in 0..20 {
         let (status, body) = c.get(&format!("/web/{i}")).await;
@@ -494,8 +443,8 @@ async fn a_connection_closed_without_notice_is_not_used_again() {
             (StatusCode::OK, b"abrupt".as_ref()),
             "request {i}"
         );
-        // Give the FIN time to arrive, as it would between requests of a real client.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The close reaches the gateway before the next request, as between a real client's requests.
+        wait_until("the gateway saw the close", || upstream.h1.idle() == 0).await;
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
     task.abort();

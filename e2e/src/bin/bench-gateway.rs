@@ -582,9 +582,9 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         ("microplane-gateway", 1),
         ("haproxy", 2),
         ("nginx", 3),
-        ("nginx (2nd)", 3),
-        ("haproxy (2nd)", 2),
-        ("microplane-gateway (2nd)", 1),
+        ("nginx", 3),
+        ("haproxy", 2),
+        ("microplane-gateway", 1),
     ];
     for (name, which) in order {
         let (addr, path, proc) = match which {
@@ -1745,6 +1745,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Mean requests/s of the wrk runs named `name` (NaN when there is none).
+fn mean_rps(runs: &[(String, Wrk)], name: &str) -> f64 {
+    let rps: Vec<f64> = runs.iter().filter(|(n, _)| n == name).map(|(_, w)| w.rps).collect();
+    if rps.is_empty() {
+        return f64::NAN;
+    }
+    rps.iter().sum::<f64>() / rps.len() as f64
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "NOT MET" }
 }
@@ -1882,27 +1891,14 @@ impl Report {
         for (name, w) in &self.wrk {
             line(w.table_row(name));
         }
-        // Mean req/s of every run of one proxy (its first and its "(2nd)").
-        let mean = |n: &str| {
-            let runs: Vec<f64> = self
-                .wrk
-                .iter()
-                .filter(|(name, _)| name == n || name.strip_suffix(" (2nd)") == Some(n))
-                .map(|(_, w)| w.rps)
-                .collect();
-            if runs.is_empty() {
-                f64::NAN
-            } else {
-                runs.iter().sum::<f64>() / runs.len() as f64
-            }
-        };
+        let mean = |n: &str| mean_rps(&self.wrk, n);
         let (gw, hap, ngx) = (mean("microplane-gateway"), mean("haproxy"), mean("nginx"));
         let vs_haproxy = gw / hap;
         let vs_nginx = gw / ngx;
         let b_clean = self.wrk.iter().all(|(_, w)| w.non_2xx == 0 && w.socket_errors == 0);
         line(String::new());
         line(format!(
-            "Means of the two runs each: gateway {gw:.0}, haproxy {hap:.0}, nginx {ngx:.0} req/s. Ratios: \
+            "Means of the two runs of each: gateway {gw:.0}, haproxy {hap:.0}, nginx {ngx:.0} req/s. Ratios: \
              gateway/haproxy = **{vs_haproxy:.2}×**, gateway/nginx = **{vs_nginx:.2}×**. Server CPU: CPU time the server \
              under test (the proxy; the backend in the first row) used during the measured run, 100% = one CPU."
         ));
@@ -1979,16 +1975,7 @@ impl Report {
         for (name, w) in &self.auth {
             line(w.table_row(name));
         }
-        let mean_rps = |n: &str| {
-            let runs: Vec<f64> = self
-                .auth
-                .iter()
-                .filter(|(name, _)| name == n)
-                .map(|(_, w)| w.rps)
-                .collect();
-            runs.iter().sum::<f64>() / runs.len().max(1) as f64
-        };
-        let (off_rps, on_rps) = (mean_rps(AUTH_OFF), mean_rps(AUTH_ON));
+        let (off_rps, on_rps) = (mean_rps(&self.auth, AUTH_OFF), mean_rps(&self.auth, AUTH_ON));
         let auth_ratio = if off_rps > 0.0 { on_rps / off_rps } else { f64::NAN };
         let e_clean = !self.auth.is_empty() && self.auth.iter().all(|(_, w)| w.non_2xx == 0 && w.socket_errors == 0);
         line(String::new());
