@@ -120,6 +120,43 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// [`Metrics::observe`] for a request that resolved to a route: the route's metric handles are
+    /// looked up once per route and code (kept in `handles`, which lives as long as the route), not
+    /// on every request.
+    pub fn observe_route(&self, handles: &RouteMetrics, tenant: &str, service: &str, code: u16, took: Duration) {
+        let h = handles.inner.get_or_init(|| RouteHandles {
+            duration: self
+                .duration
+                .get_or_create(&RouteLabels {
+                    tenant: tenant.to_string(),
+                    service: service.to_string(),
+                })
+                .clone(),
+            codes: std::sync::RwLock::default(),
+        });
+        h.duration.observe(took.as_secs_f64());
+        {
+            let codes = h.codes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, c)) = codes.iter().find(|(k, _)| *k == code) {
+                c.inc();
+                return;
+            }
+        }
+        let counter = self
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: tenant.to_string(),
+                service: service.to_string(),
+                code,
+            })
+            .clone();
+        counter.inc();
+        let mut codes = h.codes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !codes.iter().any(|(k, _)| *k == code) {
+            codes.push((code, counter));
+        }
+    }
+
     /// An endpoint was ejected.
     pub fn ejected(&self) {
         self.ejections.inc();
@@ -148,6 +185,19 @@ impl Metrics {
     }
 }
 
+/// A route's handles on its request metrics, made on its first request.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    inner: std::sync::OnceLock<RouteHandles>,
+}
+
+#[derive(Debug)]
+struct RouteHandles {
+    duration: Histogram,
+    /// Request counters by HTTP code (a route answers with few distinct codes).
+    codes: std::sync::RwLock<Vec<(u16, Counter)>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +216,26 @@ mod tests {
         assert!(text.contains(r#"microplane_gateway_requests_total{tenant="",service="",code="404"} 1"#));
         assert!(text.contains("microplane_gateway_snapshot_version 3"));
         assert!(text.contains("microplane_gateway_routes 5"));
+    }
+
+    #[test]
+    fn route_handles_count_into_the_same_series() {
+        let m = Metrics::new();
+        let first = RouteMetrics::default();
+        for code in [200, 200, 503] {
+            m.observe_route(&first, "micro", "web", code, Duration::from_millis(2));
+        }
+        // A later snapshot's route makes new handles on the same series.
+        let second = RouteMetrics::default();
+        m.observe_route(&second, "micro", "web", 200, Duration::from_millis(2));
+        m.observe("micro", "web", 200, Duration::from_millis(2));
+        let text = m.encode();
+        for line in [
+            r#"microplane_gateway_requests_total{tenant="micro",service="web",code="200"} 4"#,
+            r#"microplane_gateway_requests_total{tenant="micro",service="web",code="503"} 1"#,
+            r#"microplane_gateway_request_duration_seconds_count{tenant="micro",service="web"} 5"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -92,7 +92,10 @@ async fn connect(upstream: &Upstream) -> Result<http1::SendRequest<BoxBody>, std
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
+    // Flattened writes (head and body copied into one buffer, one `send`) rather than `writev`:
+    // about 10% less CPU per proxied request in `make bench-gateway` (see `serve`).
     let (tx, conn) = http1::Builder::new()
+        .writev(false)
         .handshake::<_, BoxBody>(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
@@ -151,7 +154,8 @@ impl Body for PooledBody {
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP_COUNT: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -179,33 +183,59 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names; keeps the upgrade
 /// pair when `keep_upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the (few) headers notes which hop-by-hop ones are present; most messages carry
+    // only `Connection` (naming `keep-alive` or `close`), so only what is there is removed.
+    let mut present = [false; HOP_BY_HOP_COUNT + 2];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any && !keep_upgrade {
+        return;
+    }
+    if present[0] {
+        // Headers the `Connection` header names are hop-by-hop too. Its usual tokens (`close`,
+        // `keep-alive`, `upgrade`) are handled below without making a header name of them.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade", ""]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for h in &named {
-            if !(keep_upgrade && h == header::UPGRADE) {
-                headers.remove(h);
-            }
-        }
-    }
-    // Most requests carry none of these: one pass over the (few) headers instead of a lookup each.
-    let hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::TRAILER || name == header::UPGRADE;
-    if headers.keys().any(hop) {
-        for h in HOP_BY_HOP.iter().chain([&header::TRAILER]) {
             headers.remove(h);
         }
-        if !keep_upgrade {
-            headers.remove(header::UPGRADE);
+    }
+    for (i, h) in HOP_BY_HOP
+        .iter()
+        .chain([&header::TRAILER, &header::UPGRADE])
+        .enumerate()
+    {
+        if present[i] && !(keep_upgrade && h == header::UPGRADE) {
+            headers.remove(h);
         }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Position of `name` in `HOP_BY_HOP` followed by `Trailer` and `Upgrade`.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    HOP_BY_HOP
+        .iter()
+        .chain([&header::TRAILER, &header::UPGRADE])
+        .position(|h| h == name)
 }
 
 /// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
@@ -385,6 +415,33 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_goes_and_only_those() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" X-Other ,, Upgrade"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-close", HeaderValue::from_static("kept: only named tokens go"));
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-close"]);
+
+        // Nothing hop-by-hop: nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        plain.insert(header::DATE, HeaderValue::from_static("now"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain, before);
     }
 
     #[test]

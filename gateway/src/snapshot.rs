@@ -56,6 +56,8 @@ pub struct Route {
     pub endpoints: EndpointSet,
     /// `Svc.Method` → method, for `Grpc` services whose descriptors are known.
     pub methods: Option<HashMap<String, MethodDescriptor>>,
+    /// Handles on this route's request metrics.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 /// A tenant with its routes.
@@ -208,6 +210,7 @@ impl Snapshot {
                     protocol,
                     endpoints: EndpointSet::new(ready, terminating),
                     methods,
+                    metrics: crate::metrics::RouteMetrics::default(),
                 }),
             );
         }

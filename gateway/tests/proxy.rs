@@ -168,15 +168,80 @@ async fn respond(mut req: Request<Incoming>, peer: SocketAddr, record: &Mutex<Ve
     }
 }
 
-/// A gateway with the `Http` service `web` on `addrs`.
-async fn gateway(addrs: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
-    let web = v1::Service {
+/// The `Http` service `web` on `addrs`.
+fn web(addrs: &[SocketAddr]) -> v1::Service {
+    v1::Service {
         name: "web".into(),
         protocol: v1::Protocol::Http as i32,
         endpoints: endpoints(addrs),
         ..Default::default()
-    };
-    common::gateway(web, Vec::new()).await
+    }
+}
+
+/// A gateway with the `Http` service `web` on `addrs`.
+async fn gateway(addrs: &[SocketAddr]) -> (Arc<Gateway>, SocketAddr) {
+    common::gateway(web(addrs), Vec::new()).await
+}
+
+/// Reads from `stream` until `want` has arrived (or the stream ends); everything read.
+async fn read_until(stream: &mut TcpStream, want: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("no data within 5 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn shutdown_completes_the_request_in_flight_and_closes_idle_connections() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_gw, addr, served) = common::gateway_until(web(&[backend.addr]), Vec::new(), async {
+        let _ = stopped.await;
+    })
+    .await;
+    // An idle keep-alive connection that has served one request.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /web/ HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    assert!(read_until(&mut idle, "\r\n\r\nok").await.starts_with("HTTP/1.1 200"));
+    // A response in flight: three chunks, 50 ms apart.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /web/stream HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut busy, "chunk 0").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    stop.send(()).unwrap();
+    // The idle connection is closed, the busy one gets the rest of its response, then closes.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection stays open after shutdown")
+        .unwrap();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    let mut tail = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut tail))
+        .await
+        .expect("the busy connection stays open after its response")
+        .unwrap();
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.contains("chunk 2") && tail.ends_with("0\r\n\r\n"), "{tail}");
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns once its connections have closed")
+        .unwrap()
+        .unwrap();
+    // A new connection is refused: the listener is gone.
+    assert!(TcpStream::connect(addr).await.is_err());
 }
 
 #[tokio::test]

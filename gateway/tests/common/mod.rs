@@ -19,6 +19,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A gateway serving tenant `micro` (the default, with a public rule) and its one `service`.
 pub async fn gateway(service: v1::Service, descriptors: Vec<v1::Descriptors>) -> (Arc<Gateway>, SocketAddr) {
+    let (gw, addr, _served) = gateway_until(service, descriptors, std::future::pending()).await;
+    (gw, addr)
+}
+
+/// [`gateway`], serving until `shutdown`; the handle ends when `serve` returns.
+pub async fn gateway_until(
+    service: v1::Service,
+    descriptors: Vec<v1::Descriptors>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Arc<Gateway>, SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let gw = Arc::new(Gateway::new(
         Settings {
             access_log: false,
@@ -50,8 +60,8 @@ pub async fn gateway(service: v1::Service, descriptors: Vec<v1::Descriptors>) ->
     assert_eq!(sync::apply(&gw, &wire), Ok(true));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(gw.clone(), listener, std::future::pending()));
-    (gw, addr)
+    let served = tokio::spawn(serve(gw.clone(), listener, shutdown));
+    (gw, addr, served)
 }
 
 /// Snapshot endpoints at `addrs`.
