@@ -17,7 +17,7 @@
 //! The machine has (at least) two CPUs. Every proxy under test (the gateway, haproxy, nginx as a
 //! proxy) runs alone on CPU 0 (`taskset -c 0`; the gateway also with `TOKIO_WORKER_THREADS=1`);
 //! everything else — the backends (nginx, helloworld), wrk and this binary with its load generator
-//! and sync server — runs on CPU 1. The three proxies get the same backend, the same load, the same
+//! and sync server — runs on CPU 1, except that on a machine with a third CPU the backends get CPU 2. The three proxies get the same backend, the same load, the same
 //! path rewrite (`/web/<rest>` → `/<rest>`) and the same forwarding headers (`X-Forwarded-For`,
 //! `-Host`, `-Proto`), keep-alive on both sides and no access logging. Other work on a shared
 //! machine skews everything, so the bench re-runs itself in a session of its own (`setsid`) and,
@@ -99,6 +99,9 @@ use tokio::sync::{Mutex, mpsc, watch};
 const PROXY_CPU: u32 = 0;
 /// CPU of the backends, the load generators and this binary.
 const LOAD_CPU: u32 = 1;
+/// CPU of the backends (nginx in (b) and (e), helloworld in (a)) on a machine with a third CPU; on
+/// one with two they share `LOAD_CPU` with the load generators.
+const BACKEND_CPU: u32 = 2;
 /// Connections of every load (wrk and the Rust generator).
 const CONNECTIONS: usize = 64;
 /// wrk's warm-up and measured durations.
@@ -378,6 +381,8 @@ struct Report {
     through: OpenLoop,
     /// Busy share of CPU 0 and CPU 1 during the direct and the gateway open-loop runs.
     open_busy: [[f64; 2]; 2],
+    /// The CPU the backends were pinned to.
+    backend_cpu: u32,
     /// The same for the closed-loop run.
     closed_busy: [f64; 2],
     wrk: Vec<(String, Wrk)>,
@@ -396,6 +401,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         online_cpus()? >= 2,
         "the bench pins proxies to CPU 0 and load to CPU 1: it needs two CPUs (this process sees {cpus})"
     );
+    let backend_cpu = if online_cpus()? > 2 { BACKEND_CPU } else { LOAD_CPU };
     let wrk = tool("wrk")?;
     let haproxy = tool("haproxy")?;
     let nginx = tool("nginx")?;
@@ -446,12 +452,12 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         ]
     };
 
-    // The HTTP backend and helloworld, on the load CPU.
+    // The HTTP backend and helloworld, on a CPU of their own when there is a third, else with the load.
     let backend_conf = write_config(dir, "nginx-backend.conf", NGINX_BACKEND_CONF, &vars(backend_port))?;
     let mut backend = Proc::spawn(
         dir,
         "nginx-backend",
-        LOAD_CPU,
+        backend_cpu,
         &nginx,
         &nginx_args(dir, &backend_conf),
         &[],
@@ -462,7 +468,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         ("MICRO_NAMESPACE", TENANT.to_string()),
         ("TOKIO_WORKER_THREADS", "1".to_string()),
     ];
-    let mut helloworld = Proc::spawn(dir, "helloworld", LOAD_CPU, &helloworld_bin, &[], &hello_env)?;
+    let mut helloworld = Proc::spawn(dir, "helloworld", backend_cpu, &helloworld_bin, &[], &hello_env)?;
     wait_http_ok(&mut backend, backend_addr, "/").await?;
     let discovered = discover(&mut helloworld, hello_addr).await?;
     ensure!(
@@ -583,7 +589,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         p.check_pinned(PROXY_CPU)?;
     }
     for p in [&backend, &helloworld] {
-        p.check_pinned(LOAD_CPU)?;
+        p.check_pinned(backend_cpu)?;
     }
 
     let groups: Vec<u32> = [&backend, &helloworld, &gateway, &haproxy_proc, &nginx_proc]
@@ -771,6 +777,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         direct: direct_run,
         through: through_run,
         open_busy: [direct_busy, through_busy],
+        backend_cpu,
         closed_busy,
         wrk: wrk_results,
         route_changes,
@@ -1886,9 +1893,11 @@ impl Report {
             self.commit, self.machine, self.load_before
         ));
         line(format!(
-            "Proxies under test pinned to CPU {PROXY_CPU} (the gateway with TOKIO_WORKER_THREADS=1); backends, \
-             wrk, the load generator and the sync server pinned to CPU {LOAD_CPU}; {}. Loopback only. Processes \
-             other than the bench's used {:.1}% of the machine's CPU time while it measured.",
+            "Proxies under test pinned to CPU {PROXY_CPU} (the gateway with TOKIO_WORKER_THREADS=1); the backends \
+             (nginx, helloworld) to CPU {}; wrk, the load generator and the sync server to CPU {LOAD_CPU}; {}. \
+             Loopback only. Processes other than the bench's used {:.1}% of the machine's CPU time while it \
+             measured.",
+            self.backend_cpu,
             self.priority,
             self.others_cpu * 100.0
         ));
@@ -1955,12 +1964,19 @@ impl Report {
         ));
         if self.open_busy.iter().any(|b| b[1] >= 0.95) {
             line(String::new());
+            let (who, remedy) = if self.backend_cpu == LOAD_CPU {
+                (
+                    "the load generator and helloworld",
+                    "; on a machine with a third CPU the bench gives helloworld its own",
+                )
+            } else {
+                ("the load generator", "")
+            };
             line(format!(
-                "CPU {LOAD_CPU} (the load generator and helloworld) was saturated during an open-loop run, \
-                 although it was {:.0}% busy in the closed loop at twice the rate: requests that arrive one \
-                 at a time are not batched by any stage (one wake-up, epoll round and context switch per \
-                 request and process). Its percentiles include queueing on the load side, not only the \
-                 path under test; a third CPU for helloworld would separate them.",
+                "CPU {LOAD_CPU} ({who}) was saturated during an open-loop run, although it was {:.0}% busy in \
+                 the closed loop at twice the rate: requests that arrive one at a time are not batched by any \
+                 stage (one wake-up, epoll round and context switch per request and process). Its percentiles \
+                 include queueing on the load side, not only the path under test{remedy}.",
                 self.closed_busy[1] * 100.0
             ));
         }
