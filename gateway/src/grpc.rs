@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame};
 
 use crate::server::BoxError;
 
@@ -194,27 +194,20 @@ where
             // Until `send_request` succeeds nothing is on the wire. A kept connection that ended (or
             // is going away) is forgotten and the call tried once more on a fresh one; a fresh one
             // that fails too makes the call go elsewhere.
-            let mut request = Some(request);
-            let mut attempts = 0;
+            let not_sent = |generation: u64, e: h2::Error| -> BoxError {
+                shared.forget(generation);
+                NotSent(format!("connection closed: {e}")).into()
+            };
+            let mut retried = false;
             let (response, mut stream) = loop {
-                attempts += 1;
                 let (generation, tx, fresh) = shared.sender().await?;
-                let not_sent = |e: h2::Error| -> BoxError {
-                    shared.forget(generation);
-                    NotSent(format!("connection closed: {e}")).into()
-                };
-                let sent = match tx.ready().await {
-                    Ok(mut tx) => match request.take() {
-                        Some(r) => tx.send_request(r, end).map_err(not_sent),
-                        None => Err(NotSent("no request".into()).into()),
-                    },
-                    Err(e) => Err(not_sent(e)),
-                };
-                match sent {
-                    Ok(sent) => break sent,
-                    Err(e) if fresh || attempts >= 2 || request.is_none() => return Err(e),
+                match tx.ready().await {
+                    Ok(mut tx) => break tx.send_request(request, end).map_err(|e| not_sent(generation, e))?,
+                    Err(e) if fresh || retried => return Err(not_sent(generation, e)),
                     Err(e) => {
+                        let e = not_sent(generation, e);
                         tracing::debug!(error = %e, upstream = %shared.address, "kept connection unusable; reconnecting");
+                        retried = true;
                     }
                 }
             };
@@ -285,10 +278,6 @@ impl Body for H2Body {
 
     fn is_end_stream(&self) -> bool {
         self.trailers_done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -626,15 +626,15 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         ("microplane-gateway", 1),
     ];
     for (name, which) in order {
+        if only_a {
+            break;
+        }
         let (addr, path, proc) = match which {
             0 => (backend_addr, "/", &mut backend),
             1 => (gw_addr, "/web/", &mut gateway),
             2 => (haproxy_addr, "/web/", &mut haproxy_proc),
             _ => (nginx_addr, "/web/", &mut nginx_proc),
         };
-        if only_a {
-            break;
-        }
         eprintln!("(b) wrk against {name}");
         let url = format!("http://{addr}{path}");
         wrk_results.push((name.to_string(), measure_wrk(&wrk, &url, &[], proc).await?));
