@@ -956,10 +956,17 @@ features = ["rt"]
         let dir = tempfile::tempdir().unwrap();
         helloworld_source(dir.path()).unwrap();
         assert!(dir.path().join("services/helloworld/proto/helloworld.proto").is_file());
-        // Resolving the whole graph offline from the lock file is what a build needs first.
+        // Resolving the graph offline from the lock file is what a build needs first. Only for the
+        // platform that builds: without the filter cargo wants every platform's packages (r-efi,
+        // windows-*), which no build on this machine ever downloaded (issue 14).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["metadata", "--offline", "--format-version=1"])
+            .args([
+                "metadata",
+                "--offline",
+                "--filter-platform=host-tuple",
+                "--format-version=1",
+            ])
             .current_dir(dir.path())
             .env_remove("CARGO_TARGET_DIR")
             .output()
