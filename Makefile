@@ -16,16 +16,19 @@ E2E_STATE := $(CURDIR)/.state/e2e
 # the unit tier instead of rebuilding them with another feature set.
 E2E_SUITES := $(basename $(notdir $(wildcard e2e/tests/*.rs)))
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated controlplane modules fmt operator binaries bench bench-operator bench-gateway
+.PHONY: help up down status test test-unit test-e2e generate check-generated deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-up: controlplane binaries ## Bring Microplane up on the local control plane: CRDs, operator, the `micro` tenant and helloworld
+up: deps ## Bring Microplane up on the local control plane and node: CRDs, operator, the `micro` tenant and helloworld
+	@$(MAKE) --no-print-directory -j2 controlplane binaries
+	@$(MAKE) --no-print-directory images
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/node-up.sh
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/nodeagent-up.sh
 	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_GATEWAY_PORT=$(GATEWAY_PORT) e2e/scripts/operator-up.sh
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/gateway-up.sh
@@ -44,8 +47,14 @@ up: controlplane binaries ## Bring Microplane up on the local control plane: CRD
 	@echo "Logs: $(DEV_STATE)/logs/microplane-operator.log, $(DEV_STATE)/logs/microplane-gateway.log. Stop everything with: make down"
 
 operator: binaries
-binaries: ## Build the operator, the node agent and the services the node agent runs
+binaries: ## Build the operator, the gateway, the dev build node and the services (debug)
 	cargo build --workspace --bins
+
+deps: ## Install missing Debian packages and the musl target (e2e/scripts/deps.sh)
+	@e2e/scripts/deps.sh
+
+images: controlplane ## Build the node's images (pause, CoreDNS, registry, helloworld) from static binaries into target/images
+	@e2e/scripts/build-images.sh
 
 down: ## Stop exactly what `make up` started
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-down.sh
@@ -53,18 +62,23 @@ down: ## Stop exactly what `make up` started
 status: ## Is the dev control plane up?
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-status.sh && echo " (up: export KUBECONFIG=$(DEV_STATE)/kubeconfig)"
 
-test: test-unit test-e2e ## Unit, mocked and e2e tiers (starts and stops its own control plane)
+test: deps ## Unit, mocked and e2e tiers (starts and stops its own control plane and node)
+	@$(MAKE) --no-print-directory -j2 controlplane binaries
+	@$(MAKE) --no-print-directory test-unit test-e2e
 
-test-unit: ## Unit and mocked tiers, plus formatting, lints and generated-file drift
+test-unit: deps controlplane ## Unit and mocked tiers, plus formatting, lints and generated-file drift (the build node's tests push with crane to a real registry)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace
 
-test-e2e: controlplane binaries ## e2e tier against a fresh real control plane (node agent, operator), stopped afterwards
+test-e2e: deps ## e2e tier against a fresh real control plane and node (operator), stopped afterwards
+	@$(MAKE) --no-print-directory -j2 controlplane binaries
+	@$(MAKE) --no-print-directory images
 	@MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh
 	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/gateway.info $(E2E_STATE)/gateway.port $(E2E_STATE)/sync.port $(E2E_STATE)/node
 	@trap 'MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
+	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/node-up.sh; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/nodeagent-up.sh; \
 	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
 	    cargo test --workspace --features microplane-e2e/e2e $(E2E_SUITES:%=--test %) -- --test-threads=4
@@ -103,7 +117,7 @@ bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, rout
 	@mkdir -p $(BENCH_STATE)/gateway
 	BENCH_STATE=$(BENCH_STATE) BENCH_GATEWAY_BINARIES=$(CURDIR)/target/release target/bench-tools/bench-gateway
 
-controlplane: ## Build the control-plane binaries into $(MICROPLANE_CACHE) (reused when present)
+controlplane: ## Build the control-plane and node binaries into $(MICROPLANE_CACHE) (reused when built from the same inputs)
 	@e2e/scripts/build-controlplane.sh
 
 modules: ## Regenerate the wrapper Go modules for the versions in e2e/versions.env

@@ -4,7 +4,9 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 pids=$MICROPLANE_STATE/pids
-[[ -d $pids ]] || exit 0
+# The real node first: its kubelet stops before the API server it reports to.
+"$(dirname "$0")/node-down.sh"
+[[ -d $pids ]] || { "$(dirname "$0")/netns-down.sh"; exit 0; }
 # Reverse start order: clients first, etcd last. Pid files of other processes (added by later
 # scripts) go first of all.
 ordered=()
@@ -25,5 +27,5 @@ for f in "${ordered[@]}"; do
   rm -f "$f"
 done
 
-# The pods' network namespace, when the node agent had one.
+# The node's network namespace.
 "$(dirname "$0")/netns-down.sh"

@@ -124,6 +124,9 @@ cert localhost-serving "/CN=localhost" "IP:127.0.0.1,DNS:localhost"
 cert admin "/O=system:masters/CN=microplane-admin"
 cert kube-controller-manager "/CN=system:kube-controller-manager"
 cert kube-scheduler "/CN=system:kube-scheduler"
+# The API server's identity towards kubelets (logs, exec, port-forward); authorized by the kubelet
+# through RBAC (system:kubelet-api-admin, bound by node-up.sh).
+cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
 if [[ ! -f $pki/sa.key ]]; then
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
   openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -147,7 +150,10 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --client-ca-file="$pki/ca.crt" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --authorization-mode=Node,RBAC --service-cluster-ip-range=10.96.0.0/16 \
+  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP \
   --allow-privileged=false --profiling=false --cert-dir="$state/pki/generated" --v=1
 
 cat >"$state/env" <<ENV

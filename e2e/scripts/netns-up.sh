@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Create the network namespace the pods of MICROPLANE_STATE live in, and route its pod range from the
-# host through a veth pair. EndpointSlices reject loopback addresses, so pods get addresses of their
-# own range, each a /32 on the namespace's loopback (added by the node agent). Traffic stays on this
-# machine: host <-> veth <-> namespace. Writes $MICROPLANE_STATE/netns.env. Needs root (iproute2).
+# Create the network namespace the node of MICROPLANE_STATE lives in: the kubelet, containerd,
+# kube-proxy and every pod's veth sit inside it, and the host reaches it through a veth pair:
+#   host  HOST_IP/30 (mphN) <-> NODE_IP/30 (mpnN)  node namespace mpN
+# The host routes POD_CIDR to NODE_IP, so processes on the host (the gateway, tests) reach pod
+# addresses, as a cluster's nodes do. The namespace has no default route: a pod or the node reaches
+# the host's veth address and its own ranges, never an address outside this machine. The service
+# range is routed to an empty bridge, so traffic the node itself sends to a ClusterIP has a route to
+# be DNATed on and nowhere to leak. Writes $MICROPLANE_STATE/netns.env. Needs root (iproute2).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 state=$(mkdir -p "$MICROPLANE_STATE" && cd "$MICROPLANE_STATE" && pwd)
@@ -17,6 +21,7 @@ if ip netns list | grep -qw "$ns"; then
   echo "network namespace $ns exists but belongs to another environment" >&2; exit 1
 fi
 ip netns add "$ns"
+in_ns() { nsenter --net="/run/netns/$ns" -- "$@"; }
 ip -n "$ns" link set lo up
 ip link add "$host_if" type veth peer name "$ns_if" netns "$ns"
 ip addr add "$host_ip/30" dev "$host_if"
@@ -24,10 +29,18 @@ ip link set "$host_if" up
 ip -n "$ns" addr add "$ns_ip/30" dev "$ns_if"
 ip -n "$ns" link set "$ns_if" up
 ip route replace "$pod_cidr" via "$ns_ip" dev "$host_if"
-ip -n "$ns" route add default via "$host_ip"
+# The node forwards between the host veth and the pods' bridge; bridged pod traffic passes
+# netfilter, so a pod reaching a Service whose endpoint is on the same bridge gets its reply
+# un-NATed (these sysctls belong to the namespace, not the host).
+in_ns sysctl -qw net.ipv4.ip_forward=1
+in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || log "no br_netfilter: same-node Service hairpin traffic may fail"
+ip -n "$ns" link add mpsvc type bridge
+ip -n "$ns" link set mpsvc up
+ip -n "$ns" route add "$SERVICE_CIDR" dev mpsvc
 cat >"$state/netns.env" <<ENV
 NETNS=$ns
 POD_CIDR=$pod_cidr
 HOST_IP=$host_ip
+NODE_IP=$ns_ip
 ENV
-log "network namespace $ns: pods in $pod_cidr, reached from the host via $host_if"
+log "network namespace $ns: node $ns_ip, pods in $pod_cidr, reached from the host via $host_if"

@@ -4,7 +4,9 @@
 # config/rbac. Its pid joins the control plane's pid files, so controlplane-down.sh stops it too.
 # Writes "<pid> <admin-address> <sync-address>" to $MICROPLANE_STATE/operator.info. Extra arguments go
 # to the operator. The gateway sync token ($MICROPLANE_STATE/sync-token) and the gateway's port
-# ($MICROPLANE_STATE/gateway.port) are made on first use and shared with gateway-up.sh.
+# ($MICROPLANE_STATE/gateway.port) are made on first use and shared with gateway-up.sh. Build pods
+# go to the dev build node (nodeagent-up.sh: label and taint microplane.dev/builder=dev); images
+# are pushed to the in-cluster registry, which the node pulls as localhost:5000.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 state=$MICROPLANE_STATE
@@ -56,7 +58,8 @@ KUBECONFIG=$state/operator.kubeconfig MICROPLANE_LOG=${MICROPLANE_LOG:-info,micr
   --sync-address "127.0.0.1:$sync_port" --sync-token-file "$state/sync-token" \
   --gateway-url "http://localhost:$(cat "$state/gateway.port")" \
   --allow-insecure-git-urls --git-cache-dir "$state/git-cache" --registry localhost:5000 \
-  --builder-image localhost/microplane/builder:dev --clone-image localhost/microplane/git:dev "$@" \
+  --builder-image localhost/microplane/builder:dev --clone-image localhost/microplane/git:dev \
+  --build-node-selector microplane.dev/builder=dev --build-toleration microplane.dev/builder=dev:NoSchedule "$@" \
   >>"$state/logs/microplane-operator.log" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$state/pids/microplane-operator.pid"

@@ -244,7 +244,7 @@ pub async fn with_tenant(
     prefix: &str,
     spec: serde_json::Value,
     timeout: Duration,
-) -> Result<(Cluster, Gateway, String)> {
+) -> Result<(Cluster, Gateway, crate::TestTenant)> {
     let c = Cluster::connect().await?;
     crate::install_crds(&c, Duration::from_secs(30)).await?;
     let gw = Gateway::ensure(&c).await?;

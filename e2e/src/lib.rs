@@ -16,6 +16,7 @@ use kube::{Client, Config, Resource};
 
 pub mod gateway;
 pub mod git;
+pub mod node;
 pub mod operator;
 
 /// Errors of the e2e helpers.
@@ -257,7 +258,7 @@ pub const KWOK_TAINT: &str = "microplane.dev/simulated";
 /// Server-side applies (idempotently) `n` fake Nodes `kwok-node-0..n-1` from `e2e/kwok/node.yaml`
 /// (as `e2e/scripts/kwok-nodes.sh` does): annotated for kwok, labelled `type=kwok`, 32 cpu, 256Gi
 /// and 250 pods allocatable, and — unlike the script's, which the benchmark uses alone — tainted
-/// with [`KWOK_TAINT`], so beside the node agent only pods that tolerate it land there. Waits until
+/// with [`KWOK_TAINT`], so beside the real node only pods that tolerate it land there. Waits until
 /// each is Ready, at most [`KWOK_NODE_READY_TIMEOUT`] per Node; a Node that stays NotReady means
 /// kwok is not running.
 pub async fn ensure_kwok_nodes(cluster: &Cluster, n: usize) -> Result<()> {
@@ -268,7 +269,7 @@ pub async fn ensure_kwok_nodes(cluster: &Cluster, n: usize) -> Result<()> {
     for name in &names {
         let mut node: Node = serde_yaml::from_str(&KWOK_NODE_YAML.replace("NODE_NAME", name))
             .map_err(|e| Error::Manifest(format!("e2e/kwok/node.yaml: {e}")))?;
-        // Beside the node agent, simulated nodes take only pods that ask for them: a MicroService
+        // Beside the real node, simulated nodes take only pods that ask for them: a MicroService
         // in the e2e suites really runs.
         node.spec.get_or_insert_default().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
             key: KWOK_TAINT.into(),
@@ -309,13 +310,13 @@ where
 
 /// Creates a tenant (`microplane.dev` Namespace) named `<prefix>-…` with `spec`, waits until the
 /// operator reports it Ready for its current generation and its core Namespace has the `default`
-/// ServiceAccount pods wait for; returns its name.
+/// ServiceAccount pods wait for; returns it, deleted when dropped.
 pub async fn create_tenant(
     cluster: &Cluster,
     prefix: &str,
     spec: serde_json::Value,
     timeout: Duration,
-) -> Result<String> {
+) -> Result<TestTenant> {
     use microplane_crds::Namespace as Tenant;
     let name = unique_name(prefix);
     let tenants: Api<Tenant> = Api::all(cluster.client.clone());
@@ -335,16 +336,63 @@ pub async fn create_tenant(
     wait_for(&tenants, &name, ready, timeout).await?;
     let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(cluster.client.clone(), &name);
     wait_for(&sas, "default", |sa: Option<&_>| sa.is_some(), timeout).await?;
-    Ok(name)
+    Ok(TestTenant {
+        name,
+        cluster: cluster.clone(),
+    })
+}
+
+/// A tenant of one test (its name derefs to `str`), deleted (without waiting) when dropped: the
+/// operator then deletes its namespace and the pods in it, whose CPU requests the real node needs
+/// back for the next suites.
+pub struct TestTenant {
+    name: String,
+    cluster: Cluster,
+}
+
+impl TestTenant {
+    /// Its name.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for TestTenant {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for TestTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Drop for TestTenant {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(
+            &[
+                "delete",
+                "tenants.microplane.dev",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
 }
 
 /// Server-side applies a MicroService `name` running the workspace's helloworld
-/// (`localhost/microplane/helloworld:e2e`, which the node agent runs as a real process).
+/// (`localhost:5000/e2e/helloworld:e2e`, pushed to the node's registry; see [`node::helloworld`]).
 pub async fn apply_helloworld(cluster: &Cluster, namespace: &str, name: &str, replicas: i32) -> Result<()> {
+    let image = node::helloworld("e2e")?;
     let api: Api<microplane_crds::MicroService> = Api::namespaced(cluster.client.clone(), namespace);
     let ms: microplane_crds::MicroService = serde_json::from_value(serde_json::json!({
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": "localhost/microplane/helloworld:e2e", "replicas": replicas}
+        "spec": {"image": image, "replicas": replicas}
     }))
     .map_err(|e| Error::Manifest(e.to_string()))?;
     api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))

@@ -15,7 +15,7 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
 
-async fn setup(prefix: &str, spec: serde_json::Value) -> (Cluster, Gateway, String) {
+async fn setup(prefix: &str, spec: serde_json::Value) -> (Cluster, Gateway, microplane_e2e::TestTenant) {
     let (c, gw, ns) = with_tenant(prefix, spec, T)
         .await
         .expect("the e2e tier needs the control plane");
@@ -261,7 +261,7 @@ fn external_token(k: &SigningKey, iss: &str) -> String {
     k.sign(&claims).unwrap()
 }
 
-async fn external_tenant(prefix: &str, issuer: &str, uri: &str) -> (Cluster, Gateway, String) {
+async fn external_tenant(prefix: &str, issuer: &str, uri: &str) -> (Cluster, Gateway, microplane_e2e::TestTenant) {
     setup(
         prefix,
         json!({"defaultAccess": "Authenticated", "auth": {"issuers": [

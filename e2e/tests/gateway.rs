@@ -14,7 +14,7 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
 
-async fn setup(prefix: &str) -> (Cluster, Gateway, String) {
+async fn setup(prefix: &str) -> (Cluster, Gateway, microplane_e2e::TestTenant) {
     with_tenant(prefix, json!({}), T)
         .await
         .expect("the e2e tier needs the control plane")
@@ -200,7 +200,7 @@ async fn deleting_a_pod_under_load_fails_no_request() {
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
         let gw = gw.clone();
-        let ns = ns.clone();
+        let ns = ns.to_string();
         let sent = sent.clone();
         tokio::task::spawn_blocking(move || {
             let until = Instant::now() + Duration::from_secs(8);

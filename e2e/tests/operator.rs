@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use microplane_crds::{AuthRule, Config, MicroService, Namespace};
 use microplane_e2e::operator::{Operator, metric_sum};
-use microplane_e2e::{Cluster, create_tenant, install_crds, unique_name, wait_for, wait_gone};
+use microplane_e2e::{Cluster, create_tenant, install_crds, node, unique_name, wait_for, wait_gone};
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -61,7 +61,7 @@ fn ready_now<K: serde::Serialize + Resource>() -> impl Fn(Option<&K>) -> bool {
 }
 
 /// Creates a tenant and waits until it is Ready; returns its name.
-async fn tenant(c: &Cluster, spec: serde_json::Value) -> String {
+async fn tenant(c: &Cluster, spec: serde_json::Value) -> microplane_e2e::TestTenant {
     create_tenant(c, "t", spec, T).await.unwrap()
 }
 
@@ -80,18 +80,15 @@ async fn microservice_runs_scales_changes_image_and_cascades() {
     let c = &cluster().await;
     let ns = tenant(c, json!({})).await;
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    apply_ms(
-        &api,
-        "helloworld",
-        json!({"image": "localhost/microplane/helloworld:1.0.0"}),
-    )
-    .await;
+    // Two tags of helloworld in the node's registry: two versions to roll between.
+    let (v1, v2) = (node::helloworld("1.0.0").unwrap(), node::helloworld("2.0.0").unwrap());
+    apply_ms(&api, "helloworld", json!({"image": v1})).await;
     let ready = wait_for(&api, "helloworld", ready_now::<MicroService>(), T)
         .await
         .unwrap();
     let st = ready.status.unwrap();
     assert_eq!((st.replicas, st.ready_replicas), (Some(1), Some(1)));
-    assert_eq!(st.image.as_deref(), Some("localhost/microplane/helloworld:1.0.0"));
+    assert_eq!(st.image.as_deref(), Some(v1.as_str()));
     assert_eq!(st.phase, Some(microplane_crds::Phase::Running));
 
     // The children, as the restricted Pod Security Standard of the tenant namespace admits them.
@@ -115,12 +112,7 @@ async fn microservice_runs_scales_changes_image_and_cascades() {
     );
 
     // Scale out: three ready pods and a disruption budget.
-    apply_ms(
-        &api,
-        "helloworld",
-        json!({"image": "localhost/microplane/helloworld:1.0.0", "replicas": 3}),
-    )
-    .await;
+    apply_ms(&api, "helloworld", json!({"image": v1, "replicas": 3})).await;
     let st = wait_for(&api, "helloworld", ready_now::<MicroService>(), T)
         .await
         .unwrap()
@@ -131,22 +123,17 @@ async fn microservice_runs_scales_changes_image_and_cascades() {
     assert!(pdbs.get_opt("helloworld").await.unwrap().is_some());
 
     // A new image rolls out; Ready only once every pod runs it.
-    apply_ms(
-        &api,
-        "helloworld",
-        json!({"image": "localhost/microplane/helloworld:2.0.0", "replicas": 3}),
-    )
-    .await;
+    apply_ms(&api, "helloworld", json!({"image": v2, "replicas": 3})).await;
     let st = wait_for(&api, "helloworld", ready_now::<MicroService>(), T)
         .await
         .unwrap()
         .status
         .unwrap();
-    assert_eq!(st.image.as_deref(), Some("localhost/microplane/helloworld:2.0.0"));
+    assert_eq!(st.image.as_deref(), Some(v2.as_str()));
     let d = deps.get("helloworld").await.unwrap();
     assert_eq!(
         d.spec.template.spec.unwrap().containers[0].image.as_deref(),
-        Some("localhost/microplane/helloworld:2.0.0")
+        Some(v2.as_str())
     );
     assert_eq!(d.status.unwrap().updated_replicas, Some(3));
 
@@ -154,7 +141,7 @@ async fn microservice_runs_scales_changes_image_and_cascades() {
     apply_ms(
         &api,
         "helloworld",
-        json!({"image": "localhost/microplane/helloworld:2.0.0", "autoscaling": {"maxReplicas": 4}}),
+        json!({"image": v2, "autoscaling": {"maxReplicas": 4}}),
     )
     .await;
     wait_for(&api, "helloworld", ready_now::<MicroService>(), T)
@@ -179,7 +166,7 @@ async fn missing_config_is_reported_and_recovers_without_touching_the_service() 
     apply_ms(
         &api,
         "greeter",
-        json!({"image": "localhost/microplane/helloworld:1", "config": ["greeter"]}),
+        json!({"image": node::helloworld("1").unwrap(), "config": ["greeter"]}),
     )
     .await;
     let blocked = wait_for(
@@ -293,7 +280,7 @@ async fn restart_config_rolls_the_pods() {
     apply_ms(
         &api,
         "flagged",
-        json!({"image": "localhost/microplane/helloworld:1", "config": ["flags"]}),
+        json!({"image": node::helloworld("1").unwrap(), "config": ["flags"]}),
     )
     .await;
     wait_for(&api, "flagged", ready_now::<MicroService>(), T).await.unwrap();
@@ -426,7 +413,7 @@ async fn microservice_outside_a_tenant_waits_for_one() {
     let c = &cluster().await;
     let plain = microplane_e2e::TestNamespace::new(c, "notenant").await.unwrap();
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &plain.name);
-    apply_ms(&api, "lonely", json!({"image": "localhost/microplane/helloworld:1"})).await;
+    apply_ms(&api, "lonely", json!({"image": node::helloworld("1").unwrap()})).await;
     wait_for(
         &api,
         "lonely",
@@ -447,7 +434,7 @@ async fn idle_resync_writes_nothing() {
     let c = &cluster().await;
     let ns = tenant(c, json!({})).await;
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    apply_ms(&api, "idle", json!({"image": "localhost/microplane/helloworld:1"})).await;
+    apply_ms(&api, "idle", json!({"image": node::helloworld("1").unwrap()})).await;
     wait_for(&api, "idle", ready_now::<MicroService>(), T).await.unwrap();
     // Idle means settled: the gateway route is decided too (descriptors discovered or failed).
     let settled = |m: Option<&MicroService>| {

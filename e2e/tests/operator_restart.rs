@@ -21,11 +21,12 @@ async fn operator_killed_mid_reconcile_converges_after_restart() {
         .unwrap();
 
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
+    // Twenty pods of 50m CPU requested each fit the real node's two CPUs beside the other suites.
     let names: Vec<String> = (0..20).map(|i| format!("svc-{i}")).collect();
     for name in &names {
         let ms: MicroService = serde_json::from_value(json!({
             "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-            "spec": {"image": "localhost/microplane/helloworld:1", "replicas": 2}
+            "spec": {"image": microplane_e2e::node::helloworld("1").unwrap(), "replicas": 1}
         }))
         .unwrap();
         api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))

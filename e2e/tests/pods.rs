@@ -1,6 +1,8 @@
-//! Pods that really run: the node agent runs helloworld as a process with its own address in the
-//! environment's network namespace, kube-controller-manager puts that address in the EndpointSlice,
-//! and a gRPC call to it answers. Restarts, readiness, scaling and deletion behave as on a kubelet.
+//! Pods are containers on a real node: the upstream kubelet, containerd and runc run helloworld
+//! from an image pulled from the in-cluster registry, with the security context the operator sets
+//! (read back from the runtime), on the pod network; kube-controller-manager puts the pod's address
+//! in the EndpointSlice, kube-proxy serves its ClusterIP and CoreDNS its name. Restarts, readiness,
+//! crash loops, image pull failures, scaling and deletion are the kubelet's own.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeSet;
@@ -8,22 +10,23 @@ use std::time::Duration;
 
 use helloworld::pb::CallRequest;
 use helloworld::pb::helloworld_client::HelloworldClient;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use microplane_crds::MicroService;
+use microplane_e2e::gateway::Gateway;
+use microplane_e2e::node::{self, NODE};
 use microplane_e2e::operator::Operator;
 use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
-const NODE: &str = "microplane-node";
 
-async fn setup() -> (Cluster, String) {
+async fn setup(prefix: &str) -> (Cluster, microplane_e2e::TestTenant) {
     let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
     Operator::ensure(&c).await.unwrap();
-    let ns = create_tenant(&c, "pods", json!({}), T).await.unwrap();
+    let ns = create_tenant(&c, prefix, json!({}), T).await.unwrap();
     (c, ns)
 }
 
@@ -76,39 +79,156 @@ async fn pods_of(c: &Cluster, ns: &str, service: &str) -> Vec<Pod> {
         .items
 }
 
-/// The pid of a pod's container, from its status (`microplane://<pid>`).
-fn pid_of(pod: &Pod) -> u32 {
-    let id = pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+/// The pod's first container's id (`containerd://…`) from its status.
+fn container_id(pod: &Pod) -> String {
+    pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
         .container_id
         .clone()
+        .unwrap()
+}
+
+fn kill(signal: &str, pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {signal} {pid}");
+}
+
+/// A pod of the tenant's restricted pod security: helloworld's client, once, with `args`.
+fn client_pod(name: &str, image: &str, args: &[&str]) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "client", "image": image, "command": ["/usr/local/bin/helloworld-call"], "args": args,
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": true},
+            }],
+        }
+    }))
+    .unwrap()
+}
+
+/// Runs client pods (`<name>-0`, `<name>-1`, …) until one succeeds; its log. kube-proxy programs a
+/// Service's endpoints a moment after the EndpointSlice says they are ready (until then it
+/// rejects), as on any cluster, so a first client may lose that race.
+async fn run_client(c: &Cluster, ns: &str, name: &str, args: &[&str]) -> String {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let image = node::helloworld("e2e").unwrap();
+    let mut failures = Vec::new();
+    for attempt in 0..10 {
+        let pod = format!("{name}-{attempt}");
+        pods.create(&PostParams::default(), &client_pod(&pod, &image, args))
+            .await
+            .unwrap();
+        let done = wait_for(
+            &pods,
+            &pod,
+            |p: Option<&Pod>| {
+                p.and_then(|p| p.status.as_ref()?.phase.clone())
+                    .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+            },
+            T,
+        )
+        .await
         .unwrap();
-    id.trim_start_matches("microplane://").parse().unwrap()
+        let log = pods.logs(&pod, &LogParams::default()).await.unwrap();
+        if done.status.unwrap().phase.as_deref() == Some("Succeeded") {
+            return log;
+        }
+        failures.push(log);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("client {name} {args:?} never succeeded: {failures:?}");
 }
 
 #[tokio::test]
-async fn helloworld_runs_for_real_and_answers_through_its_endpointslice() {
-    let (c, ns) = setup().await;
+async fn the_node_is_a_kubelet_on_containerd_with_its_add_ons() {
+    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let n = nodes.get(NODE).await.unwrap();
+    let status = n.status.unwrap();
+    let info = status.node_info.unwrap();
+    assert!(
+        info.container_runtime_version.starts_with("containerd://2."),
+        "{}",
+        info.container_runtime_version
+    );
+    let server = c.client.apiserver_version().await.unwrap().git_version;
+    assert_eq!(info.kubelet_version, server);
+    assert!(
+        status
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    let ip = &status.addresses.unwrap()[0];
+    assert_eq!(ip.type_, "InternalIP");
+    assert!(!ip.address.starts_with("127."), "{}", ip.address);
+    // Cluster DNS and the registry run as pods on it.
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "kube-system");
+    for app in ["k8s-app=kube-dns", "app.kubernetes.io/name=registry"] {
+        let p = pods.list(&ListParams::default().labels(app)).await.unwrap();
+        assert!(
+            p.items.iter().any(|p| {
+                p.spec.as_ref().unwrap().node_name.as_deref() == Some(NODE)
+                    && p.status.as_ref().unwrap().phase.as_deref() == Some("Running")
+            }),
+            "{app} runs on {NODE}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn helloworld_runs_as_a_container_with_the_operators_security_context() {
+    let (c, ns) = setup("pods").await;
     apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     let addrs = wait_addresses(&c, &ns, "helloworld", 1).await;
     let addr = addrs.iter().next().unwrap();
-    assert!(
-        !addr.starts_with("127."),
-        "EndpointSlices carry the pod's own address, not loopback"
-    );
+    assert!(!addr.starts_with("127."), "the pod's own address, not loopback");
     assert_eq!(call(addr, "John").await, "Hello John");
     let pod = &pods_of(&c, &ns, "helloworld").await[0];
     assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+    let id = container_id(pod);
+    assert!(id.starts_with("containerd://"), "{id}");
+    // Pulled from the in-cluster registry, by the node's containerd.
+    let cs = &pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    assert!(
+        cs.image_id.starts_with("localhost:5000/e2e/helloworld@sha256:"),
+        "{}",
+        cs.image_id
+    );
 
-    // Killing the process: the agent restarts it and counts the restart.
-    let old = pid_of(pod);
-    std::process::Command::new("kill")
-        .args(["-KILL", &old.to_string()])
-        .status()
-        .unwrap();
+    // What the runtime applied, not what the spec asked for.
+    let info = node::container_info(&id).unwrap();
+    let spec = &info["Spec"];
+    assert_eq!(spec["process"]["user"]["uid"], 65532, "{spec}");
+    assert_eq!(spec["process"]["user"]["gid"], 65532, "{spec}");
+    assert_eq!(spec["process"]["noNewPrivileges"], true, "{spec}");
+    assert_eq!(spec["root"]["readonly"], true, "{spec}");
+    let bounding = spec["process"]["capabilities"]["bounding"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(bounding.is_empty(), "every capability dropped: {bounding:?}");
+    assert_eq!(
+        spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO",
+        "RuntimeDefault seccomp"
+    );
+
+    // Killing the container's process: the kubelet restarts it and counts the restart.
+    let old = node::container_pid(&id).unwrap();
+    kill("-KILL", old);
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let name = pod.metadata.name.clone().unwrap();
     let restarted = wait_for(
         &pods,
-        &pod.metadata.name.clone().unwrap(),
+        &name,
         |p: Option<&Pod>| {
             p.and_then(|p| p.status.as_ref()?.container_statuses.as_ref()?.first().cloned())
                 .is_some_and(|cs| cs.restart_count == 1 && cs.ready)
@@ -117,7 +237,8 @@ async fn helloworld_runs_for_real_and_answers_through_its_endpointslice() {
     )
     .await
     .unwrap();
-    assert_ne!(pid_of(&restarted), old);
+    let new_id = container_id(&restarted);
+    assert_ne!(new_id, id);
     let addr = wait_addresses(&c, &ns, "helloworld", 1)
         .await
         .into_iter()
@@ -125,62 +246,130 @@ async fn helloworld_runs_for_real_and_answers_through_its_endpointslice() {
         .unwrap();
     assert_eq!(call(&addr, "again").await, "Hello again");
 
-    // A process that stops answering fails its readiness probe and leaves the EndpointSlice;
-    // once it answers again it comes back.
-    let pid = pid_of(&restarted).to_string();
-    std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap();
-    tokio::time::timeout(T, async {
+    // A process that stops answering fails its readiness probe and leaves the EndpointSlice; once
+    // it answers again it comes back.
+    let pid = node::container_pid(&new_id).unwrap();
+    kill("-STOP", pid);
+    let left = tokio::time::timeout(T, async {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         while !ready_addresses(&c, &ns, "helloworld").await.is_empty() {
             tick.tick().await;
         }
     })
-    .await
-    .expect("a stopped process leaves the ready endpoints");
-    std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap();
+    .await;
+    kill("-CONT", pid);
+    left.expect("a stopped process leaves the ready endpoints");
     wait_addresses(&c, &ns, "helloworld", 1).await;
 }
 
 #[tokio::test]
-async fn scaling_gives_addresses_and_deleting_stops_every_process() {
-    let (c, ns) = setup().await;
-    apply_helloworld(&c, &ns, "scaled", 3).await.unwrap();
-    let addrs = wait_addresses(&c, &ns, "scaled", 3).await;
-    for addr in &addrs {
-        assert_eq!(call(addr, "Ada").await, "Hello Ada");
-    }
-    let pids: Vec<u32> = pods_of(&c, &ns, "scaled").await.iter().map(pid_of).collect();
-    assert_eq!(pids.len(), 3);
-
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    api.delete("scaled", &Default::default()).await.unwrap();
-    tokio::time::timeout(T, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        while pids
-            .iter()
-            .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
-            || !pods_of(&c, &ns, "scaled").await.is_empty()
-        {
-            tick.tick().await;
-        }
-    })
-    .await
-    .expect("every process stops and every pod goes when the MicroService is deleted");
+async fn logs_and_exec_reach_the_container_through_the_kubelet() {
+    let (c, ns) = setup("pods-exec").await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
+    wait_addresses(&c, &ns, "helloworld", 1).await;
+    let pod = pods_of(&c, &ns, "helloworld").await[0].metadata.name.clone().unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let log = pods.logs(&pod, &LogParams::default()).await.unwrap();
+    assert!(log.contains("serving"), "{log}");
+    let (ok, out, err) = c
+        .kubectl(
+            &[
+                "exec",
+                "-n",
+                &ns,
+                &pod,
+                "--",
+                "helloworld-call",
+                "127.0.0.1:8080",
+                "Exec",
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(ok, "kubectl exec: {err}");
+    assert_eq!(out.trim(), r#"{"message": "Hello Exec"}"#);
 }
 
 #[tokio::test]
-async fn an_image_the_node_cannot_run_is_reported() {
-    let (c, ns) = setup().await;
+async fn pods_resolve_services_by_name_and_reach_them_by_cluster_ip() {
+    let (c, ns) = setup("pods-dns").await;
+    apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
+    wait_addresses(&c, &ns, "helloworld", 1).await;
+    // The Service was made just now: CoreDNS (a pod, reaching the API server through the
+    // `kubernetes` Service with its service-account token) can only answer for it by watching.
+    let name = format!("helloworld.{ns}.svc.cluster.local:8080");
+    let log = run_client(&c, &ns, "by-name", &[&name, "DNS"]).await;
+    assert_eq!(log.trim(), r#"{"message": "Hello DNS"}"#);
+    let svc: Api<Service> = Api::namespaced(c.client.clone(), &ns);
+    let ip = svc.get("helloworld").await.unwrap().spec.unwrap().cluster_ip.unwrap();
+    assert!(ip.starts_with("10.96."), "{ip}");
+    let log = run_client(&c, &ns, "by-ip", &[&format!("{ip}:8080"), "ClusterIP"]).await;
+    assert_eq!(log.trim(), r#"{"message": "Hello ClusterIP"}"#);
+    // A name that does not exist does not resolve (and nothing is asked outside the cluster).
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    let image = node::helloworld("e2e").unwrap();
+    pods.create(
+        &PostParams::default(),
+        &client_pod("nosuch", &image, &[&format!("nosuch.{ns}.svc.cluster.local:8080")]),
+    )
+    .await
+    .unwrap();
+    let failed = wait_for(
+        &pods,
+        "nosuch",
+        |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()?.phase.clone())
+                .is_some_and(|ph| ph == "Failed")
+        },
+        T,
+    )
+    .await;
+    assert!(failed.is_ok(), "a client of an unknown name fails");
+}
+
+#[tokio::test]
+async fn a_crash_loop_shows_in_the_microservice_status() {
+    let (c, ns) = setup("pods-crash").await;
+    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
+    let ms: MicroService = serde_json::from_value(json!({
+        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": "crasher"},
+        "spec": {"image": node::crasher().unwrap()}
+    }))
+    .unwrap();
+    api.patch("crasher", &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
+        .await
+        .unwrap();
+    let m = wait_for(
+        &api,
+        "crasher",
+        |m: Option<&MicroService>| {
+            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "CrashLoopBackOff")
+            })
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let ready = m
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains("crasher-"), "names the pod: {}", ready.message);
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_reported() {
+    let (c, ns) = setup("pods-pull").await;
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
     let ms: MicroService = serde_json::from_value(json!({
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": "foreign"},
-        "spec": {"image": "docker.io/library/nginx:1"}
+        "spec": {"image": "localhost:5000/e2e/never-pushed:1"}
     }))
     .unwrap();
     api.patch("foreign", &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
@@ -193,13 +382,97 @@ async fn an_image_the_node_cannot_run_is_reported() {
             m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
                 s.conditions
                     .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == "ErrImagePull")
+                    .any(|c| c.type_ == "Ready" && (c.reason == "ErrImagePull" || c.reason == "ImagePullBackOff"))
             })
         },
         T,
     )
     .await
     .unwrap();
-    let msg = &m.status.unwrap().conditions[0].message;
-    assert!(msg.contains("cannot run on this node"), "{msg}");
+    let ready = m
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains("never-pushed"), "{}", ready.message);
+}
+
+#[tokio::test]
+async fn scaling_gives_addresses_and_deleting_stops_every_container() {
+    let (c, ns) = setup("pods-scale").await;
+    apply_helloworld(&c, &ns, "scaled", 3).await.unwrap();
+    let addrs = wait_addresses(&c, &ns, "scaled", 3).await;
+    for addr in &addrs {
+        assert_eq!(call(addr, "Ada").await, "Hello Ada");
+    }
+    let ids: Vec<String> = pods_of(&c, &ns, "scaled")
+        .await
+        .iter()
+        .map(|p| container_id(p).trim_start_matches("containerd://").to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let running = node::running_containers().unwrap();
+    assert!(ids.iter().all(|id| running.contains(id)), "{ids:?} in {running:?}");
+
+    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
+    api.delete("scaled", &Default::default()).await.unwrap();
+    tokio::time::timeout(T, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let running = node::running_containers().unwrap();
+            if !ids.iter().any(|id| running.contains(id)) && pods_of(&c, &ns, "scaled").await.is_empty() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("every container stops and every pod goes when the MicroService is deleted");
+}
+
+#[tokio::test]
+async fn deleting_a_pod_under_load_loses_no_call() {
+    let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
+    install_crds(&c, Duration::from_secs(30)).await.unwrap();
+    let gw = Gateway::ensure(&c).await.unwrap();
+    let ns = create_tenant(&c, "pods-load", json!({}), T).await.unwrap();
+    apply_helloworld(&c, &ns, "helloworld", 2).await.unwrap();
+    wait_addresses(&c, &ns, "helloworld", 2).await;
+    gw.wait_status(&ns, "POST", "/helloworld/call", r#"{"name":"warm"}"#, 200, T)
+        .await
+        .unwrap();
+
+    let victim = pods_of(&c, &ns, "helloworld").await[0].metadata.name.clone().unwrap();
+    let load = {
+        let gw = gw.clone();
+        let ns = ns.to_string();
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            let mut failures = Vec::new();
+            let mut n = 0u32;
+            while std::time::Instant::now() < deadline {
+                let r = gw.call(&ns, "POST", "/helloworld/call", &format!(r#"{{"name":"n{n}"}}"#));
+                if r.status != 200 {
+                    failures.push(format!("{}: {}", r.status, r.body));
+                }
+                n += 1;
+            }
+            (n, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    pods.delete(&victim, &DeleteParams::default()).await.unwrap();
+    let (n, failures) = load.await.unwrap();
+    assert!(n > 100, "the load ran: {n} calls");
+    assert!(
+        failures.is_empty(),
+        "{} of {n} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // The Deployment replaced the pod; the old one is gone from the node.
+    wait_addresses(&c, &ns, "helloworld", 2).await;
 }

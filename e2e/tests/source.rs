@@ -1,26 +1,31 @@
 //! Source to running, end to end: a git repository served over loopback by `git http-backend`, the
-//! operator resolving it with git2 and creating build Jobs, the node agent building them with cargo,
-//! the Deployment's pods running the result, called through the gateway. Bad sources each end in
-//! `Ready=False` with their reason, with backoff, and leave other MicroServices alone.
+//! operator resolving it with git2 and creating build Jobs, the dev build node (`microplane-builder`,
+//! e2e/nodeagent) building them with cargo and pushing the image to the in-cluster registry, the
+//! real node pulling it and running the Deployment's pods, called through the gateway. Bad sources
+//! each end in `Ready=False` with their reason, with backoff, and leave other MicroServices alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use microplane_crds::MicroService;
 use microplane_e2e::gateway::{Gateway, poll, with_tenant};
 use microplane_e2e::git::{self, GitServer};
-use microplane_e2e::{Cluster, apply_helloworld, wait_for};
+use microplane_e2e::{Cluster, TestTenant, apply_helloworld, wait_for};
 use serde_json::json;
 
 /// A cold cargo build of helloworld on 2 shared cores takes minutes.
 const BUILD: Duration = Duration::from_secs(900);
 const T: Duration = Duration::from_secs(120);
+/// The real node, where every pod but the builds runs.
+const NODE: &str = "microplane-node";
+/// The dev build node (e2e/scripts/nodeagent-up.sh).
+const BUILDER: &str = "microplane-builder";
 
-async fn setup(prefix: &str) -> (Cluster, Gateway, String) {
+async fn setup(prefix: &str) -> (Cluster, Gateway, TestTenant) {
     with_tenant(prefix, json!({}), T)
         .await
         .expect("the e2e tier needs the control plane")
@@ -102,6 +107,42 @@ fn lib_rs() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/helloworld/src/lib.rs")).unwrap()
 }
 
+/// The pods of a MicroService's Deployment that are not going away.
+async fn service_pods(c: &Cluster, ns: &str, name: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    api.list(&ListParams::default().labels(&format!("microplane.dev/service={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Asserts that the service's pods run `image` (`<registry>/<path>@sha256:…`) on the real node:
+/// the container runtime pulled that very digest.
+async fn assert_runs_on_the_node(c: &Cluster, ns: &str, name: &str, image: &str) {
+    let (_, digest) = image.split_once('@').unwrap();
+    let pods = service_pods(c, ns, name).await;
+    assert!(!pods.is_empty(), "{name}: no pods");
+    for p in &pods {
+        let pod = p.metadata.name.clone().unwrap_or_default();
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(NODE), "{pod}");
+        assert_eq!(spec.containers[0].image.as_deref(), Some(image), "{pod}");
+        let st = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        assert!(
+            st.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+            "{pod}: {st:?}"
+        );
+        assert!(
+            st.image_id.ends_with(digest),
+            "{pod}: the runtime runs {}, not {digest}",
+            st.image_id
+        );
+    }
+}
+
 async fn jobs_of(c: &Cluster, ns: &str, name: &str) -> Vec<Job> {
     let api: Api<Job> = Api::namespaced(c.client.clone(), "microplane-builds");
     api.list(&ListParams::default().labels(&format!("microplane.dev/tenant={ns},microplane.dev/build-of={name}")))
@@ -145,10 +186,24 @@ async fn a_git_source_builds_runs_follows_its_branch_and_rolls_back() {
         .unwrap();
     assert_eq!(r.json(), json!({"message": "Hello John"}));
     println!(
-        "source: apply → first call served (first build of this repository in this run; the node agent's cargo cache may be warm from earlier runs): {:?}",
+        "source: apply → first call served (first build of this repository in this run; the build node's cargo cache may be warm from earlier runs): {:?}",
         started.elapsed()
     );
     assert_eq!(jobs_of(&c, &ns, "helloworld").await.len(), 1);
+    // The build ran on the build node; the image it pushed runs on the real node.
+    let builds: Api<Pod> = Api::namespaced(c.client.clone(), "microplane-builds");
+    let build_pods = builds
+        .list(&ListParams::default().labels(&format!(
+            "microplane.dev/tenant={ns},microplane.dev/build-of=helloworld"
+        )))
+        .await
+        .unwrap()
+        .items;
+    assert!(!build_pods.is_empty());
+    for p in &build_pods {
+        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some(BUILDER));
+    }
+    assert_runs_on_the_node(&c, &ns, "helloworld", &image).await;
 
     // A pushed commit is followed (pollInterval), built and rolled out with no manual step.
     let howdy = lib_rs().replace(

@@ -78,6 +78,12 @@ struct Args {
     /// Seconds a build may run.
     #[arg(long, env = "MICROPLANE_BUILD_DEADLINE_SECONDS", default_value_t = 1800)]
     build_deadline_seconds: i64,
+    /// Node label a build pod must match, `key=value` (repeatable): dedicated build nodes.
+    #[arg(long = "build-node-selector", env = "MICROPLANE_BUILD_NODE_SELECTOR", value_delimiter = ',', value_parser = microplane_operator::source::job::parse_label)]
+    build_node_selector: Vec<(String, String)>,
+    /// Taint build pods tolerate, `key[=value][:Effect]` (repeatable).
+    #[arg(long = "build-toleration", env = "MICROPLANE_BUILD_TOLERATIONS", value_delimiter = ',', value_parser = microplane_operator::source::job::parse_toleration)]
+    build_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
     /// Seconds a finished build Job is kept.
     #[arg(long, env = "MICROPLANE_BUILD_TTL_SECONDS", default_value_t = 3600)]
     build_ttl_seconds: i32,
@@ -179,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
                 registry_secret: args.registry_secret,
                 deadline_seconds: args.build_deadline_seconds.max(60),
                 ttl_seconds: args.build_ttl_seconds.max(0),
+                node_selector: args.build_node_selector.into_iter().collect(),
+                tolerations: args.build_tolerations,
                 ..BuildSettings::default()
             },
         },

@@ -2,31 +2,23 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Parser;
-use microplane_nodeagent::net::Cidr;
+use microplane_nodeagent::build::package::Publisher;
 use microplane_nodeagent::{node, pods};
 
-/// The dev/e2e node agent (see the crate docs).
+/// The dev/e2e build node (see the crate docs).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Name of the Node to register.
-    #[arg(long, default_value = "microplane-node")]
+    #[arg(long, default_value = "microplane-builder")]
     node: String,
-    /// Network namespace pods live in (made by e2e/scripts/netns-up.sh).
-    #[arg(long)]
-    netns: String,
-    /// Range of pod addresses (routed from the host into the namespace).
-    #[arg(long)]
-    pod_cidr: Cidr,
-    /// Directory of the workspace binaries images map to.
-    #[arg(long)]
-    bin_dir: PathBuf,
-    /// Directory for pod volumes, container logs and the store of images built here.
+    /// Directory of the build pods' work: clones and the containers' logs.
     #[arg(long)]
     state_dir: PathBuf,
     /// The platform's builder image: a pod whose `build` container runs it (any tag or digest) is a
-    /// build this agent performs itself (clone, cargo or go build, register the executable).
+    /// build this agent performs itself (clone, cargo or go build, image pushed).
     #[arg(
         long,
         env = "MICROPLANE_BUILDER_IMAGE",
@@ -40,6 +32,16 @@ struct Args {
     /// How many builds may run at once.
     #[arg(long, env = "MICROPLANE_PARALLEL_BUILDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
     parallel_builds: u16,
+    /// The crane binary (go-containerregistry) that assembles and pushes the images.
+    #[arg(long)]
+    crane: PathBuf,
+    /// The base layer of every image (a tarball; `make images` writes target/images/layers/base.tar).
+    #[arg(long)]
+    base_layer: PathBuf,
+    /// The registry as this machine reaches it, `host:port` over plain HTTP (the node's
+    /// `localhost:5000` is `$NODE_IP:5000` from the host); it replaces the registry in BUILD_IMAGE.
+    #[arg(long)]
+    registry_address: String,
 }
 
 #[tokio::main]
@@ -52,29 +54,34 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let publisher = Publisher {
+        crane: args.crane,
+        base_layer: args.base_layer,
+        registry: args.registry_address,
+    };
+    publisher
+        .check()
+        .map_err(anyhow::Error::msg)
+        .context("cannot push images")?;
     let client = kube::Client::try_default().await?;
     let settings = pods::Settings {
         node: args.node.clone(),
-        netns: args.netns,
-        cidr: args.pod_cidr,
-        bin_dir: args.bin_dir,
         build_cache: args.build_cache.unwrap_or_else(|| args.state_dir.join("build-cache")),
         state_dir: args.state_dir,
         builder_image: args.builder_image,
         parallel_builds: usize::from(args.parallel_builds),
+        publisher,
     };
     let agent = pods::Agent::new(client.clone(), settings);
-    let heartbeat = tokio::spawn(node::run(client, args.node, args.pod_cidr.to_string()));
+    let heartbeat = tokio::spawn(node::run(client, args.node));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // On the way out, running builds are dropped: their processes are killed, and a restarted
+    // agent performs their pods again from the clone.
     tokio::select! {
-        () = agent.clone().run() => {},
+        () = agent.run() => {},
         r = heartbeat => { tracing::error!(?r, "node heartbeat stopped"); },
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    tracing::info!("stopping pods");
-    agent.stop_all();
-    // Give supervisors their grace to stop processes (they are killed on drop otherwise).
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     Ok(())
 }

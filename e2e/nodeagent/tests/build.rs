@@ -1,33 +1,201 @@
 //! The agent's build path without a cluster: sources served over loopback by the e2e git server,
-//! cloned and built by [`Builder::run_build`] exactly as for a build pod.
+//! cloned, built and pushed by [`Builder::run_build`] exactly as for a build pod, to a throwaway
+//! registry on loopback (distribution's `registry` and crane, which `make controlplane` builds into
+//! `$MICROPLANE_CACHE`; a test that needs them fails, saying so, when they are missing).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use microplane_e2e::git::{self, GitServer};
+use microplane_nodeagent::build::package::{Publisher, SERVICE_PATH, USER};
+use microplane_nodeagent::build::reference::Digest;
 use microplane_nodeagent::build::{
     BuildFailure, BuildSpec, Builder, Credentials, Limits, Secret, Stage, Strategy, TAIL_BYTES, TAIL_LINES, Workdirs,
 };
-use microplane_nodeagent::images;
-use microplane_nodeagent::store::{Digest, ImageStore};
 
-/// A node's build directories under one temporary root.
+/// A tool `make controlplane` builds: `<cache>/<dir>-v<version of VAR in e2e/versions.env>/<name>`.
+fn cached_tool(var: &str, dir: &str, name: &str) -> PathBuf {
+    let versions = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../versions.env")).unwrap();
+    let version = versions
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{var}=")))
+        .unwrap_or_else(|| panic!("{var} is not in e2e/versions.env"));
+    let cache = std::env::var_os("MICROPLANE_CACHE").map_or_else(
+        || {
+            let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+                || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"),
+                PathBuf::from,
+            );
+            base.join("microplane")
+        },
+        PathBuf::from,
+    );
+    let path = cache.join(format!("{dir}-v{version}")).join(name);
+    assert!(path.is_file(), "missing {}: run make controlplane", path.display());
+    path
+}
+
+fn crane() -> PathBuf {
+    cached_tool("CRANE_VERSION", "crane", "crane")
+}
+
+/// A registry on a free loopback port, its storage in a temporary directory; stopped on drop.
+struct Registry {
+    address: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let bin = cached_tool("DISTRIBUTION_VERSION", "distribution", "registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: \"{address}\"}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the registry did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            address,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// crane against the test registry; its standard output.
+fn crane_out(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(crane())
+        .args(args)
+        .arg("--insecure")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "crane {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A base layer like `make images`' own: the nonroot user and an empty /tmp.
+fn base_layer(dir: &Path) -> PathBuf {
+    let root = dir.join("base");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .unwrap();
+    let tarball = dir.join("base.tar");
+    let ok = std::process::Command::new("tar")
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-C",
+        ])
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tarball
+}
+
+/// What a pushed image holds: its configuration and the executable at [`SERVICE_PATH`].
+struct Pulled {
+    config: serde_json::Value,
+    service: PathBuf,
+    passwd: String,
+}
+
+/// Pulls `reference` back from the registry (by digest: what the cluster pulls) into `dir`.
+fn pull(reference: &str, dir: &Path) -> Pulled {
+    let config: serde_json::Value = serde_json::from_slice(&crane_out(&["config", reference])).unwrap();
+    let fs = dir.join("fs.tar");
+    crane_out(&["export", reference, fs.to_str().unwrap()]);
+    let root = dir.join("fs");
+    std::fs::create_dir_all(&root).unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&fs)
+        .arg("-C")
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    Pulled {
+        config,
+        service: root.join(SERVICE_PATH.trim_start_matches('/')),
+        passwd: std::fs::read_to_string(root.join("etc/passwd")).unwrap(),
+    }
+}
+
+/// Whether an ELF executable asks for a dynamic loader (it would not start in an image without
+/// libc).
+fn dynamically_linked(exe: &Path) -> bool {
+    let bytes = std::fs::read(exe).unwrap();
+    bytes.windows(b"/lib64/ld-linux".len()).any(|w| w == b"/lib64/ld-linux")
+}
+
+/// A node's build directories under one temporary root, pushing to `registry`.
 struct Node {
     root: tempfile::TempDir,
     builder: Builder,
 }
 
 impl Node {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, registry: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let builder = Builder::new(
-            root.path().join("build-cache"),
-            ImageStore::new(root.path().join("images")),
-            1,
-            limits,
-        );
+        let publisher = Publisher {
+            crane: crane(),
+            base_layer: base_layer(root.path()),
+            registry: registry.to_string(),
+        };
+        let builder = Builder::new(root.path().join("build-cache"), publisher, 1, limits);
         Self { root, builder }
+    }
+
+    /// A node whose builds are not expected to reach the push: no registry listens.
+    fn without_registry(limits: Limits) -> Self {
+        Self::new(limits, "127.0.0.1:9")
     }
 
     /// Directories of a new build pod.
@@ -79,7 +247,7 @@ fn run(exe: &Path) -> String {
 }
 
 #[tokio::test]
-async fn builds_a_rust_package_into_the_image_store() {
+async fn builds_a_rust_package_into_an_image_in_the_registry() {
     let server = GitServer::start().await.unwrap();
     let main = "fn main() { println!(\"tiny {}\", env!(\"CARGO_PKG_VERSION\")); }\n";
     let (_, sha) = repo(
@@ -92,25 +260,53 @@ async fn builds_a_rust_package_into_the_image_store() {
         ],
     )
     .await;
-    let node = Node::new(Limits::default());
+    let registry = Registry::start();
+    let node = Node::new(Limits::default(), &registry.address);
     let spec = spec(&server, "tiny", &sha, "svc", Strategy::Rust);
     let (built, dirs) = node.build("tiny", &spec).await;
     let digest = built.unwrap();
-    let blob = node.builder.store().blob(&digest).unwrap();
-    assert_eq!(run(&blob), "tiny 0.1.0\n");
-    // The Deployment's images: the digest-pinned one and the tag the build registered.
-    let bin_dir = node.root.path().join("no-workspace-binaries");
-    let pinned = format!("registry.local/micro/tiny@{digest}");
-    assert_eq!(images::resolve(&pinned, &bin_dir, node.builder.store()).unwrap(), blob);
-    let tagged = format!("registry.local/micro/tiny:{sha}");
-    assert_eq!(images::resolve(&tagged, &bin_dir, node.builder.store()).unwrap(), blob);
+    // BUILD_IMAGE's registry (registry.local) is where the cluster pulls from; the push went to the
+    // registry's address from here, and the digest names the image in both.
+    let repository = format!("{}/micro/tiny", registry.address);
+    let tagged = format!("{repository}:{sha}");
+    let pinned = format!("{repository}@{digest}");
+    assert_eq!(
+        String::from_utf8(crane_out(&["digest", &tagged])).unwrap().trim(),
+        digest.to_string()
+    );
+    let image = pull(&pinned, node.root.path());
+    assert_eq!(run(&image.service), "tiny 0.1.0\n");
+    assert!(
+        !dynamically_linked(&image.service),
+        "the image has no libc: the executable must be static"
+    );
+    assert!(
+        image.passwd.contains(":65532:65532:"),
+        "the base layer is in the image: {}",
+        image.passwd
+    );
+    let config = &image.config["config"];
+    assert_eq!(config["Entrypoint"], serde_json::json!([SERVICE_PATH]));
+    assert_eq!(config["User"], USER);
+    assert_eq!(config["Labels"]["org.opencontainers.image.revision"], sha.as_str());
+    assert_eq!(
+        (image.config["os"].as_str(), image.config["architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
     // The logs a pod's containers would have.
     let clone_log = std::fs::read_to_string(dirs.clone_log()).unwrap();
     assert!(clone_log.contains(&format!("checked out {sha}")), "{clone_log}");
     let build_log = std::fs::read_to_string(dirs.build_log()).unwrap();
     assert!(build_log.contains("Compiling tiny v0.1.0"), "{build_log}");
-    assert!(build_log.contains(&format!("registered {tagged} as registry.local/micro/tiny@{digest}")));
-    // The credentials' private directory is gone.
+    assert!(
+        build_log.contains(&format!("pushed {tagged} as {pinned}")),
+        "{build_log}"
+    );
+    assert!(
+        build_log.contains(&format!("the cluster pulls it as registry.local/micro/tiny@{digest}")),
+        "{build_log}"
+    );
+    // The credentials' private directory and the image's layer are gone.
     let leftovers: Vec<_> = std::fs::read_dir(&dirs.scratch).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -130,12 +326,62 @@ async fn builds_a_go_module() {
         ],
     )
     .await;
-    let node = Node::new(Limits::default());
+    let registry = Registry::start();
+    let node = Node::new(Limits::default(), &registry.address);
     let (built, _) = node
         .build("gosvc", &spec(&server, "gosvc", &sha, ".", Strategy::Go))
         .await;
     let digest = built.unwrap();
-    assert_eq!(run(&node.builder.store().blob(&digest).unwrap()), "go svc\n");
+    let image = pull(&format!("{}/micro/gosvc@{digest}", registry.address), node.root.path());
+    assert_eq!(run(&image.service), "go svc\n");
+    assert!(!dynamically_linked(&image.service));
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_fails_the_build_saying_where() {
+    let server = GitServer::start().await.unwrap();
+    let (_, sha) = repo(
+        &server,
+        "tiny",
+        &[("Cargo.toml", TINY_MANIFEST), ("src/main.rs", "fn main() {}\n")],
+    )
+    .await;
+    // A port nothing listens on: taken, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let node = Node::new(
+        Limits {
+            clone: Duration::from_secs(60),
+            build: Duration::from_secs(300),
+        },
+        &closed,
+    );
+    let (built, dirs) = node
+        .build("nowhere", &spec(&server, "tiny", &sha, ".", Strategy::Rust))
+        .await;
+    let failure = built.unwrap_err();
+    assert_eq!(failure.stage, Stage::Build);
+    assert!(
+        failure.message.ends_with(&format!(
+            "error: cannot push the image to the registry at {closed}: crane append failed (exit code 1)"
+        )),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("connection refused"),
+        "crane's own words: {}",
+        failure.message
+    );
+    assert_bounded(&failure);
+    let build_log = std::fs::read_to_string(dirs.build_log()).unwrap();
+    assert!(
+        build_log.contains(&format!("pushing {closed}/micro/tiny:{sha}")),
+        "{build_log}"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +404,7 @@ async fn build_failures_say_why_briefly() {
         ],
     )
     .await;
-    let node = Node::new(Limits::default());
+    let node = Node::without_registry(Limits::default());
     let cases: [(&str, Strategy, &str); 6] = [
         (
             "docs",
@@ -190,7 +436,7 @@ async fn build_failures_say_why_briefly() {
 async fn clone_failures_say_why() {
     let server = GitServer::start().await.unwrap();
     let (_, sha) = repo(&server, "r", &[("svc/README.md", "x")]).await;
-    let node = Node::new(Limits::default());
+    let node = Node::without_registry(Limits::default());
 
     let unknown = "0123456789abcdef0123456789abcdef01234567";
     let (built, _) = node
@@ -231,7 +477,7 @@ async fn clones_with_credentials_without_leaking_them() {
     let token = "tok-5ecret-value";
     let server = GitServer::start_with_basic_auth("x-access-token", token).await.unwrap();
     let (_, sha) = repo(&server, "private", &[("svc/README.md", "x")]).await;
-    let node = Node::new(Limits::default());
+    let node = Node::without_registry(Limits::default());
     let mut s = spec(&server, "private", &sha, "svc", Strategy::Rust);
 
     let (built, _) = node.build("anonymous", &s).await;
@@ -323,7 +569,7 @@ async fn stops_builds_that_take_too_long_or_are_dropped() {
     let (_, sha) = repo(&server, "hang", &files).await;
 
     // Past its time limit the build fails, and the build script dies with cargo.
-    let node = Node::new(Limits {
+    let node = Node::without_registry(Limits {
         clone: Duration::from_secs(60),
         build: Duration::from_secs(30),
     });
@@ -351,7 +597,7 @@ async fn stops_builds_that_take_too_long_or_are_dropped() {
     let files = hanging_package(&pid_file);
     let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let (_, sha) = repo(&server, "hang2", &files).await;
-    let node = Node::new(Limits::default());
+    let node = Node::without_registry(Limits::default());
     let spec = spec(&server, "hang2", &sha, ".", Strategy::Rust);
     let dirs = node.pod("dropped");
     let mut build = Box::pin(node.builder.run_build(&spec, &dirs));
@@ -382,7 +628,8 @@ async fn builds_helloworld_from_git_cold_then_warm() {
     let first = git::commit_tree(&bare, "main", tree.path(), "helloworld")
         .await
         .unwrap();
-    let node = Node::new(Limits::default());
+    let registry = Registry::start();
+    let node = Node::new(Limits::default(), &registry.address);
 
     let cold = Instant::now();
     let (built, _) = node
@@ -393,7 +640,6 @@ async fn builds_helloworld_from_git_cold_then_warm() {
         .await;
     let cold = cold.elapsed();
     let digest = built.unwrap();
-    let blob = node.builder.store().blob(&digest).unwrap();
 
     let lib = std::fs::read_to_string(tree.path().join("services/helloworld/src/lib.rs")).unwrap();
     let second = git::commit_file(
@@ -415,6 +661,12 @@ async fn builds_helloworld_from_git_cold_then_warm() {
     let warm = warm.elapsed();
     let digest2 = built.unwrap();
     eprintln!("helloworld through run_build: cold {cold:?}, warm {warm:?}");
+    assert_ne!(digest, digest2, "a new commit is a new image");
+    let pulled = tempfile::tempdir().unwrap();
+    let image = pull(
+        &format!("{}/micro/helloworld@{digest}", registry.address),
+        pulled.path(),
+    );
 
     // The built service serves: start it on a free loopback port and wait for it to accept.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -422,7 +674,7 @@ async fn builds_helloworld_from_git_cold_then_warm() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = tokio::process::Command::new(&blob)
+    let mut child = tokio::process::Command::new(&image.service)
         .env("MICRO_SERVICE_ADDRESS", format!("127.0.0.1:{port}"))
         .kill_on_drop(true)
         .spawn()
@@ -439,5 +691,4 @@ async fn builds_helloworld_from_git_cold_then_warm() {
     .await;
     child.kill().await.unwrap();
     assert!(serving.is_ok(), "the built helloworld never listened");
-    assert!(node.builder.store().blob(&digest2).is_some());
 }

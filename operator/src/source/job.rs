@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -30,7 +30,7 @@ pub const CLONE_CONTAINER: &str = "clone";
 pub const CREDENTIALS_DIR: &str = "/var/run/microplane/git";
 
 /// How and where images are built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BuildSettings {
     /// Namespace of the build Jobs (tenants' namespaces enforce the restricted pod security
     /// standard, which rootless BuildKit cannot meet).
@@ -51,6 +51,10 @@ pub struct BuildSettings {
     pub cpu_limit: String,
     /// Memory limit of the build step.
     pub memory_limit: String,
+    /// Node labels a build pod must match (dedicated build nodes).
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints build pods tolerate (dedicated build nodes are usually tainted).
+    pub tolerations: Vec<Toleration>,
 }
 
 impl Default for BuildSettings {
@@ -65,6 +69,8 @@ impl Default for BuildSettings {
             ttl_seconds: 3600,
             cpu_limit: "2".into(),
             memory_limit: "4Gi".into(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
         }
     }
 }
@@ -406,6 +412,8 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
                     init_containers: Some(vec![clone]),
                     containers: vec![builder],
                     volumes: Some(volumes),
+                    node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+                    tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
                     ..PodSpec::default()
                 }),
             },
@@ -543,4 +551,63 @@ pub fn tail(text: &str, lines: usize, bytes: usize) -> String {
         out = format!("…{}", &out[start..]);
     }
     out
+}
+
+/// Parses a toleration as the flag `--build-toleration` takes it: `key[=value]:Effect`, or
+/// `key[=value]` for every effect. Without a value the toleration matches any value (`Exists`).
+pub fn parse_toleration(s: &str) -> Result<Toleration, String> {
+    let (kv, effect) = match s.rsplit_once(':') {
+        Some((kv, e)) => match e {
+            "NoSchedule" | "PreferNoSchedule" | "NoExecute" => (kv, Some(e.to_string())),
+            _ => {
+                return Err(format!(
+                    "toleration {s:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+                ));
+            }
+        },
+        None => (s, None),
+    };
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if key.is_empty() {
+        return Err(format!("toleration {s:?}: the key is empty"));
+    }
+    Ok(Toleration {
+        key: Some(key.to_string()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.into()),
+        value,
+        effect,
+        toleration_seconds: None,
+    })
+}
+
+/// Parses a node selector entry as the flag `--build-node-selector` takes it: `key=value`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("node selector {s:?}: expected key=value")),
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+
+    #[test]
+    fn tolerations_parse_like_kubectl_taints() {
+        let t = parse_toleration("microplane.dev/builder=dev:NoSchedule").unwrap();
+        assert_eq!(t.key.as_deref(), Some("microplane.dev/builder"));
+        assert_eq!(t.operator.as_deref(), Some("Equal"));
+        assert_eq!(t.value.as_deref(), Some("dev"));
+        assert_eq!(t.effect.as_deref(), Some("NoSchedule"));
+        let any = parse_toleration("dedicated").unwrap();
+        assert_eq!(any.operator.as_deref(), Some("Exists"));
+        assert_eq!((any.value, any.effect), (None, None));
+        assert!(parse_toleration("k=v:Sometimes").unwrap_err().contains("effect"));
+        assert!(parse_toleration("=v:NoSchedule").unwrap_err().contains("key"));
+        assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
+        assert!(parse_label("ab").is_err());
+    }
 }

@@ -1,6 +1,8 @@
 //! The `build` step's compilers: cargo for Rust, go for Go, both offline (a build reaches no
 //! network: crates and modules come from the agent user's caches) and at low priority, so the
-//! node's other pods keep answering their probes.
+//! machine's other work (the control plane, the node's pods) keeps going. Both make static
+//! executables, since the image has no libc: cargo for [`RUST_TARGET`] (musl; `musl-gcc` for
+//! crates with C parts), go with cgo off.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +12,9 @@ use tokio::time::Instant;
 
 use super::process::{self, Ended};
 use super::{BuildFailure, BuildSpec, Log, Stage, Workdirs, base_env};
+
+/// The target cargo builds for: statically linked with musl.
+pub const RUST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The name of a repository's warm cache: its last path segment, so builds of one repository
 /// share compiled dependencies even when it is served from another host or port (a loopback test
@@ -138,8 +143,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// `cargo build --offline --bins` in the context with the warm target directory `target`; the
-/// executable of the context's package.
+/// `cargo build --offline --bins --target` [`RUST_TARGET`] in the context with the warm target
+/// directory `target`; the executable of the context's package (cargo reports where it is:
+/// `<target>/x86_64-unknown-linux-musl/debug/<bin>`).
 pub(super) async fn rust(
     spec: &BuildSpec,
     dirs: &Workdirs,
@@ -189,6 +195,8 @@ pub(super) async fn rust(
         "build",
         "--offline",
         "--bins",
+        "--target",
+        RUST_TARGET,
         "--message-format=json-render-diagnostics",
     ]);
     let ended = process::run(&mut build, log, true, deadline).await;
@@ -242,6 +250,8 @@ pub(super) async fn go(
         ("GOPROXY", Path::new("off")),
         ("GOTOOLCHAIN", Path::new("local")),
         ("CGO_ENABLED", Path::new("0")),
+        ("GOOS", Path::new("linux")),
+        ("GOARCH", Path::new("amd64")),
         ("GOCACHE", cache),
     ];
     let mut build = tool("go", &env, &dir);

@@ -1,20 +1,26 @@
-//! Builds from source, done by the node itself.
+//! Builds from source, done by the build node itself until the real build runs (the BuildKit
+//! build issue).
 //!
 //! The operator turns a MicroService with a git source into a build Job whose pod clones the
 //! commit (init container `clone`) and builds and pushes an image (container `build`, the
-//! platform's builder image). A real cluster runs those containers; this node has no container
-//! runtime, so when the `build` container names the builder image (see [`pod::is_build_pod`]) the
-//! agent does the same work itself: it clones with the git CLI ([`clone`]), builds with cargo or go
-//! ([`compile`]) and registers the executable in the node's [`ImageStore`], where the
-//! Deployment's pods find it by digest. Each step's output is the container's log; a failure's
-//! termination message is the log's tail, as with the kubelet's `FallbackToLogsOnError`.
+//! platform's builder image, rootless BuildKit). That builder image does not exist yet, so the
+//! build pods go to this node (label and taint `microplane.dev/builder=dev`), which does their work
+//! itself when the `build` container names the builder image (see [`pod::is_build_pod`]): it
+//! clones with the git CLI ([`clone`]), builds a static executable with cargo (x86_64 musl) or go
+//! (CGO off) ([`compile`]), packages it as an OCI image on the base layer and pushes it to the
+//! in-cluster registry ([`package`]). The digest it reports is the manifest's, from which the
+//! operator makes the Deployment's image, pulled by the real node like any other. Each step's
+//! output is the container's log; a failure's termination message is the log's tail, as with the
+//! kubelet's `FallbackToLogsOnError`.
 
 mod clone;
 mod compile;
+pub mod package;
 pub mod pod;
 mod process;
+pub mod reference;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -24,7 +30,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::store::{Digest, ImageStore, Reference};
+pub use self::compile::RUST_TARGET;
+use self::package::Publisher;
+use self::reference::{Digest, Reference};
 
 /// How to turn the source into an executable (`BUILD_STRATEGY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +99,14 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// Reads the keys of a mounted Secret volume.
-    pub fn from_dir(dir: &Path) -> Result<Self, String> {
+    /// Reads the keys of the source's Secret (its `data`).
+    pub fn from_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
         let read = |key: &str| -> Result<Option<String>, String> {
-            match std::fs::read(dir.join(key)) {
-                Ok(bytes) => String::from_utf8(bytes)
-                    .map(Some)
-                    .map_err(|_| format!("git credentials: key {key} is not UTF-8")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("git credentials: key {key}: {e}")),
-            }
+            data.get(key)
+                .map(|bytes| {
+                    String::from_utf8(bytes.clone()).map_err(|_| format!("git credentials: key {key} is not UTF-8"))
+                })
+                .transpose()
         };
         // Values typed into a Secret often end with a newline; a token or password never does.
         let line = |v: String| v.trim_end_matches(['\r', '\n']).to_string();
@@ -149,7 +155,8 @@ pub struct BuildSpec {
     pub strategy: Strategy,
     /// The Dockerfile (`BUILD_DOCKERFILE`), for the Dockerfile strategy.
     pub dockerfile: Option<String>,
-    /// The tagged reference to register the result as (`BUILD_IMAGE`).
+    /// The tagged reference to push the result as (`BUILD_IMAGE`), naming the registry as the
+    /// cluster's nodes reach it.
     pub image: Reference,
     /// Credentials for the remote.
     pub credentials: Option<Credentials>,
@@ -172,7 +179,7 @@ pub fn relative_path(what: &str, p: &str) -> Result<String, String> {
 }
 
 impl BuildSpec {
-    /// A spec that builds `path` (also the context) of `commit` and registers it as `image`.
+    /// A spec that builds `path` (also the context) of `commit` and pushes it as `image`.
     pub fn new(git_url: &str, commit: &str, path: &str, strategy: Strategy, image: &str) -> Result<Self, String> {
         if git_url.trim().is_empty() || git_url.starts_with('-') || git_url.chars().any(char::is_control) {
             return Err(format!(
@@ -204,7 +211,7 @@ impl BuildSpec {
 
 /// Where one build works: `workspace` is the pod's `/workspace` (the clone goes to `src` in it),
 /// `logs` holds `clone.log` and `build.log`, `scratch` is private to the agent (credentials,
-/// outputs).
+/// outputs, the image's layer).
 #[derive(Debug, Clone)]
 pub struct Workdirs {
     /// The host directory mounted at `/workspace`.
@@ -333,7 +340,7 @@ impl Log {
 pub struct Limits {
     /// The clone, all fetches included.
     pub clone: Duration,
-    /// The build and the registration.
+    /// The build, the packaging and the push.
     pub build: Duration,
 }
 
@@ -349,7 +356,7 @@ impl Default for Limits {
 /// Runs builds: at most a few at once, with warm caches shared between builds of a repository.
 pub struct Builder {
     cache: PathBuf,
-    store: ImageStore,
+    publisher: Publisher,
     slots: Semaphore,
     parallel: usize,
     limits: Limits,
@@ -358,23 +365,18 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// A builder keeping compiler caches under `cache` and results in `store`, running at most
-    /// `parallel` builds at once.
-    pub fn new(cache: PathBuf, store: ImageStore, parallel: usize, limits: Limits) -> Self {
+    /// A builder keeping compiler caches under `cache` and pushing images with `publisher`,
+    /// running at most `parallel` builds at once.
+    pub fn new(cache: PathBuf, publisher: Publisher, parallel: usize, limits: Limits) -> Self {
         let parallel = parallel.max(1);
         Self {
             cache,
-            store,
+            publisher,
             slots: Semaphore::new(parallel),
             parallel,
             limits,
             locks: Mutex::default(),
         }
-    }
-
-    /// The image store builds register into.
-    pub fn store(&self) -> &ImageStore {
-        &self.store
     }
 
     /// How many builds may run at once.
@@ -403,8 +405,9 @@ impl Builder {
         clone::run(spec, dirs, &log, deadline).await
     }
 
-    /// The `build` step on a clone: builds, registers the executable and tags it as `spec.image`;
-    /// its digest. Call it holding a [`Builder::slot`].
+    /// The `build` step on a clone: builds the executable, packages it as an image and pushes it
+    /// as `spec.image` (on the publisher's registry address); the manifest digest. Call it holding
+    /// a [`Builder::slot`].
     pub async fn build(&self, spec: &BuildSpec, dirs: &Workdirs) -> Result<Digest, BuildFailure> {
         let log = open_log(dirs.build_log(), Stage::Build)?;
         let deadline = tokio::time::Instant::now() + self.limits.build;
@@ -415,16 +418,35 @@ impl Builder {
             spec.commit,
             spec.strategy
         ));
-        let exe = match spec.strategy {
+        let work = dirs.scratch.join("image");
+        let pushed = self.build_and_push(spec, dirs, &work, &log, deadline).await;
+        // Pushed (or failed): the layer's copy of the executable and its tarball would only fill
+        // the disk, a pod at a time.
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+        pushed
+    }
+
+    async fn build_and_push(
+        &self,
+        spec: &BuildSpec,
+        dirs: &Workdirs,
+        work: &Path,
+        log: &Log,
+        deadline: tokio::time::Instant,
+    ) -> Result<Digest, BuildFailure> {
+        let layer = match spec.strategy {
             Strategy::Rust => {
                 let target = self.cache.join("cargo").join(compile::cache_key(&spec.git_url));
                 let lock = self.lock_for(&target);
                 let _held = lock.lock().await;
-                let exe = compile::rust(spec, dirs, &target, &log, deadline).await?;
-                // Copy out while still holding the target directory.
-                return self.register(spec, &exe, &log).await;
+                let exe = compile::rust(spec, dirs, &target, log, deadline).await?;
+                // Copied into the layer while the target directory is still this build's.
+                package::service_layer(&exe, work, log, deadline).await?
             }
-            Strategy::Go => compile::go(spec, dirs, &self.cache.join("go-build"), &log, deadline).await?,
+            Strategy::Go => {
+                let exe = compile::go(spec, dirs, &self.cache.join("go-build"), log, deadline).await?;
+                package::service_layer(&exe, work, log, deadline).await?
+            }
             Strategy::Dockerfile => {
                 return Err(log.fail(
                     Stage::Build,
@@ -436,26 +458,7 @@ impl Builder {
                 ));
             }
         };
-        self.register(spec, &exe, &log).await
-    }
-
-    async fn register(&self, spec: &BuildSpec, exe: &Path, log: &Log) -> Result<Digest, BuildFailure> {
-        let store = self.store.clone();
-        let (exe, image) = (exe.to_path_buf(), spec.image.clone());
-        let registered = tokio::task::spawn_blocking(move || {
-            let digest = store.add_executable(&exe)?;
-            store.tag(&image, &digest)?;
-            Ok::<_, String>(digest)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("registration task: {e}")));
-        match registered {
-            Ok(digest) => {
-                log.line(&format!("registered {} as {}@{digest}", spec.image, spec.image.name));
-                Ok(digest)
-            }
-            Err(e) => Err(log.fail(Stage::Build, 1, &format!("error: cannot register the executable: {e}"))),
-        }
+        self.publisher.publish(spec, &layer, log, deadline).await
     }
 
     /// Clone and build, as one build pod does (waiting for a slot in between).
@@ -557,20 +560,23 @@ mod tests {
 
     #[test]
     fn reads_credentials_and_never_prints_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |k: &str, v: &str| std::fs::write(dir.path().join(k), v).unwrap();
-        assert!(Credentials::from_dir(dir.path()).unwrap_err().contains("none of"));
-        write("ssh-privatekey", "KEY");
-        assert!(Credentials::from_dir(dir.path()).unwrap_err().contains("known_hosts"));
-        write("known_hosts", "host ssh-ed25519 AAAA\n");
+        let mut data = BTreeMap::new();
+        let mut write = |k: &str, v: &str| {
+            data.insert(k.to_string(), v.as_bytes().to_vec());
+            Credentials::from_data(&data)
+        };
+        assert!(
+            Credentials::from_data(&BTreeMap::new())
+                .unwrap_err()
+                .contains("none of")
+        );
+        assert!(write("ssh-privatekey", "KEY").unwrap_err().contains("known_hosts"));
         assert!(matches!(
-            Credentials::from_dir(dir.path()).unwrap(),
+            write("known_hosts", "host ssh-ed25519 AAAA\n").unwrap(),
             Credentials::Ssh { .. }
         ));
-        write("username", "bob\n");
-        assert!(Credentials::from_dir(dir.path()).unwrap_err().contains("go together"));
-        write("password", "hunter2\n");
-        let basic = Credentials::from_dir(dir.path()).unwrap();
+        assert!(write("username", "bob\n").unwrap_err().contains("go together"));
+        let basic = write("password", "hunter2\n").unwrap();
         assert_eq!(
             basic,
             Credentials::Basic {
@@ -579,8 +585,7 @@ mod tests {
             }
         );
         assert!(!format!("{basic:?}").contains("hunter2"));
-        write("token", "tok3n\n");
-        let token = Credentials::from_dir(dir.path()).unwrap();
+        let token = write("token", "tok3n\n").unwrap();
         assert_eq!(token, Credentials::Token(Secret::new("tok3n")));
         assert!(!format!("{token:?}").contains("tok3n"));
     }

@@ -40,8 +40,9 @@ pub struct BuildPod {
     pub spec: BuildSpec,
     /// The volume holding `/workspace`.
     pub workspace_volume: String,
-    /// The volume of the source's Secret, if any.
-    pub credentials_volume: Option<String>,
+    /// The Secret of the source's credentials (the `secret` volume mounted at
+    /// [`CREDENTIALS_MOUNT`]), if any; read from the API, since this node mounts no volumes.
+    pub credentials_secret: Option<String>,
 }
 
 fn env(c: &Container, name: &str) -> Option<String> {
@@ -102,16 +103,27 @@ impl BuildPod {
         let in_src = in_src.trim_start_matches('/');
         out.context = relative_path("BUILD_CONTEXT", if in_src.is_empty() { "." } else { in_src })?;
 
-        let credentials_volume = clone
+        let credentials_secret = match clone
             .volume_mounts
             .iter()
             .flatten()
             .find(|m| m.mount_path.trim_end_matches('/') == CREDENTIALS_MOUNT)
-            .map(|m| m.name.clone());
+        {
+            None => None,
+            Some(m) => Some(
+                spec.volumes
+                    .iter()
+                    .flatten()
+                    .find(|v| v.name == m.name)
+                    .and_then(|v| v.secret.as_ref())
+                    .and_then(|s| s.secret_name.clone())
+                    .ok_or_else(|| format!("the volume {} at {CREDENTIALS_MOUNT} is not a Secret", m.name))?,
+            ),
+        };
         Ok(Self {
             spec: out,
             workspace_volume: mount.name.clone(),
-            credentials_volume,
+            credentials_secret,
         })
     }
 }
@@ -291,9 +303,19 @@ mod tests {
         assert_eq!(bp.spec.strategy, Strategy::Rust);
         assert_eq!(bp.spec.image.to_string(), format!("registry.local/micro/hello:{SHA}"));
         assert_eq!(bp.workspace_volume, "workspace");
-        assert_eq!(bp.credentials_volume.as_deref(), Some("git-credentials"));
+        assert_eq!(bp.credentials_secret.as_deref(), Some("repo"));
         let root = BuildPod::from_pod(&pod("b", "/workspace/src", false)).unwrap();
-        assert_eq!((root.spec.context.as_str(), root.credentials_volume), (".", None));
+        assert_eq!((root.spec.context.as_str(), root.credentials_secret), (".", None));
+        let mut not_a_secret = pod("b", "/workspace/src", true);
+        if let Some(v) = not_a_secret.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
+            v[1].secret = None;
+            v[1].empty_dir = Some(Default::default());
+        }
+        let err = BuildPod::from_pod(&not_a_secret).unwrap_err();
+        assert!(
+            err.contains("git-credentials at /var/run/microplane/git is not a Secret"),
+            "{err}"
+        );
         for bad in [
             "/workspace/srcx",
             "/workspace",

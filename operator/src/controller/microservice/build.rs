@@ -140,7 +140,10 @@ pub fn default_resources() -> ResourceRequirements {
 }
 
 /// Probes fitting the protocol: the gRPC health service for `Grpc` (the SDK serves it), a TCP
-/// connect for `Http` (no health path is part of the contract).
+/// connect for `Http` (no health path is part of the contract). Readiness every second: the
+/// kubelet probes once as the container starts (usually before the server listens), so the period
+/// is how long a new pod waits for traffic; a second is what a push-to-API platform can afford per
+/// pod, and takes a failing pod out of rotation within 3 s. Liveness is slower and more patient.
 fn probes(protocol: Protocol, port: i32) -> (Probe, Probe) {
     let base = |period: i32, failure: i32| match protocol {
         Protocol::Grpc => Probe {
@@ -151,7 +154,7 @@ fn probes(protocol: Protocol, port: i32) -> (Probe, Probe) {
             }),
             period_seconds: Some(period),
             failure_threshold: Some(failure),
-            timeout_seconds: Some(2),
+            timeout_seconds: Some(period.min(2)),
             ..Probe::default()
         },
         Protocol::Http => Probe {
@@ -161,11 +164,11 @@ fn probes(protocol: Protocol, port: i32) -> (Probe, Probe) {
             }),
             period_seconds: Some(period),
             failure_threshold: Some(failure),
-            timeout_seconds: Some(2),
+            timeout_seconds: Some(period.min(2)),
             ..Probe::default()
         },
     };
-    (base(5, 3), base(10, 3))
+    (base(1, 3), base(10, 3))
 }
 
 fn port_name(protocol: Protocol) -> &'static str {
