@@ -24,7 +24,7 @@ help: ## List the targets
 up: deps ## Bring Microplane up on the local control plane and node: CRDs, operator, the `micro` tenant and helloworld
 	@$(MAKE) --no-print-directory -j2 controlplane binaries
 	@$(MAKE) --no-print-directory images
-	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/controlplane-up.sh >/dev/null
+	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_CRDS=config/crd e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null

@@ -168,6 +168,13 @@ ENV
 # --- Wait for the API server, then for the controller manager and scheduler, then start kwok.
 wait_for kube-apiserver "https://127.0.0.1:$API_PORT/readyz" 120
 ready=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+# CRDs to install before kube-controller-manager starts (MICROPLANE_CRDS, a kustomize directory):
+# its quota controller discovers resources at start and then every 30 s, and a ResourceQuota that
+# counts a custom resource stays uncounted until then (a new tenant waits for that).
+if [[ -n ${MICROPLANE_CRDS:-} ]]; then
+  "$K8S_BIN/kubectl" --kubeconfig "$state/kubeconfig" apply --server-side --field-manager=microplane.dev/install -k "$MICROPLANE_CRDS" >/dev/null
+  "$K8S_BIN/kubectl" --kubeconfig "$state/kubeconfig" wait --for condition=Established --timeout=60s crd -l '!none' >/dev/null
+fi
 # The controller manager and scheduler start once RBAC is bootstrapped (part of /readyz), or they
 # fail reading the extension-apiserver-authentication ConfigMap.
 start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
