@@ -11,6 +11,7 @@
 #     localhost/microplane/pause:<tag>       kubernetes' own pause.c, gcc -static
 #     localhost/microplane/coredns:v<ver>    CoreDNS from its Go module (CGO off: static)
 #     localhost/microplane/registry:v<ver>   distribution's registry from its Go module
+#     localhost/microplane/kubectl:v<ver>    kubectl (the control plane's), for in-cluster checks
 #
 # Every image is the same two layers: a base (passwd/group with the nonroot user 65532, the CA
 # bundle, an empty /tmp) and the binary; entrypoint the binary, user 65532:65532. crane
@@ -23,7 +24,7 @@ out=${MICROPLANE_IMAGES:-$root/target/images}
 version=$(awk -F'"' '/^\[workspace.package\]/ {p=1} p && /^version/ {print $2; exit}' "$root/Cargo.toml")
 PAUSE_TAG=3.10.2
 crane=$CRANE_BIN/crane
-[[ -x $crane && -x $REGISTRY_BIN/registry && -x $COREDNS_BIN/coredns ]] ||
+[[ -x $crane && -x $REGISTRY_BIN/registry && -x $COREDNS_BIN/coredns && -x $K8S_BIN/kubectl ]] ||
   { echo "missing crane, registry or coredns in $MICROPLANE_CACHE: run make controlplane" >&2; exit 1; }
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -70,6 +71,8 @@ add() { images+=("$1|$2|$3|${4:-}"); }
 add "localhost/microplane/pause:$PAUSE_TAG" pause "$pause_bin"
 add "localhost/microplane/coredns:v$COREDNS_VERSION" coredns "$COREDNS_BIN/coredns"
 add "localhost/microplane/registry:v$DISTRIBUTION_VERSION" registry "$REGISTRY_BIN/registry"
+# kubectl in a pod: in-cluster configuration with the pod's service-account token (e2e, debugging).
+add "localhost/microplane/kubectl:v$K8S_VERSION" kubectl "$K8S_BIN/kubectl"
 add "ghcr.io/microplane-dev/microplane-operator:$version" microplane-operator "$rust_out/microplane-operator"
 add "ghcr.io/microplane-dev/microplane-gateway:$version" microplane-gateway "$rust_out/microplane-gateway"
 add "ghcr.io/microplane-dev/helloworld:$version" helloworld "$rust_out/helloworld $rust_out/helloworld-call" "MICRO_SERVICE_ADDRESS=:8080"

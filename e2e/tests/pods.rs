@@ -328,6 +328,45 @@ async fn pods_resolve_services_by_name_and_reach_them_by_cluster_ip() {
 }
 
 #[tokio::test]
+async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
+    let (c, ns) = setup("pods-token").await;
+    let version = c.client.apiserver_version().await.unwrap().git_version;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    // kubectl without a kubeconfig uses the in-cluster configuration: the `kubernetes` Service's
+    // address (10.96.0.1, through kube-proxy to the API server), the projected token and CA.
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "whoami"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": true,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "kubectl", "image": format!("localhost/microplane/kubectl:{version}"),
+                "args": ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                                    "readOnlyRootFilesystem": true},
+            }],
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = wait_for(
+        &pods,
+        "whoami",
+        |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()?.phase.clone())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+        },
+        T,
+    )
+    .await
+    .unwrap();
+    let log = pods.logs("whoami", &LogParams::default()).await.unwrap();
+    assert_eq!(done.status.unwrap().phase.as_deref(), Some("Succeeded"), "{log}");
+    assert_eq!(log.trim(), format!("system:serviceaccount:{ns}:default"));
+}
+
+#[tokio::test]
 async fn a_crash_loop_shows_in_the_microservice_status() {
     let (c, ns) = setup("pods-crash").await;
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
