@@ -263,7 +263,7 @@ async fn helloworld_runs_as_a_container_with_the_operators_security_context() {
 }
 
 #[tokio::test]
-async fn logs_and_exec_reach_the_container_through_the_kubelet() {
+async fn logs_exec_and_port_forward_reach_the_container_through_the_kubelet() {
     let (c, ns) = setup("pods-exec").await;
     apply_helloworld(&c, &ns, "helloworld", 1).await.unwrap();
     wait_addresses(&c, &ns, "helloworld", 1).await;
@@ -288,6 +288,44 @@ async fn logs_and_exec_reach_the_container_through_the_kubelet() {
         .unwrap();
     assert!(ok, "kubectl exec: {err}");
     assert_eq!(out.trim(), r#"{"message": "Hello Exec"}"#);
+
+    // port-forward: a local port on this host reaches the container's port through the kubelet.
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut pf = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["port-forward", "-n", &ns, &format!("pod/{pod}"), ":8080"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first line says where it listens; the rest is drained (kubectl writes a line per
+    // connection, and dies of a closed pipe if nobody reads).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = pf.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(T))
+        .await
+        .unwrap()
+        .expect("kubectl port-forward printed where it listens");
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"))
+        .to_string();
+    let mut client = HelloworldClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let reply = client.call(CallRequest { name: "Forward".into() }).await;
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert_eq!(reply.unwrap().into_inner().message, "Hello Forward");
 }
 
 #[tokio::test]
