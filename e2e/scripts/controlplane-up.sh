@@ -14,16 +14,6 @@ for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/
 done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-cert() { # name subject [serving-SANs]
-  [[ -f $pki/$1.crt ]] && return
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
-  local ext; ext=$(mktemp)
-  if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$ext"
-  else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
-  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
-    -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
-  rm -f "$ext" "$pki/$1.csr"
-}
 
 kubeconfig() { # file user
   cat >"$1" <<KC

@@ -23,3 +23,16 @@ CLUSTER_DNS=10.96.0.10
 # Runtime state of one control plane (certificates, etcd data, logs, pids, kubeconfig).
 MICROPLANE_STATE=${MICROPLANE_STATE:-$E2E_DIR/../.state/controlplane}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# A certificate signed by the environment's CA ($pki/ca.crt, $pki/ca.key), made when missing:
+#   cert NAME SUBJECT [SERVING-SANS]   (without SANs a client certificate)
+cert() {
+  [[ -f $pki/$1.crt ]] && return
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
+  local ext; ext=$(mktemp)
+  if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$ext"
+  else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
+  rm -f "$ext" "$pki/$1.csr"; chmod 600 "$pki/$1.key"
+}

@@ -47,16 +47,6 @@ mkdir -p "$node"/{pids,var-lib,var-log,config/cni,config/certs.d} "$state/logs"
 # --- Identities: the kubelet as system:node:NAME (Node authorizer, NodeRestriction) with a serving
 # certificate for the node's address signed by the cluster CA; kube-proxy as system:kube-proxy
 # (bound to system:node-proxier by default).
-cert() { # name subject [serving-SANs]
-  [[ -f $pki/$1.crt ]] && return
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
-  local ext; ext=$(mktemp)
-  if [[ -n ${3:-} ]]; then printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$ext"
-  else printf 'extendedKeyUsage=clientAuth\n' >"$ext"; fi
-  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
-    -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
-  rm -f "$ext" "$pki/$1.csr"; chmod 600 "$pki/$1.key"
-}
 cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
 if [[ ! -f $pki/kubelet-serving.ip || $(cat "$pki/kubelet-serving.ip") != "$NODE_IP" ]]; then
   rm -f "$pki/kubelet-serving.crt" "$pki/kubelet-serving.key"

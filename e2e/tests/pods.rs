@@ -113,6 +113,47 @@ fn client_pod(name: &str, image: &str, args: &[&str]) -> Pod {
     .unwrap()
 }
 
+/// Waits until a pod has run to completion (Succeeded or Failed); the pod.
+async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
+    wait_for(
+        pods,
+        name,
+        |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()?.phase.clone())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+        },
+        T,
+    )
+    .await
+    .unwrap()
+}
+
+/// Applies MicroService `name` running `image` and waits until its Ready condition is False for
+/// one of `reasons`; that condition's message.
+async fn not_ready_because(c: &Cluster, ns: &str, name: &str, image: &str, reasons: &[&str]) -> String {
+    let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
+    let ms: MicroService = serde_json::from_value(json!({
+        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
+        "spec": {"image": image}
+    }))
+    .unwrap();
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
+        .await
+        .unwrap();
+    let ready = |m: &MicroService| {
+        m.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.status == "False" && reasons.contains(&c.reason.as_str()))
+            .cloned()
+    };
+    let m = wait_for(&api, name, |m: Option<&MicroService>| m.and_then(ready).is_some(), T)
+        .await
+        .unwrap();
+    ready(&m).unwrap().message
+}
+
 /// Runs client pods (`<name>-0`, `<name>-1`, …) until one succeeds; its log. kube-proxy programs a
 /// Service's endpoints a moment after the EndpointSlice says they are ready (until then it
 /// rejects), as on any cluster, so a first client may lose that race.
@@ -125,17 +166,7 @@ async fn run_client(c: &Cluster, ns: &str, name: &str, args: &[&str]) -> String 
         pods.create(&PostParams::default(), &client_pod(&pod, &image, args))
             .await
             .unwrap();
-        let done = wait_for(
-            &pods,
-            &pod,
-            |p: Option<&Pod>| {
-                p.and_then(|p| p.status.as_ref()?.phase.clone())
-                    .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
-            },
-            T,
-        )
-        .await
-        .unwrap();
+        let done = finished(&pods, &pod).await;
         let log = pods.logs(&pod, &LogParams::default()).await.unwrap();
         if done.status.unwrap().phase.as_deref() == Some("Succeeded") {
             return log;
@@ -388,17 +419,7 @@ async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
-    let done = wait_for(
-        &pods,
-        "whoami",
-        |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref()?.phase.clone())
-                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
-        },
-        T,
-    )
-    .await
-    .unwrap();
+    let done = finished(&pods, "whoami").await;
     let log = pods.logs("whoami", &LogParams::default()).await.unwrap();
     assert_eq!(done.status.unwrap().phase.as_deref(), Some("Succeeded"), "{log}");
     assert_eq!(log.trim(), format!("system:serviceaccount:{ns}:default"));
@@ -407,73 +428,17 @@ async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
 #[tokio::test]
 async fn a_crash_loop_shows_in_the_microservice_status() {
     let (c, ns) = setup("pods-crash").await;
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": "crasher"},
-        "spec": {"image": node::crasher().unwrap()}
-    }))
-    .unwrap();
-    api.patch("crasher", &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
-    let m = wait_for(
-        &api,
-        "crasher",
-        |m: Option<&MicroService>| {
-            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "CrashLoopBackOff")
-            })
-        },
-        T,
-    )
-    .await
-    .unwrap();
-    let ready = m
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
-    assert!(ready.message.contains("crasher-"), "names the pod: {}", ready.message);
+    let crasher = node::crasher().unwrap();
+    let message = not_ready_because(&c, &ns, "crasher", &crasher, &["CrashLoopBackOff"]).await;
+    assert!(message.contains("crasher-"), "names the pod: {message}");
 }
 
 #[tokio::test]
 async fn an_image_that_cannot_be_pulled_is_reported() {
     let (c, ns) = setup("pods-pull").await;
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": "foreign"},
-        "spec": {"image": "localhost:5000/e2e/never-pushed:1"}
-    }))
-    .unwrap();
-    api.patch("foreign", &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
-    let m = wait_for(
-        &api,
-        "foreign",
-        |m: Option<&MicroService>| {
-            m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && (c.reason == "ErrImagePull" || c.reason == "ImagePullBackOff"))
-            })
-        },
-        T,
-    )
-    .await
-    .unwrap();
-    let ready = m
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
-    assert!(ready.message.contains("never-pushed"), "{}", ready.message);
+    let image = "localhost:5000/e2e/never-pushed:1";
+    let message = not_ready_because(&c, &ns, "foreign", image, &["ErrImagePull", "ImagePullBackOff"]).await;
+    assert!(message.contains("never-pushed"), "{message}");
 }
 
 #[tokio::test]
@@ -522,9 +487,11 @@ async fn deleting_a_pod_under_load_loses_no_call() {
         .unwrap();
 
     let victim = pods_of(&c, &ns, "helloworld").await[0].metadata.name.clone().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let load = {
         let gw = gw.clone();
         let ns = ns.to_string();
+        let calls = calls.clone();
         tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(8);
             let mut failures = Vec::new();
@@ -535,11 +502,20 @@ async fn deleting_a_pod_under_load_loses_no_call() {
                     failures.push(format!("{}: {}", r.status, r.body));
                 }
                 n += 1;
+                calls.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             (n, failures)
         })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The pod goes while the load runs: once it has made 50 calls.
+    tokio::time::timeout(T, async {
+        while calls.load(std::sync::atomic::Ordering::Relaxed) < 50 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the load makes calls");
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     pods.delete(&victim, &DeleteParams::default()).await.unwrap();
     let (n, failures) = load.await.unwrap();
