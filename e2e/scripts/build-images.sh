@@ -22,7 +22,6 @@ set -euo pipefail
 root=$(cd "$E2E_DIR/.." && pwd)
 out=${MICROPLANE_IMAGES:-$root/target/images}
 version=$(awk -F'"' '/^\[workspace.package\]/ {p=1} p && /^version/ {print $2; exit}' "$root/Cargo.toml")
-PAUSE_TAG=3.10.2
 crane=$CRANE_BIN/crane
 [[ -x $crane && -x $REGISTRY_BIN/registry && -x $COREDNS_BIN/coredns && -x $K8S_BIN/kubectl ]] ||
   { echo "missing crane, registry or coredns in $MICROPLANE_CACHE: run make controlplane" >&2; exit 1; }
@@ -35,11 +34,11 @@ t0=$SECONDS
 
 # --- Static binaries.
 # pause: the kubelet's sandbox process, from the Kubernetes module's own source.
-pause_bin=$MICROPLANE_CACHE/pause-$PAUSE_TAG/pause
+pause_bin=$MICROPLANE_CACHE/pause-$PAUSE_VERSION/pause
 if [[ ! -x $pause_bin ]]; then
   src=$(cd "$E2E_DIR/controlplane/kubernetes-v$K8S_VERSION" && go mod download -json k8s.io/kubernetes | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   mkdir -p "$(dirname "$pause_bin")"
-  gcc -Os -static -Wall -Werror -DVERSION="v$PAUSE_TAG-microplane" -o "$pause_bin.tmp" "$src/build/pause/linux/pause.c"
+  gcc -Os -static -Wall -Werror -DVERSION="v$PAUSE_VERSION-microplane" -o "$pause_bin.tmp" "$src/build/pause/linux/pause.c"
   strip "$pause_bin.tmp"; mv "$pause_bin.tmp" "$pause_bin"
 fi
 # The workspace's services: musl, static.
@@ -68,7 +67,7 @@ cmp -s "$work/base.tar" "$out/layers/base.tar" || cp "$work/base.tar" "$out/laye
 # --- Images: reference | entrypoint name (/usr/local/bin/NAME) | binaries | environment.
 images=()
 add() { images+=("$1|$2|$3|${4:-}"); }
-add "localhost/microplane/pause:$PAUSE_TAG" pause "$pause_bin"
+add "localhost/microplane/pause:$PAUSE_VERSION" pause "$pause_bin"
 add "localhost/microplane/coredns:v$COREDNS_VERSION" coredns "$COREDNS_BIN/coredns"
 add "localhost/microplane/registry:v$DISTRIBUTION_VERSION" registry "$REGISTRY_BIN/registry"
 # kubectl in a pod: in-cluster configuration with the pod's service-account token (e2e, debugging).

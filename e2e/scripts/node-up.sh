@@ -85,7 +85,7 @@ state = "/run/containerd"
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "localhost/microplane/pause:3.10.2"
+    sandbox = "localhost/microplane/pause:$PAUSE_VERSION"
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = "$node/config/certs.d"
 [plugins.'io.containerd.cri.v1.runtime']

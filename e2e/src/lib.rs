@@ -389,13 +389,35 @@ impl Drop for TestTenant {
 /// (`localhost:5000/e2e/helloworld:e2e`, pushed to the node's registry; see [`node::helloworld`]).
 pub async fn apply_helloworld(cluster: &Cluster, namespace: &str, name: &str, replicas: i32) -> Result<()> {
     let image = node::helloworld("e2e")?;
+    apply_microservice(
+        cluster,
+        namespace,
+        name,
+        serde_json::json!({"image": image, "replicas": replicas}),
+    )
+    .await
+}
+
+/// Server-side applies MicroService `name` with `spec` (field manager `e2e`, forced).
+pub async fn apply_microservice(cluster: &Cluster, namespace: &str, name: &str, spec: serde_json::Value) -> Result<()> {
     let api: Api<microplane_crds::MicroService> = Api::namespaced(cluster.client.clone(), namespace);
     let ms: microplane_crds::MicroService = serde_json::from_value(serde_json::json!({
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": image, "replicas": replicas}
+        "spec": spec
     }))
     .map_err(|e| Error::Manifest(e.to_string()))?;
     api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
         .await?;
     Ok(())
+}
+
+/// The pods of MicroService `name` (label `microplane.dev/service`), terminating ones included.
+pub async fn microservice_pods(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<k8s_openapi::api::core::v1::Pod>> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let lp = kube::api::ListParams::default().labels(&format!("microplane.dev/service={name}"));
+    Ok(api.list(&lp).await?.items)
 }

@@ -12,12 +12,14 @@ use helloworld::pb::CallRequest;
 use helloworld::pb::helloworld_client::HelloworldClient;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use microplane_crds::MicroService;
 use microplane_e2e::gateway::Gateway;
 use microplane_e2e::node::{self, NODE};
 use microplane_e2e::operator::Operator;
-use microplane_e2e::{Cluster, apply_helloworld, create_tenant, install_crds, wait_for};
+use microplane_e2e::{
+    Cluster, apply_helloworld, apply_microservice, create_tenant, install_crds, microservice_pods, wait_for,
+};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
@@ -72,11 +74,7 @@ async fn call(addr: &str, name: &str) -> String {
 }
 
 async fn pods_of(c: &Cluster, ns: &str, service: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    pods.list(&ListParams::default().labels(&format!("microplane.dev/service={service}")))
-        .await
-        .unwrap()
-        .items
+    microservice_pods(c, ns, service).await.unwrap()
 }
 
 /// The pod's first container's id (`containerd://…`) from its status.
@@ -131,15 +129,8 @@ async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
 /// Applies MicroService `name` running `image` and waits until its Ready condition is False for
 /// one of `reasons`; that condition's message.
 async fn not_ready_because(c: &Cluster, ns: &str, name: &str, image: &str, reasons: &[&str]) -> String {
+    apply_microservice(c, ns, name, json!({"image": image})).await.unwrap();
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": image}
-    }))
-    .unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
-        .await
-        .unwrap();
     let ready = |m: &MicroService| {
         m.status
             .as_ref()?

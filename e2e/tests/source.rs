@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use microplane_crds::MicroService;
 use microplane_e2e::gateway::{Gateway, poll, with_tenant};
 use microplane_e2e::git::{self, GitServer};
-use microplane_e2e::{Cluster, TestTenant, apply_helloworld, wait_for};
+use microplane_e2e::{Cluster, TestTenant, apply_helloworld, apply_microservice, microservice_pods, wait_for};
 use serde_json::json;
 
 /// A cold cargo build of helloworld on 2 shared cores takes minutes.
@@ -45,13 +45,7 @@ async fn apply_source(c: &Cluster, ns: &str, name: &str, git: serde_json::Value)
 
 /// Applies a MicroService whose `spec.source` is `source`.
 async fn apply_spec_source(c: &Cluster, ns: &str, name: &str, source: serde_json::Value) {
-    let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
-    let ms: MicroService = serde_json::from_value(json!({
-        "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"source": source}
-    }))
-    .unwrap();
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&ms))
+    apply_microservice(c, ns, name, json!({ "source": source }))
         .await
         .unwrap();
 }
@@ -109,14 +103,9 @@ fn lib_rs() -> String {
 
 /// The pods of a MicroService's Deployment that are not going away.
 async fn service_pods(c: &Cluster, ns: &str, name: &str) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    api.list(&ListParams::default().labels(&format!("microplane.dev/service={name}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect()
+    let mut pods = microservice_pods(c, ns, name).await.unwrap();
+    pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+    pods
 }
 
 /// Asserts that the service's pods run `image` (`<registry>/<path>@sha256:…`) on the real node:
