@@ -58,6 +58,11 @@ pids+=($!)
     ctr=github.com/containerd/containerd/v2/cmd/ctr
   # runc's nsenter is C, and seccomp (RuntimeDefault) needs libseccomp: cgo, linked to Debian's libseccomp.
   CGO_ENABLED=1 TAGS=seccomp build runc "$RUNC_BIN" "-X main.version=$RUNC_VERSION" runc=github.com/opencontainers/runc
+  # Health for GitOps: the kstatus helper (its own source, so its hash is in the ldflags and the key)
+  # and Flux's source-controller and kustomize-controller (e2e/scripts/flux-up.sh), one module for both.
+  build kstatus "$KSTATUS_BIN" "-X main.sourceSum=$(cat "$E2E_DIR"/controlplane/kstatus/*.go | sha256sum | cut -c1-16)" kstatus=.
+  build flux "$SOURCE_CONTROLLER_BIN" "" source-controller=github.com/fluxcd/source-controller
+  build flux "$KUSTOMIZE_CONTROLLER_BIN" "" kustomize-controller=github.com/fluxcd/kustomize-controller
   build kwok "$KWOK_BIN" "" kwok=sigs.k8s.io/kwok/cmd/kwok; } &
 pids+=($!)
 { build cni "$CNI_BIN" "" \
@@ -68,7 +73,9 @@ pids+=($!)
   build coredns "$COREDNS_BIN" "" coredns=github.com/coredns/coredns
   build distribution "$REGISTRY_BIN" "-X github.com/distribution/distribution/v3/version.version=v$DISTRIBUTION_VERSION" \
     registry=github.com/distribution/distribution/v3/cmd/registry
-  build crane "$CRANE_BIN" "" crane=github.com/google/go-containerregistry/cmd/crane; } &
+  build crane "$CRANE_BIN" "" crane=github.com/google/go-containerregistry/cmd/crane
+  build helm "$HELM_BIN" "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+    helm=helm.sh/helm/v4/cmd/helm; } &
 pids+=($!)
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done

@@ -17,6 +17,7 @@ CNI_BIN="$MICROPLANE_CACHE/cni-plugins-v$CNI_PLUGINS_VERSION"
 COREDNS_BIN="$MICROPLANE_CACHE/coredns-v$COREDNS_VERSION"
 REGISTRY_BIN="$MICROPLANE_CACHE/distribution-v$DISTRIBUTION_VERSION"
 CRANE_BIN="$MICROPLANE_CACHE/crane-v$CRANE_VERSION"
+HELM_BIN="$MICROPLANE_CACHE/helm-v$HELM_VERSION"
 # Cluster-wide address plan (every environment has its own node namespace, so they may share it).
 SERVICE_CIDR=10.96.0.0/16
 CLUSTER_DNS=10.96.0.10
@@ -36,3 +37,7 @@ cert() {
     -extfile "$ext" -out "$pki/$1.crt" 2>/dev/null
   rm -f "$ext" "$pki/$1.csr"; chmod 600 "$pki/$1.key"
 }
+# Health for GitOps: the kstatus helper and Flux's controllers (e2e/scripts/flux-up.sh).
+KSTATUS_BIN="$MICROPLANE_CACHE/kstatus-v$KSTATUS_VERSION"
+SOURCE_CONTROLLER_BIN="$MICROPLANE_CACHE/source-controller-v$FLUX_SOURCE_CONTROLLER_VERSION"
+KUSTOMIZE_CONTROLLER_BIN="$MICROPLANE_CACHE/kustomize-controller-v$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
