@@ -1,23 +1,277 @@
-//! Building `metav1.Condition` lists: a transition time only when the status changes.
+//! Typed conditions: the condition types and reasons the operator sets, how a reason reads in
+//! kstatus terms, and building `metav1.Condition` lists (a transition time only when the status
+//! changes).
+//!
+//! Every kind's status follows kstatus (sigs.k8s.io/cli-utils/pkg/kstatus): `Ready=True` alone when
+//! the object is done and healthy; `Reconciling=True` (with `Ready=False`) while work is in
+//! progress, a transient error included; `Stalled=True` (with `Ready=False`) when it failed and will
+//! not progress without a change somewhere. [`kstatus`] derives the two from the `Ready` condition.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Declares a closed set of CamelCase names: the enum, `as_str`, `ALL`, and comparisons with text.
+macro_rules! names {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The wire spelling (the variant's name).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                }
+            }
+
+            /// The value spelled `s`.
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+    };
+}
+
+names! {
+    /// Condition types the operator sets.
+    CondType {
+        /// kstatus summary: the object is done and healthy for its current generation.
+        Ready,
+        /// kstatus: work is in progress (abnormal-true).
+        Reconciling,
+        /// kstatus: failed, no progress without a change (abnormal-true).
+        Stalled,
+        /// MicroService: the Deployment's pods are available.
+        Available,
+        /// MicroService (source mode): the git source resolved to a commit.
+        SourceReady,
+        /// MicroService (source mode): the commit's image was built.
+        BuildSucceeded,
+        /// MicroService: the gateway routes it.
+        Routed,
+        /// AuthRule: the rule is valid.
+        Accepted,
+    }
+}
+
+names! {
+    /// Every condition reason the operator sets. docs/troubleshooting.md has an entry for each (a
+    /// test says so).
+    Reason {
+        // --- MicroService: done
+        /// Rolled out and available.
+        Running,
+        /// Rolled out to zero replicas.
+        ScaledToZero,
+        // --- MicroService: in progress
+        /// No Deployment observed yet.
+        Pending,
+        /// The Deployment is rolling out.
+        Deploying,
+        /// The git source is being resolved.
+        Resolving,
+        /// The commit's image is being built.
+        Building,
+        /// A listed Config is not delivered yet.
+        ConfigNotReady,
+        // --- MicroService: stalled
+        /// The namespace has no tenant.
+        TenantNotFound,
+        /// A listed Config does not exist.
+        ConfigNotFound,
+        /// The Deployment exceeded its progress deadline.
+        ProgressDeadlineExceeded,
+        /// Container waiting reason: the image cannot be pulled (backing off).
+        ImagePullBackOff,
+        /// Container waiting reason: the image pull failed.
+        ErrImagePull,
+        /// Container waiting reason: the image reference is invalid.
+        InvalidImageName,
+        /// Container waiting reason: the container keeps crashing.
+        CrashLoopBackOff,
+        /// Container waiting reason: the container's configuration is wrong.
+        CreateContainerConfigError,
+        /// Container waiting reason: the container cannot be created.
+        CreateContainerError,
+        /// The build Job failed.
+        BuildFailed,
+        // --- MicroService source step (SourceReady / BuildSucceeded, and Ready when they fail)
+        /// The source resolved to a commit.
+        Resolved,
+        /// The image of the commit exists.
+        Built,
+        /// The build waits for a source that did not resolve.
+        SourceNotReady,
+        /// The source spec cannot be used.
+        InvalidSource,
+        /// `http://`/`file://` without the operator's allow flag.
+        InsecureSourceRefused,
+        /// The git server refused the credentials.
+        AuthenticationFailed,
+        /// The ssh host key does not match `known_hosts`.
+        HostKeyMismatch,
+        /// ssh without pinned host keys.
+        HostKeyNotPinned,
+        /// The branch, tag or commit does not exist.
+        RevisionNotFound,
+        /// `source.git.path` does not exist at the commit.
+        PathNotFound,
+        /// `source.git.path` leaves the repository.
+        PathEscapesRepository,
+        /// No Dockerfile and no language the Auto strategy knows.
+        NothingToBuild,
+        /// The repository is larger than the operator allows.
+        RepositoryTooLarge,
+        /// The credentials Secret is missing keys or malformed.
+        SecretInvalid,
+        /// A referenced Secret does not exist (source credentials, Config secrets).
+        SecretNotFound,
+        /// Transient: the git server cannot be reached.
+        SourceUnreachable,
+        /// Transient: resolving took longer than the operator's timeout.
+        SourceTimeout,
+        /// Transient: the operator's git cache failed.
+        SourceCacheError,
+        // --- MicroService routing
+        /// The gateway routes it.
+        Routed,
+        /// `spec.expose` is false.
+        NotExposed,
+        /// Waiting for a ready pod to answer gRPC reflection.
+        DiscoveryPending,
+        /// gRPC reflection failed.
+        ReflectionFailed,
+        // --- Namespace (tenant)
+        /// Namespace and children exist.
+        Provisioned,
+        /// A core Namespace of that name exists and is not the tenant's.
+        NamespaceConflict,
+        /// The core Namespace is being deleted.
+        NamespaceTerminating,
+        /// The quota controller has not counted the namespace yet.
+        QuotaPending,
+        // --- Config
+        /// Delivered as ConfigMap and Secret.
+        Delivered,
+        /// A referenced Secret lacks the key.
+        SecretKeyNotFound,
+        /// A secret value is not UTF-8.
+        SecretValueNotText,
+        /// Two values claim clashing paths.
+        PathConflict,
+        // --- AuthRule
+        /// The rule is valid (`Accepted`).
+        Valid,
+        /// The rule is accepted (`Ready`).
+        Accepted,
+    }
+}
+
+/// What a `Ready` reason means in kstatus terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Done: `Ready=True` (used only with a true `Ready`).
+    Done,
+    /// Work in progress, or a transient error being retried: `Reconciling=True`.
+    Reconciling,
+    /// Failed; no progress without a change: `Stalled=True`.
+    Stalled,
+}
+
+impl Reason {
+    /// What `Ready=False` with this reason means for kstatus.
+    pub const fn progress(self) -> Progress {
+        use Reason as R;
+        match self {
+            R::Running | R::ScaledToZero | R::Provisioned | R::Delivered | R::Accepted | R::Valid | R::Routed => {
+                Progress::Done
+            }
+            R::Pending
+            | R::Deploying
+            | R::Resolving
+            | R::Building
+            | R::ConfigNotReady
+            | R::Resolved
+            | R::Built
+            | R::SourceNotReady
+            | R::DiscoveryPending
+            | R::NamespaceTerminating
+            | R::QuotaPending
+            // Retried with backoff: a network or cache hiccup is progress, not a failure.
+            | R::SourceUnreachable
+            | R::SourceTimeout
+            | R::SourceCacheError => Progress::Reconciling,
+            R::TenantNotFound
+            | R::ConfigNotFound
+            | R::ProgressDeadlineExceeded
+            | R::ImagePullBackOff
+            | R::ErrImagePull
+            | R::InvalidImageName
+            | R::CrashLoopBackOff
+            | R::CreateContainerConfigError
+            | R::CreateContainerError
+            | R::BuildFailed
+            | R::InvalidSource
+            | R::InsecureSourceRefused
+            | R::AuthenticationFailed
+            | R::HostKeyMismatch
+            | R::HostKeyNotPinned
+            | R::RevisionNotFound
+            | R::PathNotFound
+            | R::PathEscapesRepository
+            | R::NothingToBuild
+            | R::RepositoryTooLarge
+            | R::SecretInvalid
+            | R::SecretNotFound
+            | R::NotExposed
+            | R::ReflectionFailed
+            | R::NamespaceConflict
+            | R::SecretKeyNotFound
+            | R::SecretValueNotText
+            | R::PathConflict => Progress::Stalled,
+        }
+    }
+}
 
 /// A condition to set: type, status, reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cond {
-    /// Condition type, e.g. `Ready`.
-    pub type_: &'static str,
-    /// `True`, `False` or `Unknown`.
+    /// Condition type.
+    pub type_: CondType,
+    /// `True` or `False`.
     pub status: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
+    /// Reason.
+    pub reason: Reason,
     /// Human-readable message.
     pub message: String,
 }
 
 impl Cond {
     /// A condition that holds.
-    pub fn ok(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn ok(type_: CondType, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             status: true,
@@ -26,7 +280,7 @@ impl Cond {
         }
     }
     /// A condition that does not hold.
-    pub fn fail(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn fail(type_: CondType, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             status: false,
@@ -34,6 +288,27 @@ impl Cond {
             message: message.into(),
         }
     }
+}
+
+/// Adds kstatus's `Reconciling` or `Stalled` to `wanted`, derived from its `Ready` condition: none
+/// when Ready is true; `Reconciling=True` or `Stalled=True` with Ready's reason and message when it
+/// is false. Any `Reconciling`/`Stalled` already in `wanted` is replaced. Without a `Ready` the
+/// list is returned as it is.
+pub fn kstatus(mut wanted: Vec<Cond>) -> Vec<Cond> {
+    wanted.retain(|c| !matches!(c.type_, CondType::Reconciling | CondType::Stalled));
+    let Some(ready) = wanted.iter().find(|c| c.type_ == CondType::Ready).cloned() else {
+        return wanted;
+    };
+    if ready.status {
+        return wanted;
+    }
+    let type_ = match ready.reason.progress() {
+        // A false Ready is never "done": a reason of the done kind here still means work to do.
+        Progress::Done | Progress::Reconciling => CondType::Reconciling,
+        Progress::Stalled => CondType::Stalled,
+    };
+    wanted.push(Cond::ok(type_, ready.reason, ready.message));
+    wanted
 }
 
 /// Merges `wanted` into `previous`: conditions keep their `lastTransitionTime` unless their status
@@ -45,12 +320,12 @@ pub fn merge(previous: &[Condition], wanted: &[Cond], generation: Option<i64>, n
             let status = if w.status { "True" } else { "False" }.to_string();
             let last = previous
                 .iter()
-                .find(|c| c.type_ == w.type_ && c.status == status)
+                .find(|c| c.type_ == w.type_.as_str() && c.status == status)
                 .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
             Condition {
-                type_: w.type_.to_string(),
+                type_: w.type_.as_str().to_string(),
                 status,
-                reason: w.reason.to_string(),
+                reason: w.reason.as_str().to_string(),
                 message: w.message.clone(),
                 observed_generation: generation,
                 last_transition_time: last,
@@ -62,6 +337,8 @@ pub fn merge(previous: &[Condition], wanted: &[Cond], generation: Option<i64>, n
 #[cfg(test)]
 mod tests {
     use super::*;
+    use CondType as T;
+    use Reason as R;
     use k8s_openapi::jiff::Timestamp;
 
     fn t(s: i64) -> Time {
@@ -70,13 +347,13 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_changes() {
-        let first = merge(&[], &[Cond::fail("Ready", "Deploying", "0/1")], Some(1), &t(10));
+        let first = merge(&[], &[Cond::fail(T::Ready, R::Deploying, "0/1")], Some(1), &t(10));
         assert_eq!(first[0].last_transition_time, t(10));
-        let same = merge(&first, &[Cond::fail("Ready", "Deploying", "0/2")], Some(2), &t(20));
+        let same = merge(&first, &[Cond::fail(T::Ready, R::Deploying, "0/2")], Some(2), &t(20));
         assert_eq!(same[0].last_transition_time, t(10), "same status keeps the time");
         assert_eq!(same[0].message, "0/2");
         assert_eq!(same[0].observed_generation, Some(2));
-        let flipped = merge(&same, &[Cond::ok("Ready", "Running", "1/1")], Some(2), &t(30));
+        let flipped = merge(&same, &[Cond::ok(T::Ready, R::Running, "1/1")], Some(2), &t(30));
         assert_eq!(flipped[0].last_transition_time, t(30));
         assert_eq!(flipped[0].status, "True");
     }
@@ -85,11 +362,114 @@ mod tests {
     fn conditions_not_wanted_are_dropped() {
         let first = merge(
             &[],
-            &[Cond::ok("Ready", "A", ""), Cond::ok("Available", "B", "")],
+            &[
+                Cond::ok(T::Ready, R::Running, ""),
+                Cond::ok(T::Available, R::Running, ""),
+            ],
             None,
             &t(1),
         );
-        let next = merge(&first, &[Cond::ok("Ready", "A", "")], None, &t(2));
+        let next = merge(&first, &[Cond::ok(T::Ready, R::Running, "")], None, &t(2));
         assert_eq!(next.len(), 1);
+    }
+
+    /// The kstatus case table: Ready as computed → the extra condition (type, status) or none.
+    #[test]
+    fn kstatus_conditions_follow_ready() {
+        let cases: &[(bool, Reason, Option<CondType>)] = &[
+            (true, R::Running, None),
+            (true, R::ScaledToZero, None),
+            (true, R::Provisioned, None),
+            (true, R::Delivered, None),
+            (true, R::Accepted, None),
+            (false, R::Pending, Some(T::Reconciling)),
+            (false, R::Resolving, Some(T::Reconciling)),
+            (false, R::Building, Some(T::Reconciling)),
+            (false, R::Deploying, Some(T::Reconciling)),
+            (false, R::ConfigNotReady, Some(T::Reconciling)),
+            (false, R::QuotaPending, Some(T::Reconciling)),
+            (false, R::NamespaceTerminating, Some(T::Reconciling)),
+            (false, R::SourceUnreachable, Some(T::Reconciling)),
+            (false, R::SourceTimeout, Some(T::Reconciling)),
+            (false, R::BuildFailed, Some(T::Stalled)),
+            (false, R::ConfigNotFound, Some(T::Stalled)),
+            (false, R::TenantNotFound, Some(T::Stalled)),
+            (false, R::ImagePullBackOff, Some(T::Stalled)),
+            (false, R::ProgressDeadlineExceeded, Some(T::Stalled)),
+            (false, R::RevisionNotFound, Some(T::Stalled)),
+            (false, R::NamespaceConflict, Some(T::Stalled)),
+            (false, R::SecretNotFound, Some(T::Stalled)),
+            (false, R::PathConflict, Some(T::Stalled)),
+            // A false Ready with a "done" reason would be a bug upstream; it still is not done.
+            (false, R::Running, Some(T::Reconciling)),
+        ];
+        for &(ready, reason, extra) in cases {
+            let cond = if ready {
+                Cond::ok(T::Ready, reason, "m")
+            } else {
+                Cond::fail(T::Ready, reason, "m")
+            };
+            let out = kstatus(vec![cond.clone(), Cond::ok(T::Routed, R::Routed, "")]);
+            assert_eq!(out[0], cond, "{reason}: Ready stays first and unchanged");
+            assert_eq!(out[1].type_, T::Routed, "{reason}: other conditions are kept");
+            let added: Vec<&Cond> = out[2..].iter().collect();
+            match extra {
+                None => assert!(added.is_empty(), "{reason}: {added:?}"),
+                Some(type_) => {
+                    assert_eq!(added.len(), 1, "{reason}");
+                    assert_eq!(
+                        (
+                            added[0].type_,
+                            added[0].status,
+                            added[0].reason,
+                            added[0].message.as_str()
+                        ),
+                        (type_, true, reason, "m"),
+                        "{reason}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kstatus_replaces_stale_extras_and_needs_ready() {
+        let out = kstatus(vec![
+            Cond::ok(T::Ready, R::Running, ""),
+            Cond::ok(T::Stalled, R::BuildFailed, ""),
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(kstatus(vec![Cond::ok(T::Routed, R::Routed, "")]).len(), 1);
+        // Never both.
+        for &r in Reason::ALL {
+            let out = kstatus(vec![Cond::fail(T::Ready, r, "")]);
+            assert_eq!(out.len(), 2, "{r}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for &r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
+        }
+        for &t in CondType::ALL {
+            assert_eq!(CondType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(R::ImagePullBackOff, "ImagePullBackOff");
+    }
+
+    /// docs/troubleshooting.md explains every reason: a `### \`Reason\`` heading each.
+    #[test]
+    fn every_reason_is_documented() {
+        let doc = include_str!("../../docs/troubleshooting.md");
+        let missing: Vec<&str> = Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .filter(|r| !doc.contains(&format!("### `{r}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "reasons without an entry in docs/troubleshooting.md: {missing:?}"
+        );
     }
 }

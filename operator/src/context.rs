@@ -299,13 +299,13 @@ impl Context {
         &self,
         obj: &K,
         warning: bool,
-        reason: &str,
+        reason: crate::conditions::Reason,
         note: String,
         action: &str,
     ) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(note),
             action: action.into(),
             secondary: None,

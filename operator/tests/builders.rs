@@ -235,10 +235,10 @@ fn status_ready_only_when_fully_rolled_out() {
         (Some(Phase::Running), Some(2), Some(2), Some(5))
     );
     assert_eq!(
-        (conds[0].type_, conds[0].status, conds[0].reason),
+        (conds[0].type_.as_str(), conds[0].status, conds[0].reason.as_str()),
         ("Ready", true, "Running")
     );
-    assert_eq!((conds[1].type_, conds[1].status), ("Available", true));
+    assert_eq!((conds[1].type_.as_str(), conds[1].status), ("Available", true));
     assert_eq!(s.image.as_deref(), Some("img:1"));
     let mut stale = deployment(2, 2, 2, 2);
     stale.status.as_mut().unwrap().observed_generation = Some(1);
@@ -265,7 +265,7 @@ fn status_reasons_a_user_can_act_on() {
         None,
         None,
     );
-    assert_eq!((s.phase, c[0].reason), (Some(Phase::Failed), "TenantNotFound"));
+    assert_eq!((s.phase, c[0].reason.as_str()), (Some(Phase::Failed), "TenantNotFound"));
     assert!(c[0].message.contains("create a Namespace (microplane.dev) named micro"));
     let (_, c) = status::compute(
         None,
@@ -276,7 +276,7 @@ fn status_reasons_a_user_can_act_on() {
         None,
     );
     assert_eq!(
-        (c[0].reason, c[0].message.as_str()),
+        (c[0].reason.as_str(), c[0].message.as_str()),
         ("ConfigNotFound", "Config a, b not found in this namespace")
     );
 
@@ -289,7 +289,7 @@ fn status_reasons_a_user_can_act_on() {
     ]);
     let (s, c) = status::compute(None, Some(1), None, None, Some(&Rollout::of(&d)), None);
     assert_eq!(
-        (s.phase, c[0].reason),
+        (s.phase, c[0].reason.as_str()),
         (Some(Phase::Failed), "ProgressDeadlineExceeded")
     );
 

@@ -582,8 +582,8 @@ fn status_of_the_source_step() {
     let types: Vec<_> = conds.iter().map(|c| c.type_).collect();
     assert_eq!(types, ["Ready", "SourceReady", "BuildSucceeded", "Available"]);
     assert_eq!(st.phase, Some(microplane_crds::Phase::Building));
-    assert_eq!((conds[0].status, conds[0].reason), (false, "Building"));
-    assert_eq!((conds[1].status, conds[1].reason), (true, "Resolved"));
+    assert_eq!((conds[0].status, conds[0].reason.as_str()), (false, "Building"));
+    assert_eq!((conds[1].status, conds[1].reason.as_str()), (true, "Resolved"));
     assert_eq!(conds[3].reason, "Building", "nothing runs yet");
 
     // A failed build while the previous commit runs: Ready False, Available True.
@@ -609,8 +609,8 @@ fn status_of_the_source_step() {
         Some(&run),
         Vec::new(),
     );
-    assert_eq!((conds[0].status, conds[0].reason), (false, "BuildFailed"));
-    assert_eq!((conds[3].status, conds[3].reason), (true, "Running"));
+    assert_eq!((conds[0].status, conds[0].reason.as_str()), (false, "BuildFailed"));
+    assert_eq!((conds[3].status, conds[3].reason.as_str()), (true, "Running"));
     assert_eq!(st.commit.as_deref(), Some(run.version.as_str()), "the running commit");
     assert_eq!(st.phase, Some(microplane_crds::Phase::Failed));
 
@@ -636,12 +636,15 @@ fn status_of_the_source_step() {
     let conds = status::with_source(
         &mut st,
         wanted,
-        &SourceState::Failed(git::SourceError::new("AuthenticationFailed", "refused")),
+        &SourceState::Failed(git::SourceError::new(
+            microplane_operator::conditions::Reason::AuthenticationFailed,
+            "refused",
+        )),
         None,
         Vec::new(),
     );
     assert_eq!(
-        (conds[0].reason, conds[1].reason),
+        (conds[0].reason.as_str(), conds[1].reason.as_str()),
         ("AuthenticationFailed", "AuthenticationFailed")
     );
     assert_eq!(st.phase, Some(microplane_crds::Phase::Failed));

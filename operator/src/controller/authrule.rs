@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use microplane_crds::{AuthRule, AuthRuleStatus};
 
 use crate::Result;
-use crate::conditions::{self, Cond};
+use crate::conditions::{self, Cond, CondType, Reason};
 use crate::context::{Context, namespace_of};
 
 /// Name of this controller in metrics.
@@ -27,14 +27,14 @@ async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {
     let in_tenant = ctx.stores.tenants.get(&ObjectRef::new(&namespace)).is_some();
     let wanted = if in_tenant {
         vec![
-            Cond::ok("Accepted", "Valid", "the rule is valid"),
-            Cond::ok("Ready", "Accepted", "the rule is accepted"),
+            Cond::ok(CondType::Accepted, Reason::Valid, "the rule is valid"),
+            Cond::ok(CondType::Ready, Reason::Accepted, "the rule is accepted"),
         ]
     } else {
         let m = format!("namespace {namespace} is not a tenant, so no request is evaluated against this rule");
         vec![
-            Cond::ok("Accepted", "Valid", "the rule is valid"),
-            Cond::fail("Ready", "TenantNotFound", m),
+            Cond::ok(CondType::Accepted, Reason::Valid, "the rule is valid"),
+            Cond::fail(CondType::Ready, Reason::TenantNotFound, m),
         ]
     };
     let previous = rule.status.as_ref();
@@ -43,7 +43,7 @@ async fn reconcile_inner(rule: &AuthRule, ctx: &Context) -> Result<Action> {
         observed_generation: rule.meta().generation,
         conditions: conditions::merge(
             previous.map_or(&[][..], |p| &p.conditions),
-            &wanted,
+            &conditions::kstatus(wanted),
             rule.meta().generation,
             &now,
         ),

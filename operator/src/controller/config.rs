@@ -15,7 +15,7 @@ use microplane_crds::{Config, ConfigStatus};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::conditions::{self, Cond};
+use crate::conditions::{self, Cond, CondType, Reason};
 use crate::context::{Context, name_of, namespace_of};
 use crate::{Error, Result};
 
@@ -45,12 +45,12 @@ pub enum Problem {
 }
 
 impl Problem {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            Self::SecretNotFound(_) => "SecretNotFound",
-            Self::SecretKeyNotFound(..) => "SecretKeyNotFound",
-            Self::SecretValueNotText(..) => "SecretValueNotText",
-            Self::PathConflict(_) => "PathConflict",
+            Self::SecretNotFound(_) => Reason::SecretNotFound,
+            Self::SecretKeyNotFound(..) => Reason::SecretKeyNotFound,
+            Self::SecretValueNotText(..) => Reason::SecretValueNotText,
+            Self::PathConflict(_) => Reason::PathConflict,
         }
     }
     fn message(&self) -> String {
@@ -228,21 +228,21 @@ async fn reconcile_inner(config: &Config, ctx: &Context) -> Result<Action> {
                 .collect();
             next.hash = Some(content_hash(&document, &versions));
             Cond::ok(
-                "Ready",
-                "Delivered",
+                CondType::Ready,
+                Reason::Delivered,
                 format!("delivered as ConfigMap and Secret {}", child_name(&name)),
             )
         }
         Err(problem) => {
             // Keep delivering the last good content; report what is wrong.
             next.hash = previous.and_then(|p| p.hash.clone());
-            Cond::fail("Ready", problem.reason(), problem.message())
+            Cond::fail(CondType::Ready, problem.reason(), problem.message())
         }
     };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     next.conditions = conditions::merge(
         previous.map_or(&[][..], |p| &p.conditions),
-        std::slice::from_ref(&wanted),
+        &conditions::kstatus(vec![wanted.clone()]),
         config.meta().generation,
         &now,
     );

@@ -24,7 +24,7 @@ use microplane_crds::{
 use kube::runtime::reflector::ObjectRef;
 
 use super::issuer;
-use crate::conditions::{self, Cond};
+use crate::conditions::{self, Cond, CondType, Reason};
 use crate::context::{Context, name_of};
 use crate::{Error, Result};
 
@@ -265,16 +265,16 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     let mut key_ids: Vec<String> = tenant.status.as_ref().map(|p| p.key_ids.clone()).unwrap_or_default();
     let wanted = if conflict {
         Cond::fail(
-            "Ready",
-            "NamespaceConflict",
+            CondType::Ready,
+            Reason::NamespaceConflict,
             format!(
                 "core Namespace {name} exists and is not managed by this tenant; set spec.adopt: true to manage it"
             ),
         )
     } else if terminating {
         Cond::fail(
-            "Ready",
-            "NamespaceTerminating",
+            CondType::Ready,
+            Reason::NamespaceTerminating,
             format!("core Namespace {name} is being deleted; it is recreated afterwards"),
         )
     } else {
@@ -343,12 +343,16 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
         };
         if quota_pending {
             Cond::fail(
-                "Ready",
-                "QuotaPending",
+                CondType::Ready,
+                Reason::QuotaPending,
                 format!("waiting for the quota controller to count namespace {name}"),
             )
         } else {
-            Cond::ok("Ready", "Provisioned", format!("namespace {name} is provisioned"))
+            Cond::ok(
+                CondType::Ready,
+                Reason::Provisioned,
+                format!("namespace {name} is provisioned"),
+            )
         }
     };
 
@@ -363,13 +367,14 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     next.conditions = conditions::merge(
         previous.map_or(&[][..], |p| &p.conditions),
-        std::slice::from_ref(&wanted),
+        &conditions::kstatus(vec![wanted.clone()]),
         tenant.meta().generation,
         &now,
     );
     if previous != Some(&next) {
         if !wanted.status {
-            ctx.event(tenant, true, wanted.reason, wanted.message.clone(), "Provision")
+            let warning = wanted.reason.progress() == conditions::Progress::Stalled;
+            ctx.event(tenant, warning, wanted.reason, wanted.message.clone(), "Provision")
                 .await;
         }
         ctx.patch_status(CONTROLLER, tenant, &next).await?;

@@ -13,19 +13,20 @@ use git2::{FetchOptions, Oid, RemoteCallbacks, Repository};
 use microplane_crds::BuildStrategy;
 
 use super::strategy::{self, Strategy};
+use crate::conditions::Reason;
 
 /// Why a source cannot be resolved. `reason` is the condition reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceError {
     /// CamelCase reason for the `SourceReady` and `Ready` conditions.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What a user can act on (never a secret).
     pub message: String,
 }
 
 impl SourceError {
     /// An error with a reason and message.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -137,8 +138,9 @@ impl Credentials {
         let text = |k: &str| -> Result<Option<String>, SourceError> {
             data.get(k)
                 .map(|v| {
-                    String::from_utf8(v.0.clone())
-                        .map_err(|_| SourceError::new("SecretInvalid", format!("key {k} of the Secret is not UTF-8")))
+                    String::from_utf8(v.0.clone()).map_err(|_| {
+                        SourceError::new(Reason::SecretInvalid, format!("key {k} of the Secret is not UTF-8"))
+                    })
                 })
                 .transpose()
         };
@@ -154,7 +156,7 @@ impl Credentials {
         match (text("username")?, text("password")?) {
             (Some(username), Some(password)) => Ok(Self::Basic { username, password }),
             _ => Err(SourceError::new(
-                "SecretInvalid",
+                Reason::SecretInvalid,
                 "the Secret must hold `token`, or `username` and `password`, or `ssh-privatekey` and `known_hosts`",
             )),
         }
@@ -192,7 +194,7 @@ pub enum Transport {
 pub fn transport(url: &str, allow_insecure: bool) -> Result<Transport, SourceError> {
     let insecure = |scheme: &str| {
         SourceError::new(
-            "InsecureSourceRefused",
+            Reason::InsecureSourceRefused,
             format!(
                 "{scheme} URLs are refused: use https:// or ssh:// (the operator admits {scheme} only with --allow-insecure-git-urls, for tests)"
             ),
@@ -215,7 +217,7 @@ pub fn transport(url: &str, allow_insecure: bool) -> Result<Transport, SourceErr
             Some(rest) => {
                 let (h, after) = rest
                     .split_once(']')
-                    .ok_or_else(|| SourceError::new("InvalidSource", format!("invalid host in {url}")))?;
+                    .ok_or_else(|| SourceError::new(Reason::InvalidSource, format!("invalid host in {url}")))?;
                 (h, after.strip_prefix(':'))
             }
             None => match host_port.split_once(':') {
@@ -226,7 +228,7 @@ pub fn transport(url: &str, allow_insecure: bool) -> Result<Transport, SourceErr
         let port = port
             .map(|p| p.parse::<u16>())
             .transpose()
-            .map_err(|_| SourceError::new("InvalidSource", format!("invalid port in {url}")))?;
+            .map_err(|_| SourceError::new(Reason::InvalidSource, format!("invalid port in {url}")))?;
         let host = host.to_string();
         Ok(Transport::Ssh {
             host,
@@ -240,7 +242,7 @@ pub fn transport(url: &str, allow_insecure: bool) -> Result<Transport, SourceErr
         Ok(Transport::Ssh { host, port: None })
     } else {
         Err(SourceError::new(
-            "InvalidSource",
+            Reason::InvalidSource,
             format!("unsupported git URL {url}: use https://, ssh:// or git@host:path"),
         ))
     }
@@ -380,7 +382,7 @@ fn callbacks<'a>(
 fn classify(e: &git2::Error, seen: &Seen, req: &Request, limits: &Limits) -> SourceError {
     if seen.too_large.get() {
         return SourceError::new(
-            "RepositoryTooLarge",
+            Reason::RepositoryTooLarge,
             format!(
                 "{} is larger than the limit of {} MiB",
                 req.url,
@@ -389,17 +391,17 @@ fn classify(e: &git2::Error, seen: &Seen, req: &Request, limits: &Limits) -> Sou
         );
     }
     if seen.timed_out.get() || Instant::now() > limits.deadline {
-        return SourceError::new("SourceTimeout", format!("fetching {} took too long", req.url));
+        return SourceError::new(Reason::SourceTimeout, format!("fetching {} took too long", req.url));
     }
     if seen.host_key_refused.get() {
         return SourceError::new(
-            "HostKeyMismatch",
+            Reason::HostKeyMismatch,
             format!("the host key of {} is not in the Secret's known_hosts", req.url),
         );
     }
     if seen.auth_missing.get() {
         return SourceError::new(
-            "AuthenticationFailed",
+            Reason::AuthenticationFailed,
             format!(
                 "{} needs credentials: set source.git.secretRef to a Secret with `token`, `username`/`password` or an ssh key",
                 req.url
@@ -408,16 +410,19 @@ fn classify(e: &git2::Error, seen: &Seen, req: &Request, limits: &Limits) -> Sou
     }
     if seen.auth_refused.get() || e.code() == ErrorCode::Auth {
         return SourceError::new(
-            "AuthenticationFailed",
+            Reason::AuthenticationFailed,
             format!("{} refused the credentials of the Secret", req.url),
         );
     }
     let detail = e.message().trim().to_string();
     match e.class() {
         ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh | ErrorClass::Os => {
-            SourceError::new("SourceUnreachable", format!("cannot fetch {}: {detail}", req.url))
+            SourceError::new(Reason::SourceUnreachable, format!("cannot fetch {}: {detail}", req.url))
         }
-        _ => SourceError::new("SourceUnreachable", format!("git error for {}: {detail}", req.url)),
+        _ => SourceError::new(
+            Reason::SourceUnreachable,
+            format!("git error for {}: {detail}", req.url),
+        ),
     }
 }
 
@@ -437,7 +442,7 @@ fn open_cache(path: &Path) -> Result<Repository, SourceError> {
             let _ = std::fs::remove_dir_all(path);
             Repository::init_bare(path).map_err(|e| {
                 SourceError::new(
-                    "SourceCacheError",
+                    Reason::SourceCacheError,
                     format!("cannot create the git cache: {}", e.message()),
                 )
             })?
@@ -461,7 +466,7 @@ pub fn resolve(
         matches!(creds, Credentials::Ssh { known_hosts: Some(k), .. } if !k.trim().is_empty()),
     ) {
         return Err(SourceError::new(
-            "HostKeyNotPinned",
+            Reason::HostKeyNotPinned,
             "ssh sources need a Secret with `ssh-privatekey` and `known_hosts`: unknown host keys are refused",
         ));
     }
@@ -483,11 +488,19 @@ fn find_commit(
     limits: Limits,
     seen: &Seen,
 ) -> Result<Oid, SourceError> {
-    let mut remote = repo
-        .remote_anonymous(&req.url)
-        .map_err(|e| SourceError::new("InvalidSource", format!("invalid git URL {}: {}", req.url, e.message())))?;
+    let mut remote = repo.remote_anonymous(&req.url).map_err(|e| {
+        SourceError::new(
+            Reason::InvalidSource,
+            format!("invalid git URL {}: {}", req.url, e.message()),
+        )
+    })?;
     let fail = |e: git2::Error| classify(&e, seen, req, &limits);
-    let not_found = || SourceError::new("RevisionNotFound", format!("{} not found in {}", req.revision, req.url));
+    let not_found = || {
+        SourceError::new(
+            Reason::RevisionNotFound,
+            format!("{} not found in {}", req.revision, req.url),
+        )
+    };
 
     let fetch = |remote: &mut git2::Remote<'_>, specs: &[String]| -> Result<(), SourceError> {
         let mut opts = FetchOptions::new();
@@ -518,7 +531,7 @@ fn find_commit(
                     .ok()
                     .and_then(|b| b.as_str().map(str::to_owned))
                     .ok_or_else(|| {
-                        SourceError::new("RevisionNotFound", format!("{} has no default branch", req.url))
+                        SourceError::new(Reason::RevisionNotFound, format!("{} has no default branch", req.url))
                     })?,
             ),
             Revision::Branch(b) => Some(format!("refs/heads/{b}")),
@@ -566,7 +579,7 @@ fn inspect(repo: &Repository, commit: Oid, req: &Request) -> Result<Strategy, So
     let short = &commit.to_string()[..12];
     let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| {
         SourceError::new(
-            "SourceCacheError",
+            Reason::SourceCacheError,
             format!("cannot read commit {short}: {}", e.message()),
         )
     })?;
@@ -575,7 +588,7 @@ fn inspect(repo: &Repository, commit: Oid, req: &Request) -> Result<Strategy, So
     } else {
         let entry = tree.get_path(Path::new(&req.path)).map_err(|_| {
             SourceError::new(
-                "PathNotFound",
+                Reason::PathNotFound,
                 format!("path {} does not exist at commit {short}", req.path),
             )
         })?;
@@ -586,14 +599,14 @@ fn inspect(repo: &Repository, commit: Oid, req: &Request) -> Result<Strategy, So
                 "not a directory"
             };
             return Err(SourceError::new(
-                "PathNotFound",
+                Reason::PathNotFound,
                 format!("path {} is {what} at commit {short}", req.path),
             ));
         }
         entry
             .to_object(repo)
             .and_then(|o| o.peel_to_tree())
-            .map_err(|e| SourceError::new("SourceCacheError", e.message().to_string()))?
+            .map_err(|e| SourceError::new(Reason::SourceCacheError, e.message().to_string()))?
     };
     // A regular file (never a link, which could point outside the source).
     let has = |name: &str| {
@@ -606,7 +619,7 @@ fn inspect(repo: &Repository, commit: Oid, req: &Request) -> Result<Strategy, So
         } else {
             req.path.clone()
         };
-        SourceError::new("NothingToBuild", format!("{} in {at} at commit {short}", e.0))
+        SourceError::new(Reason::NothingToBuild, format!("{} in {at} at commit {short}", e.0))
     })
 }
 

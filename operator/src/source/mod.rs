@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use microplane_crds::{GitSource, Source};
 
 use self::git::{Credentials, Request, Resolved, Revision, SourceError};
+use crate::conditions::Reason;
 
 /// Settings of source mode, from flags.
 #[derive(Clone, Debug)]
@@ -81,7 +82,7 @@ pub fn request(source: &Source) -> Result<Request, SourceError> {
     } = &source.git;
     let path = strategy::clean_path(path.as_deref()).ok_or_else(|| {
         SourceError::new(
-            "PathEscapesRepository",
+            Reason::PathEscapesRepository,
             format!(
                 "path {} leaves the repository: give a relative path without '..'",
                 path.as_deref().unwrap_or_default()
@@ -91,7 +92,7 @@ pub fn request(source: &Source) -> Result<Request, SourceError> {
     let build = source.build.clone().unwrap_or_default();
     let dockerfile = strategy::clean_dockerfile(build.dockerfile.as_deref()).ok_or_else(|| {
         SourceError::new(
-            "PathEscapesRepository",
+            Reason::PathEscapesRepository,
             "build.dockerfile must be a relative file path inside the source path, without '..'",
         )
     })?;
@@ -231,12 +232,12 @@ impl Resolver {
             .limit
             .acquire()
             .await
-            .map_err(|_| SourceError::new("SourceCacheError", "the resolver is shutting down"))?;
+            .map_err(|_| SourceError::new(Reason::SourceCacheError, "the resolver is shutting down"))?;
         let path = git::cache_path(&settings.cache_dir, &req.url);
         let repo_lock = self
             .repos
             .lock()
-            .map_err(|_| SourceError::new("SourceCacheError", "lock poisoned"))?
+            .map_err(|_| SourceError::new(Reason::SourceCacheError, "lock poisoned"))?
             .entry(path.clone())
             .or_default()
             .clone();
@@ -247,7 +248,7 @@ impl Resolver {
             deadline: Instant::now() + settings.timeout,
         };
         std::fs::create_dir_all(&cache_dir)
-            .map_err(|e| SourceError::new("SourceCacheError", format!("cannot create the git cache: {e}")))?;
+            .map_err(|e| SourceError::new(Reason::SourceCacheError, format!("cannot create the git cache: {e}")))?;
         let url = req.url.clone();
         let task = tokio::task::spawn_blocking(move || {
             let r = git::resolve(&cache_dir, &req, &creds, &transport, limits);
@@ -258,11 +259,11 @@ impl Resolver {
         let result = match tokio::time::timeout(settings.timeout + Duration::from_secs(5), task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(SourceError::new(
-                "SourceCacheError",
+                Reason::SourceCacheError,
                 format!("resolution task failed: {e}"),
             )),
             Err(_) => Err(SourceError::new(
-                "SourceTimeout",
+                Reason::SourceTimeout,
                 format!("fetching {url} took too long"),
             )),
         };

@@ -19,6 +19,7 @@ use microplane_crds::{MicroService, Rollout as ConfigRollout};
 
 use self::build::ListedConfig;
 use self::status::{Blocked, Rollout};
+use crate::conditions::CondType;
 use crate::context::{Context, name_of, namespace_of};
 use crate::{Result, conditions};
 
@@ -51,7 +52,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
                     status::with_source(&mut interim, wanted, &source::SourceState::Resolving, None, Vec::new());
                 interim.conditions = conditions::merge(
                     ms.status.as_ref().map_or(&[][..], |p| &p.conditions),
-                    &wanted,
+                    &conditions::kstatus(wanted),
                     ms.meta().generation,
                     &Time(k8s_openapi::jiff::Timestamp::now()),
                 );
@@ -143,6 +144,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         wanted.push(routed);
     }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let wanted = conditions::kstatus(wanted);
     next.conditions = conditions::merge(
         previous.map_or(&[][..], |p| &p.conditions),
         &wanted,
@@ -151,16 +153,14 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
     );
     if previous != Some(&next) {
         let old_reason = previous
-            .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == CondType::Ready.as_str()))
             .map(|c| c.reason.clone());
-        let ready = &next.conditions[0];
-        if old_reason.as_deref() != Some(ready.reason.as_str()) {
-            let warning = ready.status != "True"
-                && !matches!(
-                    ready.reason.as_str(),
-                    "Deploying" | "Pending" | "ConfigNotReady" | "Resolving" | "Building"
-                );
-            ctx.event(ms, warning, &ready.reason, ready.message.clone(), "Reconcile")
+        if let Some(ready) = wanted.iter().find(|c| c.type_ == CondType::Ready)
+            && old_reason.as_deref() != Some(ready.reason.as_str())
+        {
+            // Warnings for what a user must fix (Stalled); progress is Normal.
+            let warning = !ready.status && ready.reason.progress() == conditions::Progress::Stalled;
+            ctx.event(ms, warning, ready.reason, ready.message.clone(), "Reconcile")
                 .await;
         }
         ctx.patch_status(CONTROLLER, ms, &next).await?;

@@ -12,6 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use microplane_crds::{BuiltImage, MicroService, Source};
 
 use crate::Result;
+use crate::conditions::Reason;
 use crate::context::Context;
 use crate::source::git::{Credentials, SourceError};
 use crate::source::{self, job};
@@ -92,11 +93,11 @@ async fn read_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secre
     match api.get_opt(name).await {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(SourceError::new(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("Secret {name} (source.git.secretRef) not found in namespace {namespace}"),
         )),
         Err(e) => Err(SourceError::new(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("cannot read Secret {name}: {e}"),
         )),
     }

@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use microplane_crds::{MicroServiceStatus, Phase};
 
-use crate::conditions::Cond;
+use crate::conditions::{Cond, CondType, Reason};
 
 /// Why a MicroService cannot be deployed at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,19 +21,19 @@ pub enum Blocked {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodProblem {
     /// The container waiting reason, e.g. `ImagePullBackOff`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What the kubelet said, with the pod name.
     pub message: String,
 }
 
 /// Waiting reasons that need a user's action; anything else (ContainerCreating, …) is progress.
-const PROBLEM_REASONS: [&str; 6] = [
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
+const PROBLEM_REASONS: [Reason; 6] = [
+    Reason::ImagePullBackOff,
+    Reason::ErrImagePull,
+    Reason::InvalidImageName,
+    Reason::CrashLoopBackOff,
+    Reason::CreateContainerConfigError,
+    Reason::CreateContainerError,
 ];
 
 /// The first actionable container problem among the pods.
@@ -53,7 +53,9 @@ pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodPro
                         .map(|w| (cs.name.clone(), w.clone()))
                 })
                 .filter_map(move |(container, w)| {
-                    let reason = PROBLEM_REASONS.iter().find(|r| Some(**r) == w.reason.as_deref())?;
+                    let reason = *PROBLEM_REASONS
+                        .iter()
+                        .find(|r| Some(r.as_str()) == w.reason.as_deref())?;
                     let detail = w.message.unwrap_or_default();
                     Some((
                         pod_name.clone(),
@@ -138,15 +140,15 @@ pub fn compute(
         (Some(b), _) => {
             let (reason, message) = match b {
                 Blocked::TenantNotFound(ns) => (
-                    "TenantNotFound",
+                    Reason::TenantNotFound,
                     format!("namespace {ns} is not a tenant: create a Namespace (microplane.dev) named {ns}"),
                 ),
                 Blocked::ConfigNotFound(names) => (
-                    "ConfigNotFound",
+                    Reason::ConfigNotFound,
                     format!("Config {} not found in this namespace", names.join(", ")),
                 ),
                 Blocked::ConfigNotReady(name, why) => (
-                    "ConfigNotReady",
+                    Reason::ConfigNotReady,
                     match why {
                         Some(why) => format!("Config {name} is not delivered: {why}"),
                         None => format!("Config {name} is not delivered yet"),
@@ -160,16 +162,16 @@ pub fn compute(
             };
             (
                 phase,
-                Cond::fail("Available", reason, message.clone()),
-                Cond::fail("Ready", reason, message),
+                Cond::fail(CondType::Available, reason, message.clone()),
+                Cond::fail(CondType::Ready, reason, message),
             )
         }
         (None, None) => {
             let m = "waiting for the Deployment".to_string();
             (
                 Phase::Pending,
-                Cond::fail("Available", "Pending", m.clone()),
-                Cond::fail("Ready", "Pending", m),
+                Cond::fail(CondType::Available, Reason::Pending, m.clone()),
+                Cond::fail(CondType::Ready, Reason::Pending, m),
             )
         }
         (None, Some(r)) => {
@@ -178,32 +180,36 @@ pub fn compute(
             status.image = image.map(str::to_owned);
             let counts = format!("{}/{} pods available, {} updated", r.available, r.desired, r.updated);
             if r.complete() {
-                let reason = if r.desired == 0 { "ScaledToZero" } else { "Running" };
+                let reason = if r.desired == 0 {
+                    Reason::ScaledToZero
+                } else {
+                    Reason::Running
+                };
                 let m = format!("{counts}; rolled out");
                 (
                     Phase::Running,
-                    Cond::ok("Available", reason, m.clone()),
-                    Cond::ok("Ready", reason, m),
+                    Cond::ok(CondType::Available, reason, m.clone()),
+                    Cond::ok(CondType::Ready, reason, m),
                 )
             } else if let Some(p) = problem {
                 (
                     Phase::Failed,
-                    Cond::fail("Available", p.reason, p.message.clone()),
-                    Cond::fail("Ready", p.reason, p.message.clone()),
+                    Cond::fail(CondType::Available, p.reason, p.message.clone()),
+                    Cond::fail(CondType::Ready, p.reason, p.message.clone()),
                 )
             } else if r.deadline_exceeded {
                 let m = format!("{counts}; the rollout exceeded its progress deadline");
                 (
                     Phase::Failed,
-                    Cond::fail("Available", "ProgressDeadlineExceeded", m.clone()),
-                    Cond::fail("Ready", "ProgressDeadlineExceeded", m),
+                    Cond::fail(CondType::Available, Reason::ProgressDeadlineExceeded, m.clone()),
+                    Cond::fail(CondType::Ready, Reason::ProgressDeadlineExceeded, m),
                 )
             } else {
                 let m = format!("{counts}; rolling out");
                 (
                     Phase::Deploying,
-                    Cond::fail("Available", "Deploying", m.clone()),
-                    Cond::fail("Ready", "Deploying", m),
+                    Cond::fail(CondType::Available, Reason::Deploying, m.clone()),
+                    Cond::fail(CondType::Ready, Reason::Deploying, m),
                 )
             }
         }
@@ -227,47 +233,73 @@ pub fn with_source(
     let mut ready = wanted
         .first()
         .cloned()
-        .unwrap_or_else(|| Cond::fail("Ready", "Pending", ""));
+        .unwrap_or_else(|| Cond::fail(CondType::Ready, Reason::Pending, ""));
     let mut available = wanted
         .get(1)
         .cloned()
-        .unwrap_or_else(|| Cond::fail("Available", "Pending", ""));
+        .unwrap_or_else(|| Cond::fail(CondType::Available, Reason::Pending, ""));
     status.builds = builds;
     status.commit = run.map(|r| r.version.clone());
-    let resolved = |commit: &str| Cond::ok("SourceReady", "Resolved", format!("resolved to commit {commit}"));
+    let resolved = |commit: &str| {
+        Cond::ok(
+            CondType::SourceReady,
+            Reason::Resolved,
+            format!("resolved to commit {commit}"),
+        )
+    };
     let (source_ready, built, hold) = match source {
         S::Resolving => (
-            Cond::fail("SourceReady", "Resolving", "resolving the git source"),
-            Cond::fail("BuildSucceeded", "Resolving", "waiting for the source to resolve"),
+            Cond::fail(CondType::SourceReady, Reason::Resolving, "resolving the git source"),
+            Cond::fail(
+                CondType::BuildSucceeded,
+                Reason::Resolving,
+                "waiting for the source to resolve",
+            ),
             Some((
                 Phase::Resolving,
-                Cond::fail("Ready", "Resolving", "resolving the git source"),
+                Cond::fail(CondType::Ready, Reason::Resolving, "resolving the git source"),
             )),
         ),
         S::Failed(e) => (
-            Cond::fail("SourceReady", e.reason, e.message.clone()),
-            Cond::fail("BuildSucceeded", "SourceNotReady", "the source did not resolve"),
-            Some((Phase::Failed, Cond::fail("Ready", e.reason, e.message.clone()))),
+            Cond::fail(CondType::SourceReady, e.reason, e.message.clone()),
+            Cond::fail(
+                CondType::BuildSucceeded,
+                Reason::SourceNotReady,
+                "the source did not resolve",
+            ),
+            Some((
+                // A transient error is retried: still resolving, not failed.
+                if e.reason.progress() == crate::conditions::Progress::Reconciling {
+                    Phase::Resolving
+                } else {
+                    Phase::Failed
+                },
+                Cond::fail(CondType::Ready, e.reason, e.message.clone()),
+            )),
         ),
         S::Building { commit, job } => {
             let m = format!("building commit {} (Job {job})", short(commit));
             (
                 resolved(commit),
-                Cond::fail("BuildSucceeded", "Building", m.clone()),
-                Some((Phase::Building, Cond::fail("Ready", "Building", m))),
+                Cond::fail(CondType::BuildSucceeded, Reason::Building, m.clone()),
+                Some((Phase::Building, Cond::fail(CondType::Ready, Reason::Building, m))),
             )
         }
         S::BuildFailed { commit, message } => (
             resolved(commit),
-            Cond::fail("BuildSucceeded", "BuildFailed", message.clone()),
+            Cond::fail(CondType::BuildSucceeded, Reason::BuildFailed, message.clone()),
             Some((
                 Phase::Failed,
-                Cond::fail("Ready", "BuildFailed", format!("commit {}: {message}", short(commit))),
+                Cond::fail(
+                    CondType::Ready,
+                    Reason::BuildFailed,
+                    format!("commit {}: {message}", short(commit)),
+                ),
             )),
         ),
         S::Built { commit, image } => (
             resolved(commit),
-            Cond::ok("BuildSucceeded", "Built", image.clone()),
+            Cond::ok(CondType::BuildSucceeded, Reason::Built, image.clone()),
             None,
         ),
     };
@@ -276,7 +308,7 @@ pub fn with_source(
         if !available.status {
             // Nothing runs yet: Available says why, like Ready.
             if status.replicas.is_none() {
-                available = Cond::fail("Available", cond.reason, cond.message.clone());
+                available = Cond::fail(CondType::Available, cond.reason, cond.message.clone());
             }
         }
         ready = cond;
@@ -300,8 +332,8 @@ pub fn routing(
             Vec::new(),
             None,
             Cond::fail(
-                "Routed",
-                "NotExposed",
+                CondType::Routed,
+                Reason::NotExposed,
                 "spec.expose is false: the gateway does not route it",
             ),
         );
@@ -312,8 +344,8 @@ pub fn routing(
             Vec::new(),
             url,
             Cond::ok(
-                "Routed",
-                "Routed",
+                CondType::Routed,
+                Reason::Routed,
                 format!("the gateway proxies /{name}/… to the service"),
             ),
         ),
@@ -327,8 +359,8 @@ pub fn routing(
                 d.endpoints.iter().take(SHOWN).cloned().collect(),
                 url,
                 Cond::ok(
-                    "Routed",
-                    "Routed",
+                    CondType::Routed,
+                    Reason::Routed,
                     format!("{} endpoints discovered: {}", d.endpoints.len(), listed.join(", ")),
                 ),
             )
@@ -345,15 +377,19 @@ pub fn routing(
             (
                 Vec::new(),
                 url,
-                Cond::fail("Routed", "ReflectionFailed", format!("gRPC reflection failed: {e}")),
+                Cond::fail(
+                    CondType::Routed,
+                    Reason::ReflectionFailed,
+                    format!("gRPC reflection failed: {e}"),
+                ),
             )
         }
         (_, _) => (
             Vec::new(),
             url,
             Cond::fail(
-                "Routed",
-                "DiscoveryPending",
+                CondType::Routed,
+                Reason::DiscoveryPending,
                 "waiting for a ready pod to answer gRPC server reflection",
             ),
         ),
