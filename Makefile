@@ -8,20 +8,22 @@ MICROPLANE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/microplane
 export MICROPLANE_CACHE
 K8S_BIN := $(MICROPLANE_CACHE)/kubernetes-v$(K8S_VERSION)
 KUBECTL := $(K8S_BIN)/kubectl
+HELM := $(MICROPLANE_CACHE)/helm-v$(HELM_VERSION)/helm
 DEV_STATE := $(CURDIR)/.state/dev
 # Port of the dev gateway (`make up`); the e2e tier picks a free one.
 GATEWAY_PORT ?= 8080
 E2E_STATE := $(CURDIR)/.state/e2e
 # The e2e suites (e2e/tests/*.rs). Built with --workspace, so they share compiled dependencies with
 # the unit tier instead of rebuilding them with another feature set.
-E2E_SUITES := $(basename $(notdir $(wildcard e2e/tests/*.rs)))
+# `lifecycle` uninstalls and reinstalls the shared release, so it runs alone, after the others.
+E2E_SUITES := $(filter-out lifecycle,$(basename $(notdir $(wildcard e2e/tests/*.rs))))
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
+.PHONY: help up down status test test-unit test-e2e generate check-generated chart-lint deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-up: deps ## Bring Microplane up on the local control plane and node: CRDs, operator, the `micro` tenant and helloworld
+up: deps ## Bring Microplane up on the local control plane and node: the chart (operator and gateway pods), the `micro` tenant and helloworld
 	@$(MAKE) --no-print-directory -j2 controlplane binaries
 	@$(MAKE) --no-print-directory images
 	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_CRDS=config/crd e2e/scripts/controlplane-up.sh >/dev/null
@@ -30,21 +32,20 @@ up: deps ## Bring Microplane up on the local control plane and node: CRDs, opera
 	  crd/microservices.microplane.dev crd/tenants.microplane.dev crd/configs.microplane.dev crd/authrules.microplane.dev >/dev/null
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/node-up.sh
 	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/nodeagent-up.sh
-	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_GATEWAY_PORT=$(GATEWAY_PORT) e2e/scripts/operator-up.sh
-	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/gateway-up.sh
+	@MICROPLANE_STATE=$(DEV_STATE) e2e/scripts/install.sh --set gateway.url=http://localhost:$(GATEWAY_PORT)
+	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_GATEWAY_PORT=$(GATEWAY_PORT) e2e/scripts/dev-access.sh
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -f config/samples/tenant.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s tenant/micro >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install \
 	  -f config/samples/helloworld-secrets.yaml -f config/samples/config.yaml -f config/samples/helloworld.yaml >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Ready --timeout=60s -n micro microservice/helloworld >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Routed --timeout=60s -n micro microservice/helloworld >/dev/null
-	@port=$$(cat $(DEV_STATE)/gateway.port); \
-	  echo "Microplane is up on Kubernetes v$(K8S_VERSION): tenant micro, MicroService helloworld Ready and routed."; \
-	  echo "  curl -s http://localhost:$$port/helloworld/call -d '{\"name\":\"John\"}'    # -> {\"message\":\"Hello John\"}"; \
-	  echo "  curl -s 'http://localhost:$$port/helloworld/call?name=Jane'"
+	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): operator and gateway installed by the chart, tenant micro, MicroService helloworld Ready and routed."
+	@echo "  curl -s http://localhost:$(GATEWAY_PORT)/helloworld/call -d '{\"name\":\"John\"}'    # -> {\"message\":\"Hello John\"}"
+	@echo "  curl -s 'http://localhost:$(GATEWAY_PORT)/helloworld/call?name=Jane'"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
-	@echo "  kubectl get microplane -A; kubectl get tenants; kubectl explain microservice.spec"
-	@echo "Logs: $(DEV_STATE)/logs/microplane-operator.log, $(DEV_STATE)/logs/microplane-gateway.log. Stop everything with: make down"
+	@echo "  kubectl get pods -n microplane-system; kubectl get microplane -A; kubectl explain microservice.spec"
+	@echo "This clone is served to the cluster at $$(cat $(DEV_STATE)/git.url) (git sources). Stop everything with: make down"
 
 operator: binaries
 binaries: ## Build the operator, the gateway, the dev build node and the services (debug)
@@ -70,18 +71,22 @@ test-unit: deps controlplane ## Unit and mocked tiers, plus formatting, lints an
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace
+	@$(MAKE) --no-print-directory check-generated chart-lint
 
 test-e2e: deps ## e2e tier against a fresh real control plane and node (operator), stopped afterwards
 	@$(MAKE) --no-print-directory -j2 controlplane binaries
 	@$(MAKE) --no-print-directory images
 	@MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh
-	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/gateway.info $(E2E_STATE)/gateway.port $(E2E_STATE)/sync.port $(E2E_STATE)/node
+	@rm -rf $(E2E_STATE)/etcd $(E2E_STATE)/operator.info $(E2E_STATE)/gateway.info $(E2E_STATE)/gateway.port $(E2E_STATE)/sync.port $(E2E_STATE)/operator.replicas $(E2E_STATE)/helm $(E2E_STATE)/node
 	@trap 'MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/controlplane-up.sh >/dev/null; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/node-up.sh; \
 	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/nodeagent-up.sh; \
-	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) \
-	    cargo test --workspace --features microplane-e2e/e2e $(E2E_SUITES:%=--test %) -- --test-threads=4
+	  MICROPLANE_STATE=$(E2E_STATE) e2e/scripts/install.sh -f e2e/values/e2e.yaml; \
+	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) MICROPLANE_E2E_INSTALL=chart \
+	    cargo test --workspace --features microplane-e2e/e2e $(E2E_SUITES:%=--test %) -- --test-threads=4; \
+	  MICROPLANE_STATE=$(E2E_STATE) KUBECONFIG=$(E2E_STATE)/kubeconfig KUBECTL=$(KUBECTL) MICROPLANE_E2E_INSTALL=chart \
+	    cargo test --workspace --features microplane-e2e/e2e --test lifecycle -- --nocapture
 
 BENCH_STATE := $(CURDIR)/.state/bench
 bench: bench-operator bench-gateway ## All benchmarks
@@ -98,7 +103,7 @@ bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate,
 	  $(KUBECTL) --kubeconfig $(BENCH_STATE)/kubeconfig wait --for condition=Established --timeout=60s crd -l '!none' >/dev/null; \
 	  MICROPLANE_STATE=$(BENCH_STATE) MICROPLANE_OPERATOR_BIN=$(CURDIR)/target/release/microplane-operator \
 	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
-	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 \
+	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 MICROPLANE_E2E_INSTALL=process \
 	    target/bench-tools/bench-operator
 
 # Debian packages of the gateway bench: `command:package` pairs (nginx and haproxy live in /usr/sbin).
@@ -123,11 +128,19 @@ controlplane: ## Build the control-plane and node binaries into $(MICROPLANE_CAC
 modules: ## Regenerate the wrapper Go modules for the versions in e2e/versions.env
 	e2e/scripts/gen-modules.sh
 
-generate: ## Write the CRD manifests from the Rust types
+generate: controlplane ## Write the CRD manifests from the Rust types, and config/manager and config/rbac from the chart
 	cargo run -q -p microplane-crds --bin crdgen -- .
+	HELM=$(HELM) config/default/generate.sh
 
-check-generated: ## Fail when committed manifests differ from the types
+check-generated: controlplane ## Fail when committed manifests differ from the types or from a fresh render of the chart
 	cargo run -q -p microplane-crds --bin crdgen -- --check .
+	HELM=$(HELM) config/default/generate.sh --check
+
+chart-lint: controlplane ## helm lint --strict charts/microplane with every charts/microplane/ci/*-values.yaml
+	@for f in charts/microplane/ci/*-values.yaml; do \
+	  $(HELM) lint --strict --quiet charts/microplane --namespace microplane-system -f "$$f" >/dev/null \
+	    || { echo "chart-lint: $$f"; $(HELM) lint --strict charts/microplane --namespace microplane-system -f "$$f"; exit 1; }; \
+	done
 
 fmt: ## Format the code
 	cargo fmt --all

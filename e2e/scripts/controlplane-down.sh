@@ -19,7 +19,8 @@ for f in "${ordered[@]}"; do
   name=$(basename "$f" .pid); pid=$(cat "$f")
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   exe=${exe% (deleted)}  # a binary rebuilt while it runs still counts as that binary
-  if [[ -n $exe && $(basename "$exe") == "$name" ]]; then
+  # `socat@gateway.pid`: a socat process started for one purpose.
+  if [[ -n $exe && $(basename "$exe") == "${name%%@*}" ]]; then
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null && log "killed $name ($pid) after 15s" || log "stopped $name ($pid)"

@@ -1,7 +1,8 @@
-//! The gateway under test: the real binary, following the operator's sync stream, one process per
-//! control plane (its pid file lives in `$MICROPLANE_STATE/pids`, so `controlplane-down.sh` stops it
-//! with the rest). It reaches pods at their EndpointSlice addresses through the node agent's network
-//! namespace route.
+//! The gateway under test, following the operator's sync stream. As users run it (the default): the
+//! pods of the chart's `microplane-gateway` Deployment, called from the host at the node's address
+//! and the Service's NodePort, as a client outside the cluster would. With
+//! `MICROPLANE_E2E_INSTALL=process`: the binary as a host process (`e2e/scripts/gateway-up.sh`), which
+//! reaches pods at their EndpointSlice addresses through the host's route to the pod range.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,24 +10,33 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::operator::{Operator, http_get, wait_admin_ready};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+
+use crate::operator::{ADMIN_PORT, Install, NAMESPACE, Operator, chart, http_get, install_mode, wait_admin_ready};
 use crate::{Cluster, Error, Result, repo_root};
 
 static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const BIN: &str = "microplane-gateway";
 
-/// A running gateway process.
+/// The gateway's Deployment and Service in the chart's namespace.
+pub const DEPLOYMENT: &str = "microplane-gateway";
+
+/// A running gateway: a host process, or the chart's gateway pods behind their Service.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    /// Its pid.
+    /// Its pid (0 for pods).
     pub pid: u32,
-    /// Its HTTP address (`127.0.0.1:port`).
+    /// Its HTTP address (`127.0.0.1:port`, or `<node IP>:<NodePort>`).
     pub addr: String,
-    /// Its admin address.
+    /// Its admin address (the first pod's, for pods).
     pub admin: String,
-    /// Its log file.
+    /// Admin addresses of every gateway pod (for pods; metrics are summed over them).
+    pub admins: Vec<String>,
+    /// Its log file (host process).
     pub log: PathBuf,
+    cluster: Option<Cluster>,
 }
 
 /// An HTTP response: status, headers (lower-cased names), body.
@@ -124,6 +134,9 @@ impl Gateway {
     pub async fn ensure(cluster: &Cluster) -> Result<Self> {
         Operator::ensure(cluster).await?;
         let _one = START.lock().await;
+        if install_mode() == Install::Chart {
+            return Self::chart(cluster).await;
+        }
         let state = state_dir()?;
         if let Some(gw) = Self::recorded(&state).filter(|g| alive(g.pid)) {
             gw.wait_ready(Duration::from_secs(60)).await?;
@@ -146,20 +159,71 @@ impl Gateway {
         Ok(gw)
     }
 
+    /// The chart's gateway: its Deployment rolled out, addressed at the node's NodePort.
+    async fn chart(cluster: &Cluster) -> Result<Self> {
+        let timeout = Duration::from_secs(120);
+        chart::wait_rolled_out(cluster, DEPLOYMENT, timeout).await?;
+        let node = crate::node_ip()
+            .ok_or_else(|| Error::NoControlPlane("no netns.env: start the node (node-up.sh)".into()))?;
+        let services: Api<Service> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        let svc = services.get(DEPLOYMENT).await?;
+        let node_port = svc
+            .spec
+            .and_then(|s| s.ports)
+            .into_iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("http"))
+            .and_then(|p| p.node_port)
+            .ok_or_else(|| {
+                Error::Manifest("the gateway Service has no NodePort (install with the dev values)".into())
+            })?;
+        let pods = chart::ready_pods(cluster, DEPLOYMENT).await?;
+        let admins: Vec<String> = pods.iter().filter_map(|p| chart::pod_addr(p, ADMIN_PORT)).collect();
+        let gw = Self {
+            pid: 0,
+            addr: format!("{node}:{node_port}"),
+            admin: admins.first().cloned().unwrap_or_default(),
+            admins,
+            log: PathBuf::new(),
+            cluster: Some(cluster.clone()),
+        };
+        gw.wait_ready(timeout).await?;
+        Ok(gw)
+    }
+
     fn recorded(state: &std::path::Path) -> Option<Self> {
         let text = std::fs::read_to_string(state.join("gateway.info")).ok()?;
         let mut parts = text.split_whitespace();
+        let pid = parts.next()?.parse().ok()?;
+        let addr = parts.next()?.to_string();
+        let admin = parts.next()?.to_string();
         Some(Self {
-            pid: parts.next()?.parse().ok()?,
-            addr: parts.next()?.to_string(),
-            admin: parts.next()?.to_string(),
+            pid,
+            addr,
+            admins: vec![admin.clone()],
+            admin,
             log: state.join("logs").join(format!("{BIN}.log")),
+            cluster: None,
         })
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200 (on every pod).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        if self.cluster.is_some() {
+            for admin in &self.admins {
+                wait_admin_ready(admin, || true, "gateway", &self.log, timeout).await?;
+            }
+            return Ok(());
+        }
         wait_admin_ready(&self.admin, || alive(self.pid), "gateway", &self.log, timeout).await
+    }
+
+    /// Its log: the file of the process, or the logs of every gateway pod.
+    pub fn logs(&self) -> String {
+        match &self.cluster {
+            Some(c) => chart::logs(c, DEPLOYMENT),
+            None => std::fs::read_to_string(&self.log).unwrap_or_default(),
+        }
     }
 
     /// A request to the gateway as tenant `tenant` (`Micro-Namespace`).
@@ -196,16 +260,20 @@ impl Gateway {
         })
     }
 
-    /// The metrics page.
+    /// The metrics pages of every gateway, one after another (so sums of a family add up).
     pub fn metrics(&self) -> Result<String> {
-        http_get(&self.admin, "/metrics")
-            .map(|(_, b)| b)
-            .map_err(|e| Error::Manifest(format!("metrics: {e}")))
+        let mut out = String::new();
+        for admin in &self.admins {
+            let (_, page) =
+                http_get(admin, "/metrics").map_err(|e| Error::Manifest(format!("metrics of {admin}: {e}")))?;
+            out.push_str(&page);
+        }
+        Ok(out)
     }
 
-    /// Upstreams of the access-log lines of `tenant`, in order.
+    /// Upstreams of the access-log lines of `tenant`, in order (per gateway pod).
     pub fn upstreams_of(&self, tenant: &str) -> Vec<String> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = self.logs();
         let needle = format!("tenant=\"{tenant}\"");
         let alt = format!("tenant={tenant} ");
         log.lines()

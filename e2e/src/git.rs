@@ -1,6 +1,6 @@
 //! Git sources for the suites, over loopback and without a cluster.
 //!
-//! [`GitServer`] serves bare repositories at `http://127.0.0.1:<port>/<name>.git` by running
+//! [`GitServer`] serves bare repositories at `http://<host>:<port>/<name>.git` by running
 //! `git http-backend` as a CGI program for each request (the smart HTTP protocol a real forge
 //! speaks), optionally behind HTTP basic auth. The repository helpers write commits straight into a
 //! bare repository with the git CLI and a fixed identity ([`AUTHOR_NAME`], [`AUTHOR_EMAIL`]), so a
@@ -8,7 +8,7 @@
 //! [`helloworld_source`] writes a self-contained, offline-buildable copy of this workspace's
 //! helloworld service to commit.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -259,14 +259,14 @@ struct State {
     requests: AtomicU64,
 }
 
-/// A smart-HTTP git server on 127.0.0.1 serving the bare repositories under a temporary root
+/// A smart-HTTP git server on the host address pods reach ([`crate::host_ip`]) serving the bare repositories under a temporary root
 /// (see the module docs). Stops when dropped or on [`GitServer::stop`].
 pub struct GitServer {
     addr: SocketAddr,
     state: Arc<State>,
     task: Option<JoinHandle<()>>,
     // Dropped after the task is aborted (declaration order), so no request sees a missing root.
-    _root: tempfile::TempDir,
+    _root: Option<tempfile::TempDir>,
 }
 
 impl GitServer {
@@ -288,12 +288,23 @@ impl GitServer {
 
     async fn start_inner(auth: Option<BasicAuth>) -> Result<Self> {
         let root = tempfile::tempdir().map_err(io("git server root"))?;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(io("git server listener"))?;
+        let mut server = Self::serve_root(root.path(), SocketAddr::from((crate::host_ip(), 0)), auth).await?;
+        server._root = Some(root);
+        Ok(server)
+    }
+
+    /// Serves the repositories under an existing `root` (`<root>/<name>.git`, bare repositories or
+    /// symlinks to a clone's `.git`) to anyone, at `listen` (`make up` serves the working copy so
+    /// the operator's pod can build it).
+    pub async fn serve_dir(root: &Path, listen: SocketAddr) -> Result<Self> {
+        Self::serve_root(root, listen, None).await
+    }
+
+    async fn serve_root(root: &Path, listen: SocketAddr, auth: Option<BasicAuth>) -> Result<Self> {
+        let listener = TcpListener::bind(listen).await.map_err(io("git server listener"))?;
         let addr = listener.local_addr().map_err(io("git server address"))?;
         let state = Arc::new(State {
-            root: root.path().to_path_buf(),
+            root: root.to_path_buf(),
             auth,
             requests: AtomicU64::new(0),
         });
@@ -302,7 +313,7 @@ impl GitServer {
             addr,
             state,
             task: Some(task),
-            _root: root,
+            _root: None,
         })
     }
 
@@ -316,12 +327,12 @@ impl GitServer {
         &self.state.root
     }
 
-    /// The clone URL of the repository `name`: `http://127.0.0.1:<port>/<name>.git`.
+    /// The clone URL of the repository `name`: `http://<host>:<port>/<name>.git`.
     pub fn url(&self, name: &str) -> String {
         format!("http://{}/{name}.git", self.addr)
     }
 
-    /// The clone URL with credentials in it (`http://user:password@127.0.0.1:<port>/<name>.git`).
+    /// The clone URL with credentials in it (`http://user:password@<host>:<port>/<name>.git`).
     pub fn url_with_credentials(&self, name: &str, username: &str, password: &str) -> String {
         format!("http://{username}:{password}@{}/{name}.git", self.addr)
     }

@@ -50,6 +50,28 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The environment's `netns.env` (written by `e2e/scripts/netns-up.sh`): `KEY=value` lines.
+fn netns_env(key: &str) -> Option<String> {
+    let state = std::env::var_os("MICROPLANE_STATE")?;
+    let text = std::fs::read_to_string(Path::new(&state).join("netns.env")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+}
+
+/// The host's address as pods see it: the host end of the node's veth when the environment has a
+/// real node, else loopback (unit tier). Servers a test runs for the operator or the gateway (git,
+/// JWKS) listen here, since both run as pods on the node.
+pub fn host_ip() -> std::net::Ipv4Addr {
+    netns_env("HOST_IP")
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// The real node's address (reachable from the host), when the environment has one.
+pub fn node_ip() -> Option<std::net::Ipv4Addr> {
+    netns_env("NODE_IP").and_then(|ip| ip.parse().ok())
+}
+
 /// A connection to the control plane under test.
 #[derive(Clone)]
 pub struct Cluster {
@@ -57,6 +79,14 @@ pub struct Cluster {
     pub client: Client,
     /// Admin kubeconfig file.
     pub kubeconfig: PathBuf,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {

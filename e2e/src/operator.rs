@@ -1,12 +1,20 @@
-//! The operator under test: the real binary, run as its own ServiceAccount with exactly the RBAC of
-//! `config/rbac/`, one process per control plane (its pid file lives in `$MICROPLANE_STATE/pids`, so
-//! `controlplane-down.sh` stops it with the rest).
+//! The operator under test. As users run it (the default): the pods of the chart's
+//! `microplane-operator` Deployment, installed by `e2e/scripts/install.sh` (`make test-e2e` runs it
+//! before the suites; [`Operator::ensure`] installs it when missing). With
+//! `MICROPLANE_E2E_INSTALL=process` (`make bench-operator`, on kwok nodes that cannot run pods): the
+//! release binary as a host process, run as its own ServiceAccount with exactly the chart's RBAC by
+//! `e2e/scripts/operator-up.sh`, its pid file in `$MICROPLANE_STATE/pids`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use crate::{Cluster, Error, Result, repo_root};
 
@@ -15,14 +23,40 @@ static START: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Name of the pid file and of the binary.
 const BIN: &str = "microplane-operator";
 
-/// A running operator process.
+/// Namespace of the chart's release in the e2e tier and `make up`.
+pub const NAMESPACE: &str = "microplane-system";
+/// The operator's Deployment (and Lease) in [`NAMESPACE`].
+pub const DEPLOYMENT: &str = "microplane-operator";
+/// Port of the operator's and the gateway's admin servers in their pods.
+pub const ADMIN_PORT: u16 = 8081;
+
+/// How the suites run the operator and the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// Pods installed by the chart (`e2e/scripts/install.sh`).
+    Chart,
+    /// Host processes (`e2e/scripts/operator-up.sh`, `gateway-up.sh`).
+    Process,
+}
+
+/// `MICROPLANE_E2E_INSTALL`: `process`, else the chart.
+pub fn install_mode() -> Install {
+    match std::env::var("MICROPLANE_E2E_INSTALL").as_deref() {
+        Ok("process") => Install::Process,
+        _ => Install::Chart,
+    }
+}
+
+/// A running operator: a host process, or the leading pod of the chart's Deployment.
 #[derive(Clone, Debug)]
 pub struct Operator {
-    /// Its pid.
+    /// Its pid (0 for a pod).
     pub pid: u32,
-    /// Its admin address (`127.0.0.1:port`).
+    /// The leading pod (chart install).
+    pub pod: Option<String>,
+    /// Its admin address (`127.0.0.1:port`, or `<pod IP>:8081`; the host routes pod addresses).
     pub admin: String,
-    /// Its log file.
+    /// Its log file (host process).
     pub log: PathBuf,
 }
 
@@ -103,6 +137,9 @@ impl Operator {
     pub async fn ensure(cluster: &Cluster) -> Result<Self> {
         // Tests of one binary run concurrently; exactly one of them starts the operator.
         let _one = START.lock().await;
+        if install_mode() == Install::Chart {
+            return chart::operator(cluster).await;
+        }
         let state = state_dir()?;
         if let Some(op) = Self::recorded(&state).filter(|op| alive(op.pid)) {
             op.wait_ready(Duration::from_secs(60)).await?;
@@ -116,6 +153,18 @@ impl Operator {
     pub async fn crash_and_restart(cluster: &Cluster) -> Result<Self> {
         let old = Self::ensure(cluster).await?;
         let _one = START.lock().await;
+        if let Some(pod) = &old.pod {
+            // The kubelet kills the container at once (grace period 0: SIGKILL); the Deployment
+            // makes a new pod, which takes the Lease when it expires.
+            let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            let _ = pods.delete(pod, &params).await?;
+            crate::wait_gone(&pods, pod, Duration::from_secs(60)).await?;
+            return chart::operator(cluster).await;
+        }
         let _ = Command::new("kill").args(["-KILL", &old.pid.to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -155,6 +204,7 @@ impl Operator {
         let admin = parts.next()?.to_string();
         Some(Self {
             pid,
+            pod: None,
             admin,
             log: state.join("logs").join(format!("{BIN}.log")),
         })
@@ -162,11 +212,17 @@ impl Operator {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        if self.pod.is_some() {
+            return wait_admin_ready(&self.admin, || true, "operator", &self.log, timeout).await;
+        }
         wait_admin_ready(&self.admin, || alive(self.pid), "operator", &self.log, timeout).await
     }
 
     /// Stops the recorded operator with SIGTERM and waits for it to exit.
     pub async fn stop() -> Result<()> {
+        if install_mode() == Install::Chart {
+            return chart::scale_operator_down().await;
+        }
         let Some(op) = Self::recorded(&state_dir()?) else {
             return Ok(());
         };
@@ -184,5 +240,182 @@ impl Operator {
         http_get(&self.admin, "/metrics")
             .map(|(_, b)| b)
             .map_err(|e| Error::Manifest(format!("metrics: {e}")))
+    }
+}
+
+/// The chart's pods: waiting for a rollout, finding the leader, scaling.
+pub mod chart {
+    use super::*;
+
+    /// Runs `e2e/scripts/install.sh` (helm upgrade --install with the dev and e2e values).
+    pub fn install(extra: &[&str]) -> Result<()> {
+        let state = state_dir()?;
+        let out = Command::new(repo_root().join("e2e/scripts/install.sh"))
+            .args(extra)
+            .env("MICROPLANE_STATE", &state)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Manifest(format!("install.sh: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::NoControlPlane(format!(
+                "install.sh failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the Deployment's rollout is complete: every wanted replica updated, ready and
+    /// available, and no old pod left.
+    pub fn rolled_out(d: &Deployment) -> bool {
+        let want = d.spec.replicas.unwrap_or(1);
+        let Some(st) = d.status.as_ref() else { return false };
+        st.observed_generation >= d.metadata.generation
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.ready_replicas.unwrap_or(0) == want
+            && st.available_replicas.unwrap_or(0) == want
+            && st.replicas.unwrap_or(0) == want
+    }
+
+    /// Waits until the Deployment `name` has rolled out (installing the chart when it is missing).
+    pub async fn wait_rolled_out(cluster: &Cluster, name: &str, timeout: Duration) -> Result<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        if api.get_opt(name).await?.is_none() {
+            install(&[])?;
+        }
+        crate::wait_for(&api, name, |d: Option<&Deployment>| d.is_some_and(rolled_out), timeout).await
+    }
+
+    /// Ready pods of a Deployment of the release (label `app.kubernetes.io/name=<name>`), by name.
+    pub async fn ready_pods(cluster: &Cluster, name: &str) -> Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        let mut pods: Vec<Pod> = api
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .collect();
+        pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(pods)
+    }
+
+    /// `<pod IP>:<port>`.
+    pub fn pod_addr(pod: &Pod, port: u16) -> Option<String> {
+        pod.status.as_ref()?.pod_ip.as_ref().map(|ip| format!("{ip}:{port}"))
+    }
+
+    /// The holder of the operator's Lease.
+    pub async fn leader(cluster: &Cluster) -> Result<Option<String>> {
+        let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        Ok(leases.get_opt(DEPLOYMENT).await?.and_then(|l| l.spec?.holder_identity))
+    }
+
+    /// The operator's Deployment rolled out and one of its ready pods holding the Lease.
+    pub async fn operator(cluster: &Cluster) -> Result<Operator> {
+        let timeout = Duration::from_secs(120);
+        let deps: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        if let Some(d) = deps.get_opt(DEPLOYMENT).await?
+            && d.spec.replicas == Some(0)
+        {
+            // Stopped by `Operator::stop`: back to the replicas the release asked for.
+            let replicas: i32 = std::fs::read_to_string(state_dir()?.join("operator.replicas"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1);
+            let patch = serde_json::json!({"spec": {"replicas": replicas}});
+            deps.patch(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        wait_rolled_out(cluster, DEPLOYMENT, timeout).await?;
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let pods = ready_pods(cluster, DEPLOYMENT).await?;
+            if let Some(holder) = leader(cluster).await?
+                && let Some(pod) = pods
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(holder.as_str()))
+                && let Some(admin) = pod_addr(pod, ADMIN_PORT)
+            {
+                let op = Operator {
+                    pid: 0,
+                    pod: Some(holder),
+                    admin,
+                    log: PathBuf::new(),
+                };
+                op.wait_ready(timeout).await?;
+                return Ok(op);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout("a ready operator pod holding the Lease".into(), timeout));
+            }
+        }
+    }
+
+    /// Scales the operator to zero (remembering its replicas) and waits until its pods are gone.
+    pub async fn scale_operator_down() -> Result<()> {
+        let cluster = Cluster::connect().await?;
+        let deps: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        let Some(d) = deps.get_opt(DEPLOYMENT).await? else {
+            return Ok(());
+        };
+        let replicas = d.spec.replicas.unwrap_or(1);
+        if replicas > 0 {
+            std::fs::write(state_dir()?.join("operator.replicas"), replicas.to_string())
+                .map_err(|e| Error::Manifest(format!("operator.replicas: {e}")))?;
+        }
+        let patch = serde_json::json!({"spec": {"replicas": 0}});
+        deps.patch(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let left = pods
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={DEPLOYMENT}")))
+                .await?
+                .items
+                .len();
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(
+                    "the operator's pods to go".into(),
+                    Duration::from_secs(60),
+                ));
+            }
+        }
+    }
+
+    /// Logs of every pod of a Deployment of the release, concatenated.
+    pub fn logs(cluster: &Cluster, name: &str) -> String {
+        cluster
+            .kubectl(
+                &[
+                    "logs",
+                    "-n",
+                    NAMESPACE,
+                    "-l",
+                    &format!("app.kubernetes.io/name={name}"),
+                    "--tail=-1",
+                    "--max-log-requests=10",
+                ],
+                None,
+            )
+            .map(|(_, out, _)| out)
+            .unwrap_or_default()
     }
 }

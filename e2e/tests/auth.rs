@@ -192,7 +192,7 @@ async fn named_scopes_and_live_rule_changes() {
     wait_call(&gw, &ns, Some(&reader), 403).await;
 }
 
-/// A JWKS server on loopback the test controls: serves the key set last `set` until stopped.
+/// A JWKS server on the host address pods reach, which the test controls: serves the key set last `set` until stopped.
 struct JwksServer {
     uri: String,
     keys: std::sync::Arc<std::sync::Mutex<String>>,
@@ -202,7 +202,9 @@ struct JwksServer {
 impl JwksServer {
     async fn start(keys: serde_json::Value) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((microplane_e2e::host_ip(), 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let served = std::sync::Arc::new(std::sync::Mutex::new(keys.to_string()));
         let current = served.clone();
@@ -296,8 +298,7 @@ async fn external_issuer_tokens_verify_with_fetched_keys() {
 
 /// Whether the gateway's log says a fetch of `issuer`'s keys failed.
 fn logged_fetch_failure(gw: &Gateway, issuer: &str) -> bool {
-    std::fs::read_to_string(&gw.log)
-        .unwrap_or_default()
+    gw.logs()
         .lines()
         .any(|l| l.contains("fetching the issuer's keys failed") && l.contains(issuer))
 }
