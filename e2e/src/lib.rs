@@ -16,6 +16,7 @@ use kube::{Client, Config, Resource};
 
 pub mod gateway;
 pub mod git;
+pub mod gitops;
 pub mod node;
 pub mod operator;
 
