@@ -180,6 +180,16 @@ impl Context {
         *self.leader.borrow()
     }
 
+    /// Checked right before every write: leadership can be lost (or given up on SIGTERM) in the
+    /// middle of a reconcile, and from then on this replica must not write.
+    pub fn ensure_leader(&self) -> Result<()> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
+    }
+
     /// Server-side applies `desired` unless this process already applied the same object and the
     /// child has not changed since (`current` from a cache). Returns the object as the API server
     /// has it, or `current` when nothing was sent.
@@ -220,6 +230,7 @@ impl Context {
                 return Ok(current.clone());
             }
         }
+        self.ensure_leader()?;
         let api: Api<K> = K::Scope::api(self.client.clone(), &namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let applied = api.patch(&name, &params, &Patch::Apply(desired)).await?;
@@ -239,6 +250,7 @@ impl Context {
     {
         let name = name_of(obj)?;
         let api: Api<K> = K::Scope::api(self.client.clone(), obj.meta().namespace.as_deref().unwrap_or_default());
+        self.ensure_leader()?;
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -283,6 +295,7 @@ impl Context {
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
         K::Scope: ApiScope,
     {
+        self.ensure_leader()?;
         let api: Api<K> = K::Scope::api(self.client.clone(), namespace);
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {
@@ -303,6 +316,9 @@ impl Context {
         note: String,
         action: &str,
     ) {
+        if !self.is_leader() {
+            return;
+        }
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.as_str().into(),

@@ -15,6 +15,9 @@ pub enum Error {
     /// Key generation or encoding failed.
     #[error("keys: {0}")]
     Keys(String),
+    /// This replica lost the leader Lease (or is shutting down): it must not write.
+    #[error("not the leader")]
+    NotLeader,
 }
 
 /// Result of the operator's fallible steps.
@@ -33,6 +36,7 @@ impl Error {
             Self::Serialize(_) => "serialization",
             Self::Malformed(_) => "malformed",
             Self::Keys(_) => "keys",
+            Self::NotLeader => "not_leader",
         }
     }
 }

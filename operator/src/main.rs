@@ -33,6 +33,9 @@ struct Args {
     /// Lease duration in seconds: how long a dead leader keeps the lease.
     #[arg(long, env = "MICROPLANE_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
+    /// Milliseconds between a standby's reads of the Lease: how soon it takes over a released one.
+    #[arg(long, env = "MICROPLANE_LEASE_RETRY_MS", default_value_t = 1000)]
+    lease_retry_ms: u64,
     /// Namespace of the gateway, admitted by tenants' NetworkPolicies.
     #[arg(long, env = "MICROPLANE_GATEWAY_NAMESPACE", default_value = "microplane-system")]
     gateway_namespace: String,
@@ -162,10 +165,12 @@ async fn main() -> anyhow::Result<()> {
         name: args.lease_name.clone(),
         identity,
         duration: args.lease_seconds,
+        retry: std::time::Duration::from_millis(args.lease_retry_ms.max(100)),
     });
-    let is_leader = leader::start(client.clone(), election)
-        .await
-        .context("starting leader election")?;
+    // On SIGTERM the leader stops writing and releases the Lease at once, while the controllers
+    // wind down, so a standby takes over within about `--lease-retry-ms`.
+    let leadership = leader::start(client.clone(), election, shutdown.clone());
+    let is_leader = leadership.is_leader.clone();
 
     let state = AdminState::default();
     let admin = tokio::spawn(admin::serve(args.admin_address, state.clone(), shutdown.clone()));
@@ -231,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await;
+    leadership.stop().await;
     admin.await.context("admin server task")?.context("admin server")?;
     if let Some(s) = sync_server {
         s.await.context("sync server task")?.context("sync server")?;
