@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start Flux's source-controller and kustomize-controller (built by build-controlplane.sh from their Go
 # modules) as host processes against the control plane of MICROPLANE_STATE, for the GitOps e2e suite
-# (e2e/tests/gitops.rs): installs the GitRepository and Kustomization CRDs from the modules and the
+# (e2e/tests/gitops.rs): installs their CRDs (GitRepository, Kustomization, …) from the modules and the
 # `flux-system` namespace, then runs both controllers with leader election off, their metrics and
 # health servers on free 127.0.0.1 ports, and source-controller's artifact server on loopback, where
 # kustomize-controller fetches the artifacts. Idempotent: controllers already running are left alone.
@@ -48,11 +48,10 @@ mkdir -p "$state/logs" "$state/pids" "$state/flux/storage"
 moddir() { (cd "$E2E_DIR/controlplane/flux" && GOFLAGS=-mod=readonly go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); }
 src=$(moddir "github.com/fluxcd/source-controller@v$FLUX_SOURCE_CONTROLLER_VERSION")
 kus=$(moddir "github.com/fluxcd/kustomize-controller@v$FLUX_KUSTOMIZE_CONTROLLER_VERSION")
-"${kubectl[@]}" apply --server-side --force-conflicts --field-manager=microplane.dev/flux-up \
-  -f "$src/config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml" \
-  -f "$kus/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" >/dev/null
-"${kubectl[@]}" wait --for condition=Established --timeout=60s \
-  crd/gitrepositories.source.toolkit.fluxcd.io crd/kustomizations.kustomize.toolkit.fluxcd.io >/dev/null
+# source-controller runs a controller for each of its kinds and will not start without all of them.
+crds=("$src"/config/crd/bases/*.yaml "$kus"/config/crd/bases/*.yaml)
+"${kubectl[@]}" apply --server-side --force-conflicts --field-manager=microplane.dev/flux-up "${crds[@]/#/-f}" >/dev/null
+"${kubectl[@]}" wait --for condition=Established --timeout=60s "${crds[@]/#/-f}" >/dev/null
 "${kubectl[@]}" create namespace flux-system --dry-run=client -o yaml \
   | "${kubectl[@]}" apply --server-side --field-manager=microplane.dev/flux-up -f - >/dev/null
 

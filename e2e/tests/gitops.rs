@@ -15,7 +15,7 @@ use microplane_e2e::gateway::Gateway;
 use microplane_e2e::git::{self, GitServer};
 use microplane_e2e::gitops::{self, FLUX_NAMESPACE, Flux, condition, get_json, git_repository, kustomization};
 use microplane_e2e::{Cluster, install_crds, unique_name};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(180);
 const V1: &str = "microplane.dev/v1alpha1";
