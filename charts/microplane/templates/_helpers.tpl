@@ -62,6 +62,7 @@ ServiceAccount.
 
 {{- define "microplane.operator.syncArgs" -}}
 - --sync-address=0.0.0.0:8082
+- --sync-auth=token-review
 - --sync-audience={{ .Values.sync.audience }}
 - --sync-allowed-service-accounts={{ .Release.Namespace }}/{{ include "microplane.gateway.fullname" . }}
 {{- end -}}
