@@ -11,6 +11,7 @@ use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
 use microplane_operator::source::SourceSettings;
 use microplane_operator::source::job::BuildSettings;
+use microplane_operator::sync::auth::{SyncAuth, TokenReviewer};
 use microplane_operator::sync::server::{self as sync_server, SyncService};
 use microplane_operator::{controller, leader};
 
@@ -97,9 +98,27 @@ struct Args {
     /// Address of the gateway sync server (gRPC).
     #[arg(long, env = "MICROPLANE_SYNC_ADDRESS", default_value = "0.0.0.0:8082")]
     sync_address: SocketAddr,
-    /// File holding the token gateways present on the sync stream; without it, no sync server runs.
+    /// File holding the shared token gateways present on the sync stream (`--sync-auth
+    /// token-file`, implied when given).
     #[arg(long, env = "MICROPLANE_SYNC_TOKEN_FILE")]
     sync_token_file: Option<std::path::PathBuf>,
+    /// How gateways authenticate: `token-file` (a shared token), `token-review` (their projected
+    /// ServiceAccount token, reviewed with the API server), or `off` (no sync server). Default:
+    /// `token-file` when `--sync-token-file` is given, else `token-review`.
+    #[arg(long, env = "MICROPLANE_SYNC_AUTH", value_enum)]
+    sync_auth: Option<SyncAuthMode>,
+    /// Audience gateways' projected tokens must carry (`token-review`).
+    #[arg(long, env = "MICROPLANE_SYNC_AUDIENCE", default_value = "microplane-sync")]
+    sync_audience: String,
+    /// ServiceAccounts (`namespace/name`, comma-separated or repeated) admitted to the sync stream
+    /// (`token-review`).
+    #[arg(
+        long,
+        env = "MICROPLANE_SYNC_ALLOWED_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        default_value = "microplane-system/microplane-gateway"
+    )]
+    sync_allowed_service_accounts: Vec<String>,
     /// Base URL of the gateway, shown as `status.url` of MicroServices.
     #[arg(long, env = "MICROPLANE_GATEWAY_URL")]
     gateway_url: Option<String>,
@@ -112,6 +131,17 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MICROPLANE_LOG_JSON", default_value_t = false)]
     log_json: bool,
+}
+
+/// `--sync-auth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SyncAuthMode {
+    /// A shared token from `--sync-token-file`.
+    TokenFile,
+    /// Projected ServiceAccount tokens, checked with a TokenReview.
+    TokenReview,
+    /// No sync server.
+    Off,
 }
 
 #[tokio::main]
@@ -203,25 +233,57 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let metrics = Metrics::new(api_requests);
-    let sync_server = match &args.sync_token_file {
-        Some(path) => {
+    let mode = args.sync_auth.unwrap_or(if args.sync_token_file.is_some() {
+        SyncAuthMode::TokenFile
+    } else {
+        SyncAuthMode::TokenReview
+    });
+    let auth = match mode {
+        SyncAuthMode::TokenFile => {
+            let path = args
+                .sync_token_file
+                .as_ref()
+                .context("--sync-auth token-file needs --sync-token-file")?;
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the sync token from {}", path.display()))?
                 .trim()
                 .to_string();
             anyhow::ensure!(!token.is_empty(), "the sync token file {} is empty", path.display());
-            let service = SyncService::new(snapshot_rx, token, metrics.sync.clone());
-            Some(tokio::spawn(sync_server::serve(
-                args.sync_address,
-                service,
-                shutdown.clone(),
-            )))
+            tracing::info!("sync stream: shared token");
+            Some(SyncAuth::Static(token))
         }
-        None => {
-            tracing::warn!("no --sync-token-file: the gateway sync server is off");
+        SyncAuthMode::TokenReview => {
+            let reviewer = TokenReviewer::new(
+                client.clone(),
+                args.sync_audience.clone(),
+                &args.sync_allowed_service_accounts,
+            )
+            .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                audience = %args.sync_audience,
+                allowed = ?args.sync_allowed_service_accounts,
+                "sync stream: ServiceAccount tokens (TokenReview)"
+            );
+            Some(SyncAuth::Review(reviewer))
+        }
+        SyncAuthMode::Off => {
+            tracing::warn!("--sync-auth off: the gateway sync server is off");
             None
         }
     };
+    // Set on shutdown: every sync stream ends, so gateways reconnect to another replica at once.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            closing_tx.send_replace(true);
+        }
+    });
+    let sync_server = auth.map(|auth| {
+        let service = SyncService::with_auth(snapshot_rx, auth, metrics.sync.clone(), closing);
+        tokio::spawn(sync_server::serve(args.sync_address, service, shutdown.clone()))
+    });
     let ready = state.clone();
     controller::run(
         client,

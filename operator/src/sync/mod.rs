@@ -4,6 +4,7 @@
 //! Nothing here writes to the API server; MicroService status (`endpoints`, `Routed`) is written by
 //! the MicroService controller from what [`Discovery`] knows.
 
+pub mod auth;
 pub mod reflection;
 pub mod server;
 pub mod snapshot;

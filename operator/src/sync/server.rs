@@ -1,6 +1,8 @@
 //! The `microplane.sync.v1.RoutingSync` service: each gateway gets the current snapshot at once and
-//! every newer one after; its acknowledgements are logged and counted. Callers must present the
-//! shared token (`authorization: Bearer …`), compared in constant time.
+//! every newer one after; its acknowledgements are logged and counted. Callers present a bearer
+//! token (`authorization: Bearer …`) that [`SyncAuth`] checks: a shared token, or a projected
+//! ServiceAccount token reviewed with the API server. When the operator shuts down, every stream
+//! ends at once, so gateways reconnect to another replica instead of waiting on this one.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,41 +11,57 @@ use std::sync::Arc;
 use futures::Stream;
 use microplane_sync::v1::routing_sync_server::{RoutingSync, RoutingSyncServer};
 use microplane_sync::v1::{GatewayMessage, Snapshot, gateway_message};
-use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::SyncAuth;
 use crate::metrics::SyncMetrics;
 
 /// The service.
 pub struct SyncService {
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
-    token: Arc<String>,
+    auth: Arc<SyncAuth>,
     metrics: SyncMetrics,
+    closing: watch::Receiver<bool>,
 }
 
 impl SyncService {
-    /// Serves what `snapshots` holds to callers presenting `token`.
+    /// Serves what `snapshots` holds to callers presenting the shared `token`.
     pub fn new(snapshots: watch::Receiver<Option<Arc<Snapshot>>>, token: String, metrics: SyncMetrics) -> Self {
+        // Never closing: the sender is dropped, and `wait_for` on a closed channel that never held
+        // `true` returns an error, which is treated as "keep going" below.
+        let (_, closing) = watch::channel(false);
+        Self::with_auth(snapshots, SyncAuth::Static(token), metrics, closing)
+    }
+
+    /// Serves what `snapshots` holds to callers `auth` admits, until `closing` turns true.
+    pub fn with_auth(
+        snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+        auth: SyncAuth,
+        metrics: SyncMetrics,
+        closing: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             snapshots,
-            token: Arc::new(token),
+            auth: Arc::new(auth),
             metrics,
+            closing,
         }
     }
 
-    fn authorized<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    async fn authorized<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let presented = req
             .metadata()
             .get(microplane_sync::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !self.token.is_empty() && bool::from(presented.as_bytes().ct_eq(self.token.as_bytes())) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("a valid sync token is required"))
-        }
+            .unwrap_or("")
+            .trim();
+        self.auth.check(presented).await.map_err(|refused| {
+            let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::warn!(%peer, reason = %refused, "sync request refused");
+            Status::unauthenticated("a valid sync token is required")
+        })
     }
 }
 
@@ -54,7 +72,7 @@ impl RoutingSync for SyncService {
     type WatchStream = SnapshotStream;
 
     async fn watch(&self, req: Request<Streaming<GatewayMessage>>) -> Result<Response<Self::WatchStream>, Status> {
-        self.authorized(&req)?;
+        let caller = self.authorized(&req).await?;
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let mut incoming = req.into_inner();
         let metrics = self.metrics.clone();
@@ -66,7 +84,7 @@ impl RoutingSync for SyncService {
                     Ok(Some(GatewayMessage {
                         kind: Some(gateway_message::Kind::Hello(h)),
                     })) => {
-                        tracing::info!(gateway = %h.gateway, %peer, serving = h.version, "gateway connected");
+                        tracing::info!(gateway = %h.gateway, %peer, %caller, serving = h.version, "gateway connected");
                         name = h.gateway;
                     }
                     Ok(Some(GatewayMessage {
@@ -101,6 +119,14 @@ impl RoutingSync for SyncService {
                 if rx.changed().await.is_err() {
                     return None;
                 }
+            }
+        });
+        // Shutting down: the stream ends (OK), and the gateway reconnects elsewhere.
+        let mut closing = self.closing.clone();
+        let stream = futures::StreamExt::take_until(stream, async move {
+            if closing.wait_for(|c| *c).await.is_err() {
+                // No one can ask this service to close.
+                std::future::pending::<()>().await;
             }
         });
         Ok(Response::new(Box::pin(stream)))
