@@ -287,11 +287,17 @@ pub mod chart {
         crate::wait_for(&api, name, |d: Option<&Deployment>| d.is_some_and(rolled_out), timeout).await
     }
 
-    /// Ready pods of a Deployment of the release (label `app.kubernetes.io/name=<name>`), by name.
+    /// The label selector of the pods of the release's Deployment `name` (`microplane-<component>`).
+    pub fn selector(name: &str) -> String {
+        let component = name.strip_prefix("microplane-").unwrap_or(name);
+        format!("app.kubernetes.io/instance=microplane,app.kubernetes.io/component={component}")
+    }
+
+    /// Ready pods of a Deployment of the release, by name.
     pub async fn ready_pods(cluster: &Cluster, name: &str) -> Result<Vec<Pod>> {
         let api: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
         let mut pods: Vec<Pod> = api
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+            .list(&ListParams::default().labels(&selector(name)))
             .await?
             .items
             .into_iter()
@@ -384,7 +390,7 @@ pub mod chart {
         loop {
             tick.tick().await;
             let left = pods
-                .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={DEPLOYMENT}")))
+                .list(&ListParams::default().labels(&selector(DEPLOYMENT)))
                 .await?
                 .items
                 .len();
@@ -409,7 +415,7 @@ pub mod chart {
                     "-n",
                     NAMESPACE,
                     "-l",
-                    &format!("app.kubernetes.io/name={name}"),
+                    &selector(name),
                     "--tail=-1",
                     "--max-log-requests=10",
                 ],
