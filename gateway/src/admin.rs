@@ -1,41 +1,46 @@
-//! The admin port: `/healthz`, `/readyz` (after the first snapshot), `/metrics`.
+//! The admin port: `/healthz` (the sync task lives), `/readyz` ([`crate::health`]), `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::health::{Health, Readiness};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 struct AdminState {
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     metrics: Metrics,
 }
 
 /// Serves the admin endpoints until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(s): State<AdminState>| async move {
+                if s.health.live() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "sync task stopped")
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(s): State<AdminState>| async move {
-                if s.ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "waiting for the first routing snapshot",
-                    )
+                match s.health.readiness() {
+                    Readiness::Ready => (StatusCode::OK, "ready".to_string()),
+                    r => (StatusCode::SERVICE_UNAVAILABLE, r.describe()),
                 }
             }),
         )
@@ -51,7 +56,7 @@ pub async fn serve(
                 )
             }),
         )
-        .with_state(AdminState { ready, metrics });
+        .with_state(AdminState { health, metrics });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

@@ -20,6 +20,7 @@ pub mod balance;
 pub mod cors;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod resolve;

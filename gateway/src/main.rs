@@ -2,14 +2,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
+use microplane_gateway::health::Health;
 use microplane_gateway::metrics::Metrics;
-use microplane_gateway::server::{self, Gateway, Settings};
+use microplane_gateway::server::{self, Drain, Gateway, Settings};
 use microplane_gateway::{admin, sync};
 
 /// mimalloc instead of the system allocator: the data path allocates and frees small buffers on
@@ -35,9 +35,20 @@ struct Args {
         default_value = "http://microplane-operator:8082"
     )]
     sync_endpoint: String,
-    /// File holding the shared sync token.
+    /// File holding the sync token: the shared token, or a projected ServiceAccount token (the
+    /// operator reviews it). Read again on every (re)connect, since the kubelet rotates it.
     #[arg(long, env = "MICROPLANE_SYNC_TOKEN_FILE")]
     sync_token_file: std::path::PathBuf,
+    /// Seconds the sync stream may be down before /readyz says not ready (the last snapshot keeps
+    /// serving meanwhile).
+    #[arg(long, env = "MICROPLANE_SYNC_STALE_SECONDS", default_value_t = 30)]
+    sync_stale_seconds: u64,
+    /// Seconds to keep serving after SIGTERM (not ready meanwhile) while endpoints are withdrawn.
+    #[arg(long, env = "MICROPLANE_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    shutdown_delay_seconds: u64,
+    /// Then the longest wait in seconds for in-flight requests to finish.
+    #[arg(long, env = "MICROPLANE_DRAIN_TIMEOUT_SECONDS", default_value_t = 25)]
+    drain_timeout_seconds: u64,
     /// Tenant of requests that name none.
     #[arg(long, env = "MICROPLANE_DEFAULT_TENANT", default_value = "micro")]
     default_tenant: String,
@@ -93,11 +104,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
     }
-    let token = std::fs::read_to_string(&args.sync_token_file)
-        .with_context(|| format!("reading the sync token from {}", args.sync_token_file.display()))?
-        .trim()
-        .to_string();
-    anyhow::ensure!(!token.is_empty(), "the sync token file is empty");
+    // Fail fast on a missing file; it is read again on every connect.
+    let token = sync::TokenSource::File(args.sync_token_file.clone());
+    token.read().map_err(anyhow::Error::msg)?;
 
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -120,24 +129,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ..Settings::default()
     };
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(Duration::from_secs(args.sync_stale_seconds)));
     tokio::spawn(sync::follow_external_keys(gateway.clone()));
     let name = std::env::var("POD_NAME").unwrap_or_else(|_| format!("gateway-{}", std::process::id()));
-    tokio::spawn(sync::run(
+    tokio::spawn(sync::supervise(
         gateway.clone(),
         sync::SyncSettings {
             endpoint: args.sync_endpoint,
             token,
             name,
         },
-        ready.clone(),
+        health.clone(),
     ));
-    let admin = tokio::spawn(admin::serve(args.admin_address, ready, metrics, shutdown.clone()));
+    // The admin port outlives the drain: probes keep getting answers (not ready, but live).
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(admin::serve(args.admin_address, health.clone(), metrics, async {
+        let _ = drained_rx.await;
+    }));
     let listener = tokio::net::TcpListener::bind(args.address)
         .await
         .with_context(|| format!("binding {}", args.address))?;
     tracing::info!(address = %args.address, "gateway listening");
-    server::serve(gateway, listener, shutdown).await.context("serving")?;
+    let drain = Drain {
+        delay: Duration::from_secs(args.shutdown_delay_seconds),
+        timeout: Duration::from_secs(args.drain_timeout_seconds),
+    };
+    server::serve_graceful(gateway, listener, shutdown, drain, Some(health))
+        .await
+        .context("serving")?;
+    let _ = drained_tx.send(());
     admin.await.context("admin task")?.context("admin server")?;
+    tracing::info!("drained; exiting");
     Ok(())
 }

@@ -706,6 +706,52 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_graceful(gateway, listener, shutdown, Drain::default(), None).await
+}
+
+/// How the gateway leaves on SIGTERM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// After the signal, keep accepting and serving this long (not ready meanwhile), so that
+    /// endpoints are withdrawn before the listener closes: no client meets a refused connection.
+    pub delay: Duration,
+    /// Then the longest wait for in-flight requests before exiting anyway.
+    pub timeout: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// [`serve`] with a shutdown sequence: when `shutdown` resolves, `health` turns not ready at once;
+/// new and open connections keep being served for `drain.delay`; then the listener closes, every
+/// connection is asked to finish (HTTP/1.1 answers its request in flight with `Connection: close`
+/// and closes, an idle keep-alive connection closes, HTTP/2 sends GOAWAY), and this returns when
+/// the last one has ended, or after `drain.timeout`.
+pub async fn serve_graceful(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Drain,
+    health: Option<Arc<crate::health::Health>>,
+) -> std::io::Result<()> {
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(h) = &health {
+            h.shutting_down();
+        }
+        tracing::info!(
+            delay_ms = drain.delay.as_millis(),
+            "shutdown: not ready; still serving while endpoints are withdrawn"
+        );
+        tokio::time::sleep(drain.delay).await;
+        tracing::info!("shutdown: closing the listener and draining connections");
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let s = gateway.settings.clone();
     builder
@@ -777,8 +823,15 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(25), drained).await.is_err() {
-        tracing::warn!(open = open.count(), "connections still open after 25s; closing");
+    let started = std::time::Instant::now();
+    if tokio::time::timeout(drain.timeout, drained).await.is_err() {
+        tracing::warn!(
+            open = open.count(),
+            timeout_s = drain.timeout.as_secs(),
+            "connections still open after the drain timeout; closing"
+        );
+    } else {
+        tracing::info!(took_ms = started.elapsed().as_millis(), "connections drained");
     }
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! acknowledges it, and reconnects with backoff. While the operator (or the API server behind it)
 //! is away, the last good snapshot keeps serving.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
 use crate::auth::AuthState;
+use crate::health::Health;
 use crate::server::Gateway;
 use crate::snapshot::Snapshot;
 
@@ -21,10 +21,37 @@ use crate::snapshot::Snapshot;
 pub struct SyncSettings {
     /// The operator's sync endpoint, e.g. `http://microplane-operator:8082`.
     pub endpoint: String,
-    /// The shared token (sent as `authorization: Bearer …`).
-    pub token: String,
+    /// The token sent as `authorization: Bearer …`.
+    pub token: TokenSource,
     /// This gateway's name, for the operator's logs.
     pub name: String,
+}
+
+/// Where the sync token comes from.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// A fixed token (tests).
+    Static(String),
+    /// A file read again on every (re)connect: a shared token, or a projected ServiceAccount token
+    /// the kubelet rotates in place.
+    File(std::path::PathBuf),
+}
+
+impl TokenSource {
+    /// The current token (never logged).
+    pub fn read(&self) -> Result<String, String> {
+        let token = match self {
+            Self::Static(t) => t.clone(),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the sync token from {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() {
+            return Err("the sync token is empty".into());
+        }
+        Ok(token)
+    }
 }
 
 /// Backoff between reconnects: 100 ms doubling to 5 s, with jitter.
@@ -120,14 +147,15 @@ pub async fn follow_external_keys(gateway: Arc<Gateway>) {
     }
 }
 
-/// Follows the operator forever; `ready` turns true after the first snapshot applied.
-pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, ready: Arc<AtomicBool>) {
+/// Follows the operator forever, reporting to `health` (connected, first snapshot).
+pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
     let mut attempt = 0u32;
     loop {
-        match follow(&gateway, &settings, &ready, &mut attempt).await {
+        match follow(&gateway, &settings, &health, &mut attempt).await {
             Ok(()) => tracing::info!("sync stream ended; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "sync stream failed; reconnecting"),
         }
+        health.disconnected();
         gateway.metrics.connected(false);
         tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
@@ -137,7 +165,7 @@ pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, ready: Arc<Atomi
 async fn follow(
     gateway: &Gateway,
     settings: &SyncSettings,
-    ready: &AtomicBool,
+    health: &Health,
     attempt: &mut u32,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = Endpoint::from_shared(settings.endpoint.clone())?
@@ -146,7 +174,8 @@ async fn follow(
         .keep_alive_timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    let token: MetadataValue<_> = format!("Bearer {}", settings.token).parse()?;
+    // Read on every connect: the kubelet rotates a projected token in place.
+    let token: MetadataValue<_> = format!("Bearer {}", settings.token.read()?).parse()?;
     let mut client = RoutingSyncClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", token.clone());
         Ok(req)
@@ -166,13 +195,14 @@ async fn follow(
         .await?
         .into_inner();
     gateway.metrics.connected(true);
+    health.connected();
     tracing::info!(endpoint = %settings.endpoint, "sync stream open");
     while let Some(wire) = stream.message().await? {
         *attempt = 0;
         let error = match apply(gateway, &wire) {
             Ok(_) => {
-                if !ready.swap(true, Ordering::AcqRel) {
-                    tracing::info!(version = wire.version, "first snapshot applied; ready");
+                if gateway.snapshot.load().is_some() {
+                    health.snapshot_applied();
                 }
                 String::new()
             }
@@ -187,6 +217,32 @@ async fn follow(
         .await?;
     }
     Ok(())
+}
+
+/// Runs the sync task and restarts it if it panics; after `MAX_RESTARTS` failures within a minute
+/// it stays stopped, and liveness fails so the kubelet restarts the gateway.
+pub async fn supervise(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
+    const MAX_RESTARTS: usize = 5;
+    let mut failures: Vec<std::time::Instant> = Vec::new();
+    loop {
+        health.task_started();
+        let task = tokio::spawn(run(gateway.clone(), settings.clone(), health.clone()));
+        let ended = task.await;
+        let now = std::time::Instant::now();
+        failures.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        failures.push(now);
+        let for_good = failures.len() > MAX_RESTARTS;
+        health.task_stopped(for_good);
+        match ended {
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => tracing::error!(error = %e, restarts = failures.len(), for_good, "sync task failed"),
+            Ok(()) => tracing::error!(for_good, "sync task ended"),
+        }
+        if for_good {
+            return;
+        }
+        tokio::time::sleep(backoff(u32::try_from(failures.len()).unwrap_or(u32::MAX))).await;
+    }
 }
 
 #[cfg(test)]
