@@ -226,7 +226,11 @@ pub fn lua_literal(value: &Value) -> String {
 
 /// The Argo CD health check of a kind of `group`: `config/argocd/<group>/<Kind>/health.lua`.
 pub fn health_script(group: &str, kind: &str) -> PathBuf {
-    repo_root().join("config/argocd").join(group).join(kind).join("health.lua")
+    repo_root()
+        .join("config/argocd")
+        .join(group)
+        .join(kind)
+        .join("health.lua")
 }
 
 /// Runs the check as Argo CD does: the object in the global `obj`, the chunk's return value `hs`.
@@ -276,7 +280,8 @@ pub fn argocd_cm() -> Result<String> {
     );
     for kind in KINDS {
         let path = health_script(GROUP, kind);
-        let script = std::fs::read_to_string(&path).map_err(|e| tool("argocd-cm", format!("{}: {e}", path.display())))?;
+        let script =
+            std::fs::read_to_string(&path).map_err(|e| tool("argocd-cm", format!("{}: {e}", path.display())))?;
         out.push_str(&format!("  resource.customizations.health.{GROUP}_{kind}: |\n"));
         for line in script.lines() {
             if line.is_empty() {
@@ -340,8 +345,9 @@ impl Flux {
     /// Starts Flux's controllers when they are not running, and installs their CRDs.
     pub async fn ensure(cluster: &Cluster) -> Result<Self> {
         let _one = START.lock().await;
-        let state = std::env::var_os("MICROPLANE_STATE")
-            .ok_or_else(|| crate::Error::NoControlPlane("MICROPLANE_STATE is not set (make test-e2e sets it)".into()))?;
+        let state = std::env::var_os("MICROPLANE_STATE").ok_or_else(|| {
+            crate::Error::NoControlPlane("MICROPLANE_STATE is not set (make test-e2e sets it)".into())
+        })?;
         let script = repo_root().join("e2e/scripts/flux-up.sh");
         let out = tokio::process::Command::new(&script)
             .env("MICROPLANE_STATE", &state)

@@ -38,12 +38,26 @@ impl Drop for Cleanup {
             format!("kustomizations.kustomize.toolkit.fluxcd.io/{n}-tenant"),
             format!("gitrepositories.source.toolkit.fluxcd.io/{n}"),
         ] {
-            let _ = self
-                .c
-                .kubectl(&["delete", "-n", FLUX_NAMESPACE, &obj, "--wait=false", "--ignore-not-found"], None);
+            let _ = self.c.kubectl(
+                &[
+                    "delete",
+                    "-n",
+                    FLUX_NAMESPACE,
+                    &obj,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
         }
         let _ = self.c.kubectl(
-            &["delete", "tenants.microplane.dev", &self.tenant, "--wait=false", "--ignore-not-found"],
+            &[
+                "delete",
+                "tenants.microplane.dev",
+                &self.tenant,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
             None,
         );
     }
@@ -78,7 +92,9 @@ async fn kustomization_of(c: &Cluster, name: &str) -> Value {
 /// The Kustomization has applied `sha` and its Ready condition for its generation says `status`.
 fn at(ks: &Value, sha: &str, status: &str) -> bool {
     gitops::observed(ks)
-        && ks["status"]["lastAttemptedRevision"].as_str().is_some_and(|r| r.ends_with(sha))
+        && ks["status"]["lastAttemptedRevision"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(sha))
         && condition(ks, "Ready").is_some_and(|(s, _, _)| s == status)
 }
 
@@ -99,7 +115,10 @@ async fn follow(c: &Cluster, name: &str, tenant: &str, sha: &str, status: &str) 
             .unwrap_or_default();
         // Flux marks a Kustomization Ready for a revision only after its health checks passed.
         if at(&ks, sha, "True") {
-            assert!(ms_ready(&ms), "the Kustomization is Ready but the MicroService is not: {ks:#}\n{ms:#}");
+            assert!(
+                ms_ready(&ms),
+                "the Kustomization is Ready but the MicroService is not: {ks:#}\n{ms:#}"
+            );
         }
         if at(&ks, sha, status) {
             return ks;
@@ -155,7 +174,13 @@ async fn flux_applies_waits_for_health_and_reports_failures() {
     let objects = [
         git_repository(&name, &server.url(&name), "main", "5s"),
         kustomization(&format!("{name}-tenant"), &name, "./tenant", &[], "60s"),
-        kustomization(&format!("{name}-apps"), &name, "./apps", &[&format!("{name}-tenant")], "60s"),
+        kustomization(
+            &format!("{name}-apps"),
+            &name,
+            "./apps",
+            &[&format!("{name}-tenant")],
+            "60s",
+        ),
     ];
     for o in &objects {
         c.apply_yaml(&o.to_string(), None).await.unwrap();
@@ -204,7 +229,11 @@ async fn flux_applies_waits_for_health_and_reports_failures() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(condition(&broken, "Stalled").map(|c| c.1), Some("ConfigNotFound".into()), "{broken:#}");
+    assert_eq!(
+        condition(&broken, "Stalled").map(|c| c.1),
+        Some("ConfigNotFound".into()),
+        "{broken:#}"
+    );
     let reply = gw.call(&tenant, "POST", "/helloworld/call", r#"{"name":"still"}"#);
     assert_eq!(reply.status, 200, "{}", reply.body);
 }

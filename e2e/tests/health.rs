@@ -41,7 +41,11 @@ fn verdicts(obj: &Value) -> (Verdict, Verdict) {
 
 fn assert_verdicts(obj: &Value, kstatus: &str, argo: &str) -> (Verdict, Verdict) {
     let (k, a) = (kstatus_one(obj).unwrap(), argocd_health(obj).unwrap());
-    assert_eq!((k.status.as_str(), a.status.as_str()), (kstatus, argo), "kstatus {k}, Argo CD {a} of {obj:#}");
+    assert_eq!(
+        (k.status.as_str(), a.status.as_str()),
+        (kstatus, argo),
+        "kstatus {k}, Argo CD {a} of {obj:#}"
+    );
     (k, a)
 }
 
@@ -90,7 +94,8 @@ fn is_ready(o: &Value) -> bool {
 /// they differ by design (no conditions at all: kstatus assumes Current, Argo CD waits).
 #[test]
 fn kstatus_and_argocd_agree_on_fixtures() {
-    let cond = |t: &str, s: &str, r: &str| json!({"type": t, "status": s, "reason": r, "message": format!("{r} message")});
+    let cond =
+        |t: &str, s: &str, r: &str| json!({"type": t, "status": s, "reason": r, "message": format!("{r} message")});
     let obj = |kind: &str, gen_: i64, observed: Option<i64>, conds: Vec<Value>, spec: Value| {
         let mut o = json!({
             "apiVersion": V1, "kind": kind,
@@ -108,19 +113,45 @@ fn kstatus_and_argocd_agree_on_fixtures() {
         let spec = json!({"replicas": 1});
         let cases = [
             (obj(kind, 1, Some(1), ready(), spec.clone()), "Current", "Healthy"),
-            (obj(kind, 2, Some(1), ready(), spec.clone()), "InProgress", "Progressing"),
             (
-                obj(kind, 1, Some(1), vec![cond("Ready", "False", "Deploying"), cond("Reconciling", "True", "Deploying")], spec.clone()),
+                obj(kind, 2, Some(1), ready(), spec.clone()),
                 "InProgress",
                 "Progressing",
             ),
             (
-                obj(kind, 1, Some(1), vec![cond("Ready", "False", "ConfigNotFound"), cond("Stalled", "True", "ConfigNotFound")], spec.clone()),
+                obj(
+                    kind,
+                    1,
+                    Some(1),
+                    vec![
+                        cond("Ready", "False", "Deploying"),
+                        cond("Reconciling", "True", "Deploying"),
+                    ],
+                    spec.clone(),
+                ),
+                "InProgress",
+                "Progressing",
+            ),
+            (
+                obj(
+                    kind,
+                    1,
+                    Some(1),
+                    vec![
+                        cond("Ready", "False", "ConfigNotFound"),
+                        cond("Stalled", "True", "ConfigNotFound"),
+                    ],
+                    spec.clone(),
+                ),
                 "Failed",
                 "Degraded",
             ),
             // Ready=False without either abnormal-true condition: kstatus reads it as in progress.
-            (obj(kind, 1, Some(1), vec![cond("Ready", "False", "Pending")], spec.clone()), "InProgress", "Progressing"),
+            (
+                obj(kind, 1, Some(1), vec![cond("Ready", "False", "Pending")], spec.clone()),
+                "InProgress",
+                "Progressing",
+            ),
         ];
         for (o, k, a) in &cases {
             assert_verdicts(o, k, a);
@@ -139,7 +170,13 @@ fn kstatus_and_argocd_agree_on_fixtures() {
         assert_verdicts(&fresh, "Current", "Progressing");
     }
     // A MicroService scaled to zero: Argo CD's Suspended.
-    let zero = obj("MicroService", 1, Some(1), vec![cond("Ready", "True", "ScaledToZero")], json!({"replicas": 0}));
+    let zero = obj(
+        "MicroService",
+        1,
+        Some(1),
+        vec![cond("Ready", "True", "ScaledToZero")],
+        json!({"replicas": 0}),
+    );
     assert_verdicts(&zero, "Current", "Suspended");
 }
 
@@ -159,7 +196,10 @@ async fn microservice_rollout_is_progressing_then_healthy() {
     };
     let seen = snapshots(&c, "MicroService", Some(&tenant), "helloworld", T, is_ready).await;
     let words = check(&seen);
-    assert!(words.iter().any(|w| w == "InProgress"), "never seen in progress: {words:?}");
+    assert!(
+        words.iter().any(|w| w == "InProgress"),
+        "never seen in progress: {words:?}"
+    );
     assert_eq!(words.last().map(String::as_str), Some("Current"));
     let (_, a) = assert_verdicts(seen.last().unwrap(), "Current", "Healthy");
     assert!(a.message.contains("Running"), "{a}");
@@ -185,9 +225,16 @@ async fn missing_config_is_failed_and_degraded() {
         .unwrap();
     let obj = wait_verdict(&c, "MicroService", Some(&tenant), "helloworld", "Failed").await;
     let (k, a) = assert_verdicts(&obj, "Failed", "Degraded");
-    assert_eq!(condition(&obj, "Stalled").map(|c| c.1), Some("ConfigNotFound".into()), "{obj:#}");
+    assert_eq!(
+        condition(&obj, "Stalled").map(|c| c.1),
+        Some("ConfigNotFound".into()),
+        "{obj:#}"
+    );
     assert!(k.message.contains("nosuch"), "{k}");
-    assert!(a.message.starts_with("ConfigNotFound: ") && a.message.contains("nosuch"), "{a}");
+    assert!(
+        a.message.starts_with("ConfigNotFound: ") && a.message.contains("nosuch"),
+        "{a}"
+    );
 }
 
 /// A Config whose Secret is missing is Failed/Degraded and the MicroService that lists it waits
