@@ -379,9 +379,23 @@ pub fn git_repository(name: &str, url: &str, branch: &str, interval: &str) -> Va
     })
 }
 
+/// Flux `healthCheckExprs` for every kind of [`GROUP`] (no `kind`: the whole group), as
+/// docs/gitops.md recommends. kstatus alone reads an object without any status as Current, so a
+/// Kustomization that applied a MicroService could pass its health check before the operator wrote
+/// the first status; with these, an object without conditions is not Current (the expression
+/// cannot be evaluated, which Flux counts as Unknown), and Flux's own generation check still runs
+/// first.
+pub fn health_check_exprs() -> Value {
+    serde_json::json!([{
+        "apiVersion": "microplane.dev/v1alpha1",
+        "current": "status.conditions.exists(c, c.type == 'Ready' && c.status == 'True')",
+        "failed": "status.conditions.exists(c, c.type == 'Stalled' && c.status == 'True')"
+    }])
+}
+
 /// A Kustomization in [`FLUX_NAMESPACE`] applying `path` of GitRepository `source` with
-/// `wait: true` (kstatus health of everything it applies), pruning what leaves git, after the
-/// Kustomizations in `depends_on` are Ready.
+/// `wait: true` (the health of everything it applies, [`health_check_exprs`] for Microplane's
+/// kinds), pruning what leaves git, after the Kustomizations in `depends_on` are Ready.
 pub fn kustomization(name: &str, source: &str, path: &str, depends_on: &[&str], timeout: &str) -> Value {
     let deps: Vec<Value> = depends_on.iter().map(|d| serde_json::json!({"name": d})).collect();
     serde_json::json!({
@@ -391,7 +405,8 @@ pub fn kustomization(name: &str, source: &str, path: &str, depends_on: &[&str], 
             "sourceRef": {"kind": "GitRepository", "name": source},
             "path": path, "prune": true, "wait": true,
             "interval": "10s", "retryInterval": "5s", "timeout": timeout,
-            "dependsOn": deps
+            "dependsOn": deps,
+            "healthCheckExprs": health_check_exprs()
         }
     })
 }
