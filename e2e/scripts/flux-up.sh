@@ -80,10 +80,12 @@ start source-controller "$SOURCE_CONTROLLER_BIN/source-controller" \
   --storage-path="$state/flux/storage" \
   --storage-addr="127.0.0.1:$STORAGE_PORT" --storage-adv-addr="127.0.0.1:$STORAGE_PORT" \
   --log-level=info
+# A Kustomization whose dependsOn is not Ready yet is retried after --requeue-dependency (30 s by
+# default); 5 s keeps the suites' tenant-then-apps chains short.
 start kustomize-controller "$KUSTOMIZE_CONTROLLER_BIN/kustomize-controller" \
   --enable-leader-election=false --events-addr= \
   --metrics-addr="127.0.0.1:$KC_METRICS" --health-addr="127.0.0.1:$KC_HEALTH" \
-  --no-remote-bases=true --log-level=info
+  --no-remote-bases=true --requeue-dependency=5s --log-level=info
 wait_healthy source-controller "$SC_HEALTH"
 wait_healthy kustomize-controller "$KC_HEALTH"
 log "flux source-controller v$FLUX_SOURCE_CONTROLLER_VERSION and kustomize-controller v$FLUX_KUSTOMIZE_CONTROLLER_VERSION running; state in $state"
