@@ -255,11 +255,11 @@ pub fn argocd_health(object: &Value) -> Result<Verdict> {
         &[("MICROPLANE_HEALTH_LUA", &script)],
         &lua_literal(object),
     )?;
-    let mut lines = out.lines();
-    match (lines.next(), lines.next()) {
-        (Some(status), message) => Ok(Verdict {
+    // The status on the first line, the message (which may span lines) after it.
+    match out.split_once('\n') {
+        Some((status, message)) if !status.is_empty() => Ok(Verdict {
             status: status.to_string(),
-            message: message.unwrap_or_default().to_string(),
+            message: message.strip_suffix('\n').unwrap_or(message).to_string(),
         }),
         _ => Err(Error::Output {
             tool: LUA.into(),

@@ -301,3 +301,62 @@ async fn config_secret_tenant_and_authrule() {
     assert!(is_ready(&tn), "{tn:#}");
     assert_verdicts(&tn, "Current", "Healthy");
 }
+
+/// Git sources: one that cannot be fetched is retried (InProgress/Progressing); a branch that does
+/// not exist, a directory with nothing to build and a build that fails are Stalled
+/// (Failed/Degraded), each with its reason in both tools' messages.
+#[tokio::test]
+async fn git_sources_progressing_and_failed() {
+    use microplane_e2e::git::{self, GitServer};
+    let (c, _gw, tenant) = with_tenant("health-src", json!({}), T).await.unwrap();
+    let t = tenant.as_str();
+    let server = GitServer::start().await.unwrap();
+    let repo = server.create_repo("app").await.unwrap();
+    git::commit_file(&repo, "main", "docs/README.md", b"docs\n", "docs")
+        .await
+        .unwrap();
+    // A manifest cargo refuses at once: the build runs and fails in seconds.
+    git::commit_file(&repo, "main", "broken/Cargo.toml", b"[package]\nname = \n", "broken")
+        .await
+        .unwrap();
+    let url = server.url("app");
+    let cases = [
+        (
+            "unreachable",
+            json!({"url": "http://127.0.0.1:1/nothing.git"}),
+            "InProgress",
+            "SourceUnreachable",
+        ),
+        (
+            "no-branch",
+            json!({"url": url, "ref": {"branch": "nope"}}),
+            "Failed",
+            "RevisionNotFound",
+        ),
+        (
+            "nothing",
+            json!({"url": url, "path": "docs"}),
+            "Failed",
+            "NothingToBuild",
+        ),
+        ("broken", json!({"url": url, "path": "broken"}), "Failed", "BuildFailed"),
+    ];
+    for (name, git, _, _) in &cases {
+        apply_microservice(&c, t, name, json!({"source": {"git": git}}))
+            .await
+            .unwrap();
+    }
+    for (name, _, kstatus, reason) in cases {
+        let seen = snapshots(&c, "MicroService", Some(t), name, Duration::from_secs(300), |o| {
+            observed(o) && condition(o, "Ready").is_some_and(|(_, r, _)| r == reason)
+        })
+        .await;
+        let obj = seen.last().unwrap();
+        let (k, a) = assert_verdicts(obj, kstatus, argo_word(kstatus));
+        assert!(a.message.starts_with(&format!("{reason}: ")), "{name}: {a}");
+        // kstatus carries the condition's message (without the reason, on one line).
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let argo = a.message.strip_prefix(&format!("{reason}: ")).map(words);
+        assert_eq!(Some(k.message.clone()), argo, "{name}");
+    }
+}
