@@ -313,7 +313,7 @@ pub async fn get_json(
         return Ok(None);
     };
     let mut value = serde_json::to_value(&obj).map_err(|e| crate::Error::Manifest(e.to_string()))?;
-    // A typed get leaves apiVersion/kind to the caller's type; a dynamic one keeps them, but be sure.
+    // kstatus and the Lua checks key on apiVersion and kind, which a get may leave out of the body.
     value["apiVersion"] = Value::String(api_version.into());
     value["kind"] = Value::String(kind.into());
     Ok(Some(value))
