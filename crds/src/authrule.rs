@@ -1,4 +1,4 @@
-//! `AuthRule`: Micro's access rule (SPEC §5).
+//! `AuthRule`: Micro's access rule (docs/auth.md#rules).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

@@ -1,4 +1,4 @@
-//! `Config`: dynamic configuration for services (SPEC §4).
+//! `Config`: dynamic configuration for services (docs/api.md).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

@@ -1,6 +1,6 @@
 //! The `microplane.dev/v1alpha1` API.
 //!
-//! Four kinds describe what a tenant wants (see `SPEC.md` §2–§5 and `docs/api.md`):
+//! Four kinds describe what a tenant wants (see `docs/api.md`):
 //! [`MicroService`], [`Namespace`] (a tenant), [`Config`] and [`AuthRule`]. Validation that can be
 //! decided from one object lives in the schema (types, ranges, enums) and in CEL rules, so bad
 //! objects are rejected at apply time with a message a user can act on.

@@ -1,4 +1,4 @@
-//! `MicroService`: a deployable service (SPEC §2).
+//! `MicroService`: a deployable service (docs/api.md).
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

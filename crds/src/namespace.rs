@@ -1,4 +1,4 @@
-//! `Namespace`: a tenant (SPEC §3).
+//! `Namespace`: a tenant (docs/api.md).
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

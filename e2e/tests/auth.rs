@@ -66,7 +66,7 @@ async fn token(gw: &Gateway, ns: &str, id: &str, secret: &str) -> serde_json::Va
 #[tokio::test]
 async fn authenticated_tenant_needs_a_platform_token() {
     let (c, gw, ns) = setup("auth-locked", json!({"defaultAccess": "Authenticated"})).await;
-    // Without a token: 401 in SPEC §7 JSON, before the service is even known.
+    // Without a token: 401 in docs/gateway.md#errors JSON, before the service is even known.
     let r = wait_call(&gw, &ns, None, 401).await;
     assert_eq!(r.json()["code"], json!(401), "{}", r.body);
     let r = request(

@@ -96,7 +96,7 @@ async fn calls_through_the_gateway_by_post_and_get() {
     let lines: Vec<serde_json::Value> = r.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3, "{}", r.body);
 
-    // Errors are SPEC §7 JSON.
+    // Errors are docs/gateway.md#errors JSON.
     let check = |r: microplane_e2e::gateway::Reply, code: u16, detail_has: &str| {
         assert_eq!(r.status, code, "{}", r.body);
         assert_eq!(r.header("content-type"), Some("application/json"));

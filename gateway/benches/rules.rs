@@ -1,4 +1,4 @@
-//! AuthRule evaluation speed (SPEC §5): target ≤ 5 µs per decision with 1000 rules in the tenant.
+//! AuthRule evaluation speed (docs/auth.md#rules): target ≤ 5 µs per decision with 1000 rules in the tenant.
 //!
 //! `cargo bench -p microplane-gateway --bench rules`
 

@@ -1,4 +1,4 @@
-//! CORS for browser callers (SPEC §6): Micro's permissive defaults, or a tenant's own policy.
+//! CORS for browser callers (docs/gateway.md): Micro's permissive defaults, or a tenant's own policy.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};

@@ -1,4 +1,4 @@
-//! The errors the gateway writes (SPEC §7).
+//! The errors the gateway writes (docs/gateway.md#errors).
 //!
 //! Every error is the JSON object `{"id":"…","code":404,"detail":"…","status":"Not Found"}` with
 //! `Content-Type: application/json`: `code` is the HTTP status, `status` its canonical reason phrase.
@@ -14,7 +14,7 @@ use serde::Serialize;
 /// The `id` of the errors the gateway makes itself.
 pub const GATEWAY_ID: &str = "microplane.gateway";
 
-/// An error as the gateway writes it to the client (SPEC §7).
+/// An error as the gateway writes it to the client (docs/gateway.md#errors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {
     /// The HTTP status of the response, also written as `code` in the body.
@@ -25,7 +25,7 @@ pub struct GatewayError {
     pub detail: String,
 }
 
-/// The body of §7, fields in the order the SPEC writes them.
+/// The error body (docs/gateway.md, "Errors"), fields in the order clients read them.
 #[derive(Serialize)]
 struct Body<'a> {
     id: &'a str,
@@ -56,12 +56,12 @@ impl GatewayError {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
 
-    /// 401 Unauthorized: refused without an account (SPEC §5).
+    /// 401 Unauthorized: refused without an account (docs/auth.md#rules).
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, detail)
     }
 
-    /// 403 Forbidden: refused with an account (SPEC §5).
+    /// 403 Forbidden: refused with an account (docs/auth.md#rules).
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, detail)
     }
@@ -117,7 +117,7 @@ impl GatewayError {
         self.code.canonical_reason().unwrap_or("")
     }
 
-    /// The JSON body of SPEC §7: `{"id":"…","code":404,"detail":"…","status":"Not Found"}`.
+    /// The JSON body of docs/gateway.md#errors: `{"id":"…","code":404,"detail":"…","status":"Not Found"}`.
     pub fn body(&self) -> Bytes {
         let body = Body {
             id: &self.id,
@@ -143,7 +143,7 @@ impl GatewayError {
         response
     }
 
-    /// Maps a gRPC status from a backend to the error the gateway writes (SPEC §7).
+    /// Maps a gRPC status from a backend to the error the gateway writes (docs/gateway.md#errors).
     ///
     /// The HTTP status comes from the gRPC code: InvalidArgument 400, Unauthenticated 401,
     /// PermissionDenied 403, NotFound 404, AlreadyExists 409, ResourceExhausted 429, Unimplemented
@@ -182,7 +182,7 @@ impl GatewayError {
     }
 }
 
-/// The HTTP status for a gRPC code (SPEC §7).
+/// The HTTP status for a gRPC code (docs/gateway.md#errors).
 pub fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
     use tonic::Code;
     match code {

@@ -1,4 +1,4 @@
-//! The Microplane edge gateway (SPEC §6, §7).
+//! The Microplane edge gateway (docs/gateway.md, docs/gateway.md#errors).
 //!
 //! A request goes through documented phases ([`server::Gateway::handle`]) with one per-request
 //! context:
@@ -9,7 +9,7 @@
 //! 2. [`auth`]: client-sent identity is removed (token verification and AuthRules are the auth work);
 //! 3. [`transcode`] for `Grpc` services (JSON/query/form → protobuf → gRPC → JSON) over an endpoint
 //!    chosen by [`balance`], or [`proxy`] for `Http` services;
-//! 4. respond: errors in the JSON of SPEC §7 ([`error`]), [`cors`] headers, metrics and access log.
+//! 4. respond: errors in the JSON of docs/gateway.md#errors ([`error`]), [`cors`] headers, metrics and access log.
 //!
 //! Everything a request reads comes from an immutable routing [`snapshot`] swapped atomically by
 //! the [`sync`] client; nothing on the request path calls Kubernetes.

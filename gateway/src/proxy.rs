@@ -1,5 +1,5 @@
 //! Phase 3 for `Http` services: `/<service>/<rest>` → the backend's `/<rest>`, query kept, hop-by-hop
-//! headers handled, websockets upgraded (SPEC §6).
+//! headers handled, websockets upgraded (docs/gateway.md).
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! Phase 1: which tenant and which (service, endpoint) a request is for (SPEC §6).
+//! Phase 1: which tenant and which (service, endpoint) a request is for (docs/gateway.md).
 //!
 //! Pure functions over the request's path and headers; the routing snapshot decides afterwards whether
 //! the names exist.
@@ -71,7 +71,7 @@ pub fn clean_segments(raw_path: &str) -> Result<Vec<String>, PathError> {
         .collect()
 }
 
-/// `Camel` of SPEC §6: upper-cases the first letter of each `-`-separated word and drops the `-`;
+/// `Camel` of docs/gateway.md: upper-cases the first letter of each `-`-separated word and drops the `-`;
 /// the rest of each word keeps its case.
 pub fn camel(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -89,7 +89,7 @@ fn is_version(s: &str) -> bool {
     s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Micro's path → (service, endpoint) algorithm (SPEC §6) over cleaned, decoded segments.
+/// Micro's path → (service, endpoint) algorithm (docs/gateway.md) over cleaned, decoded segments.
 pub fn resolve_segments(parts: &[String]) -> Result<Resolved, PathError> {
     let (service, endpoint) = match parts {
         [] => return Err(PathError::Empty),
@@ -161,7 +161,7 @@ pub fn host_of(host_header: Option<&str>, authority: Option<&str>) -> Option<Str
     (!h.is_empty()).then_some(h)
 }
 
-/// Tenant resolution order of SPEC §6 for what the request itself carries: the `Micro-Namespace`
+/// Tenant resolution order of docs/gateway.md for what the request itself carries: the `Micro-Namespace`
 /// header, then a host some tenant lists (`host_known`), else the default. (The token issuer step
 /// belongs to the auth phase.)
 pub fn tenant_source<'a>(

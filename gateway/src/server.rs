@@ -45,7 +45,7 @@ pub fn empty_body() -> BoxBody {
 /// Limits and defaults of the data path.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Tenant of requests that name none (SPEC §6: `micro`).
+    /// Tenant of requests that name none (docs/gateway.md: `micro`).
     pub default_tenant: String,
     /// Largest request body accepted (→ 413).
     pub max_body_bytes: usize,
@@ -148,7 +148,7 @@ impl Gateway {
         }
     }
 
-    /// Serves one request: never fails, errors become SPEC §7 JSON responses.
+    /// Serves one request: never fails, errors become docs/gateway.md#errors JSON responses.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &Peer) -> Response<BoxBody> {
         let started = Instant::now();
         let method = req.method().clone();
@@ -644,14 +644,14 @@ pub fn json_response(code: StatusCode, body: Bytes) -> Response<BoxBody> {
     r
 }
 
-/// The SPEC §7 response for an error.
+/// The docs/gateway.md#errors response for an error.
 pub fn error_response(e: &GatewayError) -> Response<BoxBody> {
     json_response(e.code, e.body())
 }
 
 /// A server-streaming rpc as newline-delimited JSON (`application/x-ndjson`), or as server-sent
 /// events when the client accepts `text/event-stream`. An error after the first message ends the
-/// stream with one more item: the SPEC §7 error object.
+/// stream with one more item: the docs/gateway.md#errors error object.
 fn stream_response(stream: tonic::Streaming<DynamicMessage>, sse: bool) -> Response<BoxBody> {
     use futures::StreamExt;
     let frame = move |json: Bytes| -> Bytes {

@@ -121,7 +121,7 @@ pub enum SnapshotError {
 
 /// `Svc.Method` → method for a backend serving `pool`: every method name a non-infrastructure
 /// service offers, resolved by [`crate::transcode::find_method`] (the package equal to the Micro
-/// service name first, SPEC §6). Built once per snapshot, so a request does one map lookup.
+/// service name first, docs/gateway.md). Built once per snapshot, so a request does one map lookup.
 pub fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<String, MethodDescriptor> {
     let mut table = HashMap::new();
     for svc in pool.services() {

@@ -1,4 +1,4 @@
-//! HTTP/JSON ↔ protobuf for `Grpc` services (SPEC §6 "Request mapping").
+//! HTTP/JSON ↔ protobuf for `Grpc` services (docs/gateway.md).
 //!
 //! The gateway knows a backend's messages only through descriptors (from gRPC server reflection),
 //! so everything here works on [`prost_reflect::DynamicMessage`]:
@@ -798,7 +798,7 @@ impl Decoder for DynamicDecoder {
     }
 }
 
-/// Finds the gRPC method for the endpoint `service_simple.method` (SPEC §6).
+/// Finds the gRPC method for the endpoint `service_simple.method` (docs/gateway.md).
 ///
 /// The candidates are the services of `pool` whose simple name (without package) is
 /// `service_simple` and that have a method named exactly `method` (case-sensitive, as in the proto;

@@ -1,4 +1,4 @@
-//! `Http` services through the whole data path (SPEC §6 "Proxying"): a gateway serving a snapshot
+//! `Http` services through the whole data path (docs/gateway.md): a gateway serving a snapshot
 //! on loopback, in front of real HTTP/1.1 backends that record what reached them.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -367,7 +367,7 @@ async fn an_unreachable_endpoint_is_skipped_for_requests_with_bodies_too() {
     assert!(seen.iter().all(|s| s.body == "payload"));
     assert!(gw.upstreams.get(&dead.to_string()).ejected());
 
-    // With no live endpoint left: 503 in the SPEC's JSON.
+    // With no live endpoint left: 503 in the the gateway's error JSON.
     let (_gw, only_dead) = gateway(&[dead]).await;
     let mut c = Client::connect(only_dead).await;
     let (status, body) = c.get("/web/").await;

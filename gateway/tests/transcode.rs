@@ -1,4 +1,4 @@
-//! The JSON/query ↔ protobuf mapping (SPEC §6 "Request mapping") against real descriptors compiled
+//! The JSON/query ↔ protobuf mapping (docs/gateway.md) against real descriptors compiled
 //! from `tests/fixtures` at test time, and the dynamic codec over tonic's own client and server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

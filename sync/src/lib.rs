@@ -1,4 +1,4 @@
-//! The operator → gateway routing sync protocol (SPEC §6 "Sync"): generated messages and the tonic
+//! The operator → gateway routing sync protocol (docs/gateway.md): generated messages and the tonic
 //! client and server of `microplane.sync.v1.RoutingSync`.
 
 #![allow(missing_docs, clippy::doc_markdown)]

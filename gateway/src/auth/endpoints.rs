@@ -146,7 +146,7 @@ pub fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
 }
 
 /// Issues tokens for a request: 200 with `{access_token, token_type, expires_in, refresh_token,
-/// scope}`, or a SPEC §7 error (401 for wrong credentials or an unusable refresh token).
+/// scope}`, or a docs/gateway.md#errors error (401 for wrong credentials or an unusable refresh token).
 pub fn issue(
     t: &TenantAuth,
     verifier: &Verifier,

@@ -6,7 +6,7 @@
 //! - only a refusal **without an account** (401) redirects; a refused account (403) never does;
 //! - only a **browser navigation** redirects: method `GET` or `HEAD` and an `Accept` header naming
 //!   `text/html` (with a non-zero `q`). `fetch`/XHR callers and API clients (`Accept:
-//!   application/json`, `*/*`, none) keep the 401 JSON of SPEC §7;
+//!   application/json`, `*/*`, none) keep the 401 JSON of docs/gateway.md#errors;
 //! - the answer is `307 Temporary Redirect` to `<loginUrl>?redirect_to=<original URL>` (`&` when
 //!   the login URL has a query already), the original URL absolute and percent-encoded as one
 //!   query value.

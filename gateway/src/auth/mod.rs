@@ -1,4 +1,4 @@
-//! Phase 2: authentication and authorization at the edge (SPEC §5, §6).
+//! Phase 2: authentication and authorization at the edge (docs/auth.md#rules, docs/gateway.md).
 //!
 //! - [`token`]: extracting the token (`Authorization: Bearer` or cookie `micro-token`), verifying it
 //!   against the tenant's own issuer or its external issuers, and signing platform tokens;
@@ -211,7 +211,7 @@ impl TenantAuth {
         }
     }
 
-    /// SPEC §5 for a request to `service`/`endpoint` by `account` (one [`Self::account_of`]
+    /// docs/auth.md#rules for a request to `service`/`endpoint` by `account` (one [`Self::account_of`]
     /// admitted, or `None`).
     pub fn authorize(&self, account: Option<&Verified>, service: &str, endpoint: &str) -> Result<(), GatewayError> {
         // `account_of` admitted only this tenant's own and external issuers' accounts.
@@ -237,7 +237,7 @@ impl TenantAuth {
     }
 
     /// The account a verified token gives in this tenant: issued by its own issuer or one of its
-    /// external issuers. A token of another tenant is treated as no token (SPEC §6).
+    /// external issuers. A token of another tenant is treated as no token (docs/gateway.md).
     pub fn account_of(&self, v: Verified) -> Option<Verified> {
         (v.tenant == self.tenant || self.external.contains(&v.issuer)).then_some(v)
     }

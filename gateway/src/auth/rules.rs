@@ -1,10 +1,10 @@
-//! AuthRule evaluation (SPEC §5).
+//! AuthRule evaluation (docs/auth.md#rules).
 //!
 //! A [`RuleSet`] holds one tenant's rules, compiled once per routing snapshot; [`RuleSet::decide`]
 //! answers one request, without allocating when its strings are ASCII and fit the stack buffers
 //! (128 bytes for names, types and scopes, 256 for endpoints).
 //!
-//! The algorithm is Micro's `VerifyAccess` (MICRO.md §2.3) plus SPEC's trailing-`*` endpoint globs:
+//! The algorithm is Micro's `VerifyAccess` (Micro v3's `auth.VerifyAccess`) plus the trailing-`*` endpoint globs:
 //!
 //! 1. Keep the rules whose type, name and endpoint each equal the request's (case-insensitively)
 //!    or are `*`, or whose endpoint is a wildcard covering the request's:
@@ -41,7 +41,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// The resource type of every gateway request, and the default of `resource.type` (SPEC §5).
+/// The resource type of every gateway request, and the default of `resource.type` (docs/auth.md#rules).
 pub const DEFAULT_RESOURCE_TYPE: &str = "service";
 
 /// The scope of a public rule: applies to anyone, even without a token.
@@ -67,7 +67,7 @@ pub enum Access {
     Denied,
 }
 
-/// One AuthRule, as written in the tenant (SPEC §5).
+/// One AuthRule, as written in the tenant (docs/auth.md#rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// The rule's id (the AuthRule's name); not used by evaluation.
@@ -423,7 +423,7 @@ impl RuleSet {
     /// Decides a request for `resource_type:name:endpoint` in `tenant`, by `account` (`None`:
     /// no valid token).
     ///
-    /// The first rule of the walk (SPEC §5) that decides or refuses is the lowest-positioned
+    /// The first rule of the walk (docs/auth.md#rules) that decides or refuses is the lowest-positioned
     /// matching rule among: public rules (anyone); for an account, `*`/`+` rules; and for an
     /// account of this tenant the rules of the scopes it holds, for one of another tenant every
     /// named-scope rule (which refuses it). So only those groups are searched, each up to its
@@ -1291,7 +1291,7 @@ mod tests {
         assert!(!rules.is_empty());
     }
 
-    /// Micro's `VerifyAccess` written out directly (plus SPEC's trailing-`*` globs), for
+    /// Micro's `VerifyAccess` written out directly (plus the trailing-`*` globs), for
     /// [`matches_the_reference`].
     fn reference(rules: &[Rule], tenant: &str, account: Option<&Account>, ty: &str, name: &str, ep: &str) -> Decision {
         let eq = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();

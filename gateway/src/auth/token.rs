@@ -1,4 +1,4 @@
-//! Token verification and signing (SPEC §6 "Auth at the edge").
+//! Token verification and signing (docs/auth.md).
 //!
 //! - [`extract`] finds the request's token: `Authorization: Bearer …` or the `micro-token` cookie.
 //! - [`Verifier`] checks it against the trusted [`Issuer`]s: per-issuer algorithm allow-list

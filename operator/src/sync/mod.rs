@@ -1,4 +1,4 @@
-//! The operator → gateway routing sync (SPEC §6 "Sync"): caches → snapshot → gRPC stream.
+//! The operator → gateway routing sync (docs/gateway.md): caches → snapshot → gRPC stream.
 //!
 //! Every replica runs it (standbys keep their caches warm), so any replica can serve gateways.
 //! Nothing here writes to the API server; MicroService status (`endpoints`, `Routed`) is written by

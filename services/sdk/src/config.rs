@@ -1,4 +1,4 @@
-//! The service's view of the `Config` objects delivered to its pod (SPEC §4).
+//! The service's view of the `Config` objects delivered to its pod (docs/api.md).
 //!
 //! The operator mounts each Config listed by the MicroService at
 //! `$MICRO_CONFIG_DIR/<config>/config.json` (the document) and `secrets.json` (only the secret values,

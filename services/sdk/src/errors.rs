@@ -1,4 +1,4 @@
-//! Micro-style errors (SPEC §7).
+//! Micro-style errors (docs/gateway.md#errors).
 //!
 //! A handler returns `Err(errors::bad_request("helloworld.call", "name is required"))`: a
 //! [`tonic::Status`] whose code fits the HTTP code and whose message is the JSON
@@ -105,7 +105,7 @@ pub fn grpc_code(http: u16) -> Code {
     }
 }
 
-/// The HTTP code the gateway answers for a gRPC code (SPEC §7).
+/// The HTTP code the gateway answers for a gRPC code (docs/gateway.md#errors).
 pub fn http_code(code: Code) -> u16 {
     match code {
         Code::Ok => 200,

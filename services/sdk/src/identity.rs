@@ -1,4 +1,4 @@
-//! The caller the gateway verified (SPEC §6 "Auth at the edge").
+//! The caller the gateway verified (docs/auth.md).
 //!
 //! The gateway verifies the caller's token, removes any of these keys a client sent, and sets them
 //! itself on the gRPC request. They are trustworthy only on traffic that came through the gateway:

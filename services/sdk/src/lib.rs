@@ -1,6 +1,6 @@
 //! The small SDK Microplane services share.
 //!
-//! A service built with it speaks the platform's contract (SPEC §2, §4, §6, §7):
+//! A service built with it speaks the platform's contract (docs/api.md, docs/gateway.md, docs/gateway.md#errors):
 //!
 //! - [`Service`] reads `MICRO_SERVICE_NAME`, `MICRO_SERVICE_VERSION`, `MICRO_NAMESPACE`,
 //!   `MICRO_SERVICE_ADDRESS` and `MICRO_CONFIG_DIR` ([`Options`]), serves tonic services together with

@@ -1,4 +1,4 @@
-//! The environment contract between the platform and a service (SPEC §2).
+//! The environment contract between the platform and a service (docs/api.md).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

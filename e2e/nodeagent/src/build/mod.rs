@@ -77,7 +77,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Credentials for the git remote, from the source's Secret (SPEC §2 `source.git.secretRef`).
+/// Credentials for the git remote, from the source's Secret (docs/api.md `source.git.secretRef`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// `token`: HTTP basic auth as `x-access-token` with the token as password (what forges accept).

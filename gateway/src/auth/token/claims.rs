@@ -38,7 +38,7 @@ pub enum Audience {
 }
 
 /// The claims of a platform-issued token: Micro's `{type, scopes, metadata, name, sub, iss, exp}`
-/// (MICRO.md §2.2) plus `iat`, optional `nbf`/`aud`/`jti`, and `token_use`.
+/// (Micro v3's account claims) plus `iat`, optional `nbf`/`aud`/`jti`, and `token_use`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The account id.

@@ -177,7 +177,7 @@ struct RawHeader {
     crit: Option<IgnoredAny>,
 }
 
-/// Verifies bearer tokens for a fixed set of issuers (SPEC §6 "Auth at the edge").
+/// Verifies bearer tokens for a fixed set of issuers (docs/auth.md).
 ///
 /// Immutable once built: when issuers or keys change, build a new one, with the same
 /// [`TokenCache`] ([`Verifier::with_cache`]) or a new one; either way a removed key stops verifying
