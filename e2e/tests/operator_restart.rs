@@ -1,5 +1,6 @@
-//! The operator killed mid-reconcile (SIGKILL: no graceful shutdown, its Lease not released)
-//! converges after a restart: the new process takes the Lease when it expires and finishes the work.
+//! The operator killed mid-reconcile (SIGKILL: its pod deleted with no grace period, so no graceful
+//! shutdown and its Lease not released) converges after a restart: the new pod takes the Lease when
+//! it expires and finishes the work.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use serde_json::json;
 async fn operator_killed_mid_reconcile_converges_after_restart() {
     let c = Cluster::connect().await.expect("the e2e tier needs the control plane");
     install_crds(&c, Duration::from_secs(30)).await.unwrap();
-    Operator::ensure(&c).await.unwrap();
+    let before = Operator::ensure(&c).await.unwrap();
 
     let ns = create_tenant(&c, "crash", json!({}), Duration::from_secs(60))
         .await
@@ -35,7 +36,10 @@ async fn operator_killed_mid_reconcile_converges_after_restart() {
     }
     // Kill it while it is working through them.
     let restarted = Operator::crash_and_restart(&c).await.unwrap();
-    assert!(restarted.pid > 0);
+    assert!(
+        (restarted.pid, &restarted.pod) != (before.pid, &before.pod),
+        "a new operator runs: {restarted:?}"
+    );
 
     for name in &names {
         let ready = wait_for(
