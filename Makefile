@@ -12,6 +12,8 @@ HELM := $(MICROPLANE_CACHE)/helm-v$(HELM_VERSION)/helm
 DEV_STATE := $(CURDIR)/.state/dev
 # Port of the dev gateway (`make up`); the e2e tier picks a free one.
 GATEWAY_PORT ?= 8080
+# What `make controlplane` builds: all, or up (what `make up` runs; not the test-only tools).
+MICROPLANE_TOOLS ?= all
 E2E_STATE := $(CURDIR)/.state/e2e
 # The e2e suites (e2e/tests/*.rs). Built with --workspace, so they share compiled dependencies with
 # the unit tier instead of rebuilding them with another feature set.
@@ -24,8 +26,8 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 up: deps ## Bring Microplane up on the local control plane and node: the chart (operator and gateway pods), the `micro` tenant and helloworld
-	@$(MAKE) --no-print-directory -j2 controlplane binaries
-	@$(MAKE) --no-print-directory images
+	@$(MAKE) --no-print-directory -j2 controlplane binaries MICROPLANE_TOOLS=up
+	@$(MAKE) --no-print-directory images MICROPLANE_TOOLS=up
 	@MICROPLANE_STATE=$(DEV_STATE) MICROPLANE_CRDS=config/crd e2e/scripts/controlplane-up.sh >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig apply --server-side --field-manager=microplane.dev/install -k config/crd >/dev/null
 	@$(KUBECTL) --kubeconfig $(DEV_STATE)/kubeconfig wait --for condition=Established --timeout=60s \
@@ -122,8 +124,8 @@ bench-gateway: ## Gateway vs haproxy/nginx throughput, transcoding latency, rout
 	@mkdir -p $(BENCH_STATE)/gateway
 	BENCH_STATE=$(BENCH_STATE) BENCH_GATEWAY_BINARIES=$(CURDIR)/target/release target/bench-tools/bench-gateway
 
-controlplane: ## Build the control-plane and node binaries into $(MICROPLANE_CACHE) (reused when built from the same inputs)
-	@e2e/scripts/build-controlplane.sh
+controlplane: ## Build the control-plane and node binaries and the test tools into $(MICROPLANE_CACHE) (reused when built from the same inputs)
+	@MICROPLANE_TOOLS=$(MICROPLANE_TOOLS) e2e/scripts/build-controlplane.sh
 
 modules: ## Regenerate the wrapper Go modules for the versions in e2e/versions.env
 	e2e/scripts/gen-modules.sh

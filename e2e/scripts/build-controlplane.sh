@@ -17,6 +17,11 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false -trimpath" CGO_ENABLED=0
 export GOFLAGS="$GOFLAGS -mod=readonly"
 
 go_version=$(go env GOVERSION)
+# MICROPLANE_TOOLS=up (make up) builds what a running environment needs; the default, all, adds the
+# tools only the tests use (kwok, the kstatus helper, Flux's controllers), so a first `make up` does
+# not wait for them.
+tools=${MICROPLANE_TOOLS:-all}
+test_tools() { [[ $tools == all ]]; }
 
 build() { # module-dir out-dir ldflags name=package...  (CGO_ENABLED and TAGS may be set per call)
   local mod=$1 out=$2 ldflags=$3; shift 3
@@ -28,8 +33,9 @@ build() { # module-dir out-dir ldflags name=package...  (CGO_ENABLED and TAGS ma
     mkdir -p "$out"
     log "building $name ($pkg)"
     t0=$SECONDS
-    (cd "$dir" && go build -tags "${TAGS:-}" -ldflags "-s -w $ldflags" -o "$out/.$name.tmp" "$pkg")
-    mv "$out/.$name.tmp" "$out/$name"
+    # A temporary name per run: two environments building at once never move each other's file.
+    (cd "$dir" && go build -tags "${TAGS:-}" -ldflags "-s -w $ldflags" -o "$out/.$name.tmp.$$" "$pkg")
+    mv "$out/.$name.tmp.$$" "$out/$name"
     echo "$key" > "$out/.$name.key"
     log "built $name in $((SECONDS - t0))s"
   done
@@ -58,12 +64,13 @@ pids+=($!)
     ctr=github.com/containerd/containerd/v2/cmd/ctr
   # runc's nsenter is C, and seccomp (RuntimeDefault) needs libseccomp: cgo, linked to Debian's libseccomp.
   CGO_ENABLED=1 TAGS=seccomp build runc "$RUNC_BIN" "-X main.version=$RUNC_VERSION" runc=github.com/opencontainers/runc
+  build kwok "$KWOK_BIN" "" kwok=sigs.k8s.io/kwok/cmd/kwok
   # Health for GitOps: the kstatus helper (its own source, so its hash is in the ldflags and the key)
   # and Flux's source-controller and kustomize-controller (e2e/scripts/flux-up.sh), one module for both.
+  test_tools || exit 0
   build kstatus "$KSTATUS_BIN" "-X main.sourceSum=$(cat "$E2E_DIR"/controlplane/kstatus/*.go | sha256sum | cut -c1-16)" kstatus=.
   build flux "$SOURCE_CONTROLLER_BIN" "" source-controller=github.com/fluxcd/source-controller
-  build flux "$KUSTOMIZE_CONTROLLER_BIN" "" kustomize-controller=github.com/fluxcd/kustomize-controller
-  build kwok "$KWOK_BIN" "" kwok=sigs.k8s.io/kwok/cmd/kwok; } &
+  build flux "$KUSTOMIZE_CONTROLLER_BIN" "" kustomize-controller=github.com/fluxcd/kustomize-controller; } &
 pids+=($!)
 { build cni "$CNI_BIN" "" \
     bridge=github.com/containernetworking/plugins/plugins/main/bridge \

@@ -6,13 +6,14 @@
 #   (network namespaces), build-essential; pkg-config + libssl-dev (git2 builds libgit2/libssh2 on
 #   OpenSSL); for the real node: nftables (kube-proxy), socat (bridges the API server into the node's
 #   namespace), util-linux (nsenter, unshare), iptables (CNI plugins), libseccomp-dev (runc, built
-#   with cgo, for the RuntimeDefault seccomp profile), musl-tools (static binaries for the images).
+#   with cgo, for the RuntimeDefault seccomp profile), musl-tools (static binaries for the images);
+#   lua5.4 (the e2e tier runs the Argo CD health checks in a real Lua interpreter).
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 missing=()
 for pair in openssl:openssl curl:curl python3:python3 git:git make:make ip:iproute2 gcc:build-essential \
   pkg-config:pkg-config nft:nftables socat:socat nsenter:util-linux unshare:util-linux iptables:iptables \
-  musl-gcc:musl-tools; do
+  musl-gcc:musl-tools lua5.4:lua5.4; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 for pkg in libssl-dev libseccomp-dev; do

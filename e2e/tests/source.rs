@@ -376,11 +376,16 @@ async fn bad_sources_say_why_and_back_off() {
         let ms = wait_condition(&c, &ns, name, "Ready", "False", reason, T).await;
         let (_, _, message) = condition(&ms, "SourceReady").unwrap();
         assert!(message.contains(words), "{name}: {message}");
-        assert_eq!(
-            ms.status.as_ref().unwrap().phase,
-            Some(microplane_crds::Phase::Failed),
-            "{name}"
-        );
+        // An unreachable source may come back: it is retried (Resolving, Reconciling=True); the
+        // others wait for a change to the object (Failed, Stalled=True).
+        let (phase, kstatus) = if *reason == "SourceUnreachable" {
+            (microplane_crds::Phase::Resolving, "Reconciling")
+        } else {
+            (microplane_crds::Phase::Failed, "Stalled")
+        };
+        assert_eq!(ms.status.as_ref().unwrap().phase, Some(phase), "{name}");
+        let (status, why, _) = condition(&ms, kstatus).unwrap_or_else(|| panic!("{name}: no {kstatus}"));
+        assert_eq!((status.as_str(), why.as_str()), ("True", *reason), "{name}: {kstatus}");
     }
     // Paths that leave the repository never get past the API server.
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
