@@ -148,7 +148,7 @@ enum SyncAuthMode {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_lease_manager=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
     if args.log_json {
         tracing_subscriber::fmt().json().with_env_filter(filter).init();
     } else {
