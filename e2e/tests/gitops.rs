@@ -236,4 +236,61 @@ async fn flux_applies_waits_for_health_and_reports_failures() {
     );
     let reply = gw.call(&tenant, "POST", "/helloworld/call", r#"{"name":"still"}"#);
     assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // A MicroService built from this same repository, whose build fails (a Cargo.toml cargo
+    // cannot read): the Kustomization names it too, and its build says why.
+    commit(
+        &repo,
+        "src/broken/Cargo.toml",
+        "[package]\nname = \n",
+        "a crate that does not build",
+    )
+    .await;
+    // It takes the place of `broken` in the same file, so Flux prunes that one: its early failure
+    // would otherwise be all the health check reports.
+    let fourth = commit(
+        &repo,
+        "apps/broken.yaml",
+        &format!(
+            "apiVersion: {V1}\nkind: MicroService\nmetadata:\n  name: build-fails\n  namespace: {tenant}\nspec:\n  source:\n    git: {{url: \"{}\", ref: {{branch: main}}, path: src/broken}}\n    build: {{strategy: Rust}}\n",
+            server.url(&name)
+        ),
+        "build-fails: built from src/broken",
+    )
+    .await;
+    // The build runs and fails (Stalled, BuildFailed) ...
+    let start = Instant::now();
+    let failed = loop {
+        let ms = get_json(&c, V1, "MicroService", Some(&tenant), "build-fails")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if gitops::observed(&ms) && condition(&ms, "Stalled").is_some_and(|(s, _, _)| s == "True") {
+            break ms;
+        }
+        assert!(start.elapsed() < T, "build-fails never stalled: {ms:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        condition(&failed, "Stalled").map(|c| c.1),
+        Some("BuildFailed".into()),
+        "{failed:#}"
+    );
+    // ... and the Kustomization's failure names it (Flux retries every 5 s).
+    let start = Instant::now();
+    loop {
+        let ks = follow(&c, &name, &tenant, &fourth, "False").await;
+        let (_, reason, message) = condition(&ks, "Ready").unwrap();
+        assert_eq!(reason, "HealthCheckFailed", "{ks:#}");
+        if message.contains(&format!("MicroService/{tenant}/build-fails")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "the Kustomization never named build-fails: {message}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let reply = gw.call(&tenant, "POST", "/helloworld/call", r#"{"name":"still"}"#);
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
