@@ -5,7 +5,6 @@
 //! (GitOps tools render with `helm template`).
 //!
 //! helm is `$HELM`, else the one `make controlplane` built (`$MICROPLANE_CACHE/helm-v$HELM_VERSION/helm`).
-#![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,6 @@
 //! applied, rolled out and still served through the gateway; a pushed MicroService that cannot
 //! progress (it lists a Config that does not exist, so it is Stalled) fails the Kustomization's
 //! health check, with the object named in its message.
-#![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;

@@ -4,7 +4,6 @@
 //! InProgress/Progressing while the operator works (a rollout, a Config waiting for its Secret, a
 //! generation not observed yet), Failed/Degraded when it cannot progress without a change (a
 //! MicroService listing a Config that does not exist, a Config whose Secret is missing).
-#![cfg(feature = "e2e")]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
