@@ -84,10 +84,11 @@ ServiceAccount.
           path: token
 {{- end -}}
 
-{{/* Graceful shutdown flags of the gateway. */}}
+{{/* Graceful shutdown and sync-staleness flags of the gateway. */}}
 {{- define "microplane.gateway.shutdownArgs" -}}
 - --shutdown-delay-seconds={{ .Values.gateway.shutdownDelaySeconds }}
 - --drain-timeout-seconds={{ .Values.gateway.drainTimeoutSeconds }}
+- --sync-stale-seconds={{ .Values.gateway.syncStaleSeconds }}
 {{- end -}}
 
 {{/* The restricted pod security standard, for both Deployments. */}}
