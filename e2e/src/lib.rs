@@ -38,6 +38,10 @@ pub enum Error {
     /// kubectl could not be run.
     #[error("kubectl: {0}")]
     Kubectl(String),
+    /// A stop, kill or restart a helper asked for did not happen (the process still runs, the pod
+    /// was not replaced, the Lease did not move).
+    #[error("not confirmed: {0}")]
+    Unconfirmed(String),
 }
 
 /// Result of the e2e helpers.

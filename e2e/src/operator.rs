@@ -54,6 +54,8 @@ pub struct Operator {
     pub pid: u32,
     /// The leading pod (chart install).
     pub pod: Option<String>,
+    /// The leading pod's uid (chart install): a pod of the same name made anew has another.
+    pub uid: Option<String>,
     /// Its admin address (`127.0.0.1:port`, or `<pod IP>:8081`; the host routes pod addresses).
     pub admin: String,
     /// Its log file (host process).
@@ -69,6 +71,21 @@ fn state_dir() -> Result<PathBuf> {
 fn alive(pid: u32) -> bool {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with(BIN)))
+}
+
+/// Waits until the operator process `pid` has exited; an error if it still runs after `timeout`.
+async fn wait_exited(pid: u32, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return Err(Error::Unconfirmed(format!(
+                "operator pid {pid} still runs after {timeout:?}"
+            )));
+        }
+        tick.tick().await;
+    }
+    Ok(())
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).
@@ -149,29 +166,72 @@ impl Operator {
     }
 
     /// Kills the running operator with SIGKILL (a crash: no graceful shutdown, the Lease is not
-    /// released) and starts a new one.
+    /// released) and starts a new one. Fails unless the kill is confirmed and a different operator
+    /// (another pid, or another pod holding the Lease) is ready afterwards.
     pub async fn crash_and_restart(cluster: &Cluster) -> Result<Self> {
+        let killed = Self::crash(cluster).await?;
+        Self::after_crash(cluster, &killed).await
+    }
+
+    /// Kills the running operator with SIGKILL and returns it once it is confirmed dead: its
+    /// process gone, or its pod (by uid) deleted. Nothing replaces it yet in process mode; in
+    /// chart mode the Deployment makes a new pod, which can lead only once the Lease expires.
+    pub async fn crash(cluster: &Cluster) -> Result<Self> {
         let old = Self::ensure(cluster).await?;
         let _one = START.lock().await;
-        if let Some(pod) = &old.pod {
-            // The kubelet kills the container at once (grace period 0: SIGKILL); the Deployment
-            // makes a new pod, which takes the Lease when it expires.
+        if let (Some(pod), Some(uid)) = (&old.pod, &old.uid) {
+            // The kubelet kills the container at once (grace period 0: SIGKILL). The uid
+            // precondition makes sure it is this pod that is deleted, not a namesake.
             let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
                 ..DeleteParams::default()
             };
             let _ = pods.delete(pod, &params).await?;
-            crate::wait_gone(&pods, pod, Duration::from_secs(60)).await?;
-            return chart::operator(cluster).await;
+            chart::wait_pod_gone(cluster, pod, uid, Duration::from_secs(60)).await?;
+            return Ok(old);
         }
-        let _ = Command::new("kill").args(["-KILL", &old.pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        while alive(old.pid) && Instant::now() < deadline {
-            tick.tick().await;
+        let killed = Command::new("kill")
+            .args(["-KILL", &old.pid.to_string()])
+            .status()
+            .map_err(|e| Error::Unconfirmed(format!("kill -KILL {}: {e}", old.pid)))?;
+        if !killed.success() {
+            return Err(Error::Unconfirmed(format!("kill -KILL {} failed: {killed}", old.pid)));
         }
-        Self::start(cluster).await
+        wait_exited(old.pid, Duration::from_secs(10)).await?;
+        Ok(old)
+    }
+
+    /// The operator that follows `killed` (from [`Operator::crash`]): started in process mode; in
+    /// chart mode the Deployment's new pod, once it holds the Lease. Fails unless it is another
+    /// process or another pod (name and uid) than `killed`.
+    pub async fn after_crash(cluster: &Cluster, killed: &Self) -> Result<Self> {
+        let new = if killed.pod.is_some() {
+            let _one = START.lock().await;
+            chart::operator(cluster).await?
+        } else {
+            let _one = START.lock().await;
+            Self::start(cluster).await?
+        };
+        if new.pod.is_some() {
+            let holder = chart::leader(cluster).await?;
+            if new.pod == killed.pod || new.uid == killed.uid || holder != new.pod {
+                return Err(Error::Unconfirmed(format!(
+                    "the operator was not replaced: killed {:?} ({:?}), now {:?} ({:?}), Lease held by {holder:?}",
+                    killed.pod, killed.uid, new.pod, new.uid
+                )));
+            }
+        } else if new.pid == killed.pid || !alive(new.pid) {
+            return Err(Error::Unconfirmed(format!(
+                "no new operator process: killed pid {}, now pid {}",
+                killed.pid, new.pid
+            )));
+        }
+        Ok(new)
     }
 
     async fn start(_cluster: &Cluster) -> Result<Self> {
@@ -205,6 +265,7 @@ impl Operator {
         Some(Self {
             pid,
             pod: None,
+            uid: None,
             admin,
             log: state.join("logs").join(format!("{BIN}.log")),
         })
@@ -218,21 +279,24 @@ impl Operator {
         wait_admin_ready(&self.admin, || alive(self.pid), "operator", &self.log, timeout).await
     }
 
-    /// Stops the recorded operator with SIGTERM and waits for it to exit.
+    /// Stops the operator: SIGTERM to the recorded process, or the chart's Deployment scaled to
+    /// zero. Fails unless the process has exited (or every operator pod is gone) within 20 s (60 s).
     pub async fn stop() -> Result<()> {
         if install_mode() == Install::Chart {
             return chart::scale_operator_down().await;
         }
-        let Some(op) = Self::recorded(&state_dir()?) else {
+        let Some(op) = Self::recorded(&state_dir()?).filter(|op| alive(op.pid)) else {
             return Ok(());
         };
-        let _ = Command::new("kill").args(["-TERM", &op.pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        while alive(op.pid) && Instant::now() < deadline {
-            tick.tick().await;
+        let sent = Command::new("kill")
+            .args(["-TERM", &op.pid.to_string()])
+            .status()
+            .map_err(|e| Error::Unconfirmed(format!("kill -TERM {}: {e}", op.pid)))?;
+        // A process that exited between the check and the signal is stopped too.
+        if !sent.success() && alive(op.pid) {
+            return Err(Error::Unconfirmed(format!("kill -TERM {} failed: {sent}", op.pid)));
         }
-        Ok(())
+        wait_exited(op.pid, Duration::from_secs(20)).await
     }
 
     /// The metrics page.
@@ -357,6 +421,7 @@ pub mod chart {
                 let op = Operator {
                     pid: 0,
                     pod: Some(holder),
+                    uid: pod.metadata.uid.clone(),
                     admin,
                     log: PathBuf::new(),
                 };
@@ -389,19 +454,40 @@ pub mod chart {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            let left = pods
+            let left: Vec<String> = pods
                 .list(&ListParams::default().labels(&selector(DEPLOYMENT)))
                 .await?
                 .items
-                .len();
-            if left == 0 {
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            if left.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(
-                    "the operator's pods to go".into(),
-                    Duration::from_secs(60),
-                ));
+                return Err(Error::Unconfirmed(format!(
+                    "the operator scaled to 0, but its pods {left:?} still exist after 60 s"
+                )));
+            }
+        }
+    }
+
+    /// Waits until the pod `name` with `uid` no longer exists (gone, or a new pod of that name
+    /// with another uid); an error naming it otherwise.
+    pub async fn wait_pod_gone(cluster: &Cluster, name: &str, uid: &str, timeout: Duration) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let pod = pods.get_opt(name).await?;
+            if pod.is_none_or(|p| p.metadata.uid.as_deref() != Some(uid)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unconfirmed(format!(
+                    "pod {name} ({uid}) still exists {timeout:?} after it was deleted"
+                )));
             }
         }
     }
