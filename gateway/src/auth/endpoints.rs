@@ -262,7 +262,9 @@ mod tests {
             (r.client_id.as_deref(), r.client_secret.as_deref()),
             (Some("c"), Some("u"))
         );
-        assert!(parse_request(&HeaderMap::new(), &Bytes::from("{not json")).is_err());
+        let err = parse_request(&HeaderMap::new(), &Bytes::from("{not json")).unwrap_err();
+        assert_eq!(err.code, http::StatusCode::BAD_REQUEST, "{err:?}");
+        assert!(err.detail.starts_with("malformed token request"), "{err:?}");
         assert!(!format!("{r:?}").contains('u') || !format!("{r:?}").contains("\"u\""));
     }
 }
