@@ -222,6 +222,7 @@ async fn health_and_reflection() {
 
 #[tokio::test]
 async fn follows_config_changes_without_restart() {
+    let (warnings, _guard) = Warnings::capture();
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), "Hi");
     let server = Running::start(Some(dir.path()), Duration::ZERO).await;
@@ -249,11 +250,69 @@ async fn follows_config_changes_without_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A broken document keeps the last good one.
+    // A broken document keeps the last good one: once the service has read it (it says so in its
+    // log), the old greeting is still served.
+    assert!(warnings.lines().is_empty(), "{:?}", warnings.lines());
     std::fs::write(dir.path().join("greeter/config.json"), "{not json").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !warnings
+        .lines()
+        .iter()
+        .any(|l| l.contains("keeping the last good configuration"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the broken document was never read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(call(&mut client).await, "Howdy Cy");
+    // And a good document after it is followed again.
+    write_config(dir.path(), "Hey");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while call(&mut client).await != "Hey Cy" {
+        assert!(tokio::time::Instant::now() < deadline, "the config was not followed after the broken one");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
+}
+
+/// Warnings logged on this thread (a `#[tokio::test]` runs its tasks there) while the guard of
+/// [`Warnings::capture`] lives: the evidence that the service has read what a test wrote.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let warnings = Self::default();
+        let guard = tracing::subscriber::set_default(warnings.clone());
+        (warnings, guard)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Line(String);
+        impl tracing::field::Visit for Line {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut line = Line(String::new());
+        event.record(&mut line);
+        self.0.lock().unwrap().push(line.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 #[tokio::test]
