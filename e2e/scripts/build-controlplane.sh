@@ -81,6 +81,12 @@ pids+=($!)
   build distribution "$REGISTRY_BIN" "-X github.com/distribution/distribution/v3/version.version=v$DISTRIBUTION_VERSION" \
     registry=github.com/distribution/distribution/v3/cmd/registry
   build crane "$CRANE_BIN" "" crane=github.com/google/go-containerregistry/cmd/crane
+  # The builder image (build Jobs on the real node): BuildKit, and a runc linked statically (with
+  # Debian's libseccomp.a) because the image has no C library for it to load.
+  build buildkit "$BUILDKIT_BIN" "-X github.com/moby/buildkit/version.Version=v$BUILDKIT_VERSION" \
+    buildkitd=github.com/moby/buildkit/cmd/buildkitd buildctl=github.com/moby/buildkit/cmd/buildctl
+  CGO_ENABLED=1 TAGS="seccomp netgo osusergo" build runc "$BUILDKIT_BIN" "-X main.version=$RUNC_VERSION -extldflags -static" \
+    runc=github.com/opencontainers/runc
   build helm "$HELM_BIN" "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
     helm=helm.sh/helm/v4/cmd/helm; } &
 pids+=($!)

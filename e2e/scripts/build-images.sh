@@ -66,7 +66,7 @@ cmp -s "$work/base.tar" "$out/layers/base.tar" || cp "$work/base.tar" "$out/laye
 
 # --- Images: reference | entrypoint name (/usr/local/bin/NAME) | binaries | environment.
 images=()
-add() { images+=("$1|$2|$3|${4:-}"); }
+add() { images+=("$1|$2|$3|${4:-}|${5:-}"); }
 add "localhost/microplane/pause:$PAUSE_VERSION" pause "$pause_bin"
 add "localhost/microplane/coredns:v$COREDNS_VERSION" coredns "$COREDNS_BIN/coredns"
 add "localhost/microplane/registry:v$DISTRIBUTION_VERSION" registry "$REGISTRY_BIN/registry"
@@ -75,6 +75,39 @@ add "localhost/microplane/kubectl:v$K8S_VERSION" kubectl "$K8S_BIN/kubectl"
 add "ghcr.io/microplane-dev/microplane-operator:$version" microplane-operator "$rust_out/microplane-operator"
 add "ghcr.io/microplane-dev/microplane-gateway:$version" microplane-gateway "$rust_out/microplane-gateway"
 add "ghcr.io/microplane-dev/helloworld:$version" helloworld "$rust_out/helloworld $rust_out/helloworld-call" "MICRO_SERVICE_ADDRESS=:8080"
+
+# --- The build Jobs' images (operator --builder-image, --clone-image), run on the real node.
+# Debian's git, ssh and dash are dynamic: each image carries them with exactly the shared libraries
+# `ldd` lists, at the same paths, so nothing is pulled and no distribution is needed.
+[[ -x $BUILDKIT_BIN/buildkitd && -x $BUILDKIT_BIN/buildctl && -x $BUILDKIT_BIN/runc ]] ||
+  { echo "missing BuildKit in $BUILDKIT_BIN: run make controlplane" >&2; exit 1; }
+closure() { # dir file...: the files, the shared libraries they load, /bin/sh = dash
+  local dir=$1 f l; shift
+  for f in /bin/dash "$@"; do
+    install -D -m 755 "$(readlink -f "$f")" "$dir$f"
+    for l in $(ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+      [[ -e $dir$l ]] || install -D -m 755 "$(readlink -f "$l")" "$dir$l"
+    done
+  done
+  ln -sf dash "$dir/bin/sh"
+}
+tool_dirs=$work/tools
+closure "$tool_dirs/git" /usr/bin/git /usr/lib/git-core/git-remote-http /usr/bin/ssh /usr/bin/install /usr/bin/cat
+ln -sf git-remote-http "$tool_dirs/git/usr/lib/git-core/git-remote-https"
+git_version=$(git --version | awk '{print $3}')
+closure "$tool_dirs/buildkit" /usr/bin/chmod /usr/bin/mkdir /usr/bin/cat /usr/bin/sed /usr/bin/tr /usr/bin/sleep /usr/bin/dirname /usr/bin/basename
+install -D -m 755 "$BUILDKIT_BIN/buildkitd" "$BUILDKIT_BIN/buildctl" "$BUILDKIT_BIN/runc" -t "$tool_dirs/buildkit/usr/local/bin/"
+# BuildKit's runc for RUN steps, without a new session keyring per container: keyctl is what the
+# runtime's default seccomp profile refuses, and the build container keeps that profile.
+cat >"$tool_dirs/buildkit/usr/local/bin/buildkit-runc" <<'SH'
+#!/bin/sh
+# shellcheck disable=SC2086 # BUILDKIT_RUNC_FLAGS: more flags of `runc run`, split at spaces
+for a; do shift; set -- "$@" "$a"; case $a in run|create) set -- "$@" --no-new-keyring ${BUILDKIT_RUNC_FLAGS:-} ;; esac; done
+exec /usr/local/bin/runc "$@"
+SH
+chmod 755 "$tool_dirs/buildkit/usr/local/bin/buildkit-runc"
+add "localhost/microplane/git:v$git_version" git "" "" "$tool_dirs/git"
+add "localhost/microplane/buildkit:v$BUILDKIT_VERSION" buildkit "" "" "$tool_dirs/buildkit"
 
 file_name() { local n=${1%%:*}; n=${n##*/}; echo "${n#microplane-}"; }
 registry_started=0
@@ -99,24 +132,66 @@ YAML
 
 built=0
 for spec in "${images[@]}"; do
-  IFS='|' read -r ref name bins env <<<"$spec"
+  IFS='|' read -r ref name bins env tree <<<"$spec"
   tarball=$out/$(file_name "$ref").tar
   # shellcheck disable=SC2086 # bins is a list of paths
-  key=$(cat "$work/base.tar" $bins <(echo "$ref|$name|$bins|$env v3") | sha256sum | cut -c1-64)
+  key=$(cat "$work/base.tar" $bins <([[ -z $tree ]] || layer "$tree" -) <(echo "$ref|$name|$bins|$env v3") | sha256sum | cut -c1-64)
   [[ -f $tarball && $(cat "$tarball.key" 2>/dev/null) == "$key" ]] && continue
   start_registry
-  mkdir -p "$work/$name/usr/local/bin"
-  # shellcheck disable=SC2086
-  cp $bins "$work/$name/usr/local/bin/"
-  layer "$work/$name" "$work/$name.tar"
+  entrypoint=/usr/local/bin/$name
+  if [[ -n $tree ]]; then
+    entrypoint=/bin/sh
+    layer "$tree" "$work/$name.tar"
+  else
+    mkdir -p "$work/$name/usr/local/bin"
+    # shellcheck disable=SC2086
+    cp $bins "$work/$name/usr/local/bin/"
+    layer "$work/$name" "$work/$name.tar"
+  fi
   env_args=(--env PATH=/usr/local/bin:/usr/bin:/bin)
   [[ -n $env ]] && env_args+=(--env "$env")
   "$crane" mutate --insecure "$REG/microplane/base:1" --append "$work/$name.tar" \
-    --entrypoint "/usr/local/bin/$name" --user 65532:65532 --workdir / "${env_args[@]}" \
+    --entrypoint "$entrypoint" --user 65532:65532 --workdir / "${env_args[@]}" \
     --set-platform linux/amd64 \
     --label "org.opencontainers.image.source=https://github.com/microplane-dev/microplane" \
     -t "$ref" -o "$tarball.tmp" >/dev/null 2>"$work/crane.log" || { cat "$work/crane.log" >&2; exit 1; }
   mv "$tarball.tmp" "$tarball"; echo "$key" >"$tarball.key"
   built=$((built + 1))
 done
+# --- The registry mirror's base images (node-up.sh pushes them to the in-cluster registry under
+# mirror/<registry>/…, where the build Jobs' BuildKit resolves docker.io and gcr.io): the bases the
+# operator's generated Dockerfiles name, made here. golang = this machine's Go toolchain and a shell;
+# distroless/static = the base layer.
+goroot=$(go env GOROOT)
+go_version=$(go env GOVERSION)
+mirror=$out/mirror
+mkdir -p "$mirror"
+go_key=$(echo "$go_version $(sha256sum <"$work/base.tar") v1" | sha256sum | cut -c1-16)
+if [[ ! -f $mirror/golang.tar || $(cat "$mirror/golang.tar.key" 2>/dev/null) != "$go_key" ]]; then
+  start_registry
+  mkdir -p "$work/go/usr/local/go"
+  closure "$work/go" /usr/bin/mkdir /usr/bin/cat
+  # The toolchain without its tests, docs and other platforms' tools.
+  tar -C "$goroot" --exclude=./test --exclude=./doc --exclude=./api --exclude=./misc --exclude='testdata' \
+    --exclude=./pkg/obj --exclude='./pkg/*_*_race' -cf - . | tar -C "$work/go/usr/local/go" -xf -
+  layer "$work/go" "$work/go.tar"
+  "$crane" mutate --insecure "$REG/microplane/base:1" --append "$work/go.tar" --user 0:0 --workdir /go \
+    --env PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin --env GOPATH=/go --env HOME=/root \
+    --env GOTOOLCHAIN=local --env GOPROXY=off --env GOFLAGS=-mod=mod \
+    --set-platform linux/amd64 -t "docker.io/library/golang:1-bookworm" -o "$mirror/golang.tar.tmp" >/dev/null 2>"$work/crane.log" ||
+    { cat "$work/crane.log" >&2; exit 1; }
+  mv "$mirror/golang.tar.tmp" "$mirror/golang.tar"; echo "$go_key" >"$mirror/golang.tar.key"
+  built=$((built + 1))
+fi
+static_key=$(sha256sum <"$work/base.tar" | cut -c1-16)
+if [[ ! -f $mirror/static-debian12.tar || $(cat "$mirror/static-debian12.tar.key" 2>/dev/null) != "$static_key" ]]; then
+  start_registry
+  "$crane" mutate --insecure "$REG/microplane/base:1" --user 65532:65532 --workdir / \
+    --env PATH=/usr/local/bin:/usr/bin:/bin --set-platform linux/amd64 \
+    -t "gcr.io/distroless/static-debian12:nonroot" -o "$mirror/static-debian12.tar.tmp" >/dev/null 2>"$work/crane.log" ||
+    { cat "$work/crane.log" >&2; exit 1; }
+  mv "$mirror/static-debian12.tar.tmp" "$mirror/static-debian12.tar"; echo "$static_key" >"$mirror/static-debian12.tar.key"
+  built=$((built + 1))
+fi
+
 log "images in $out: ${#images[@]} ($built built) in $((SECONDS - t0))s"

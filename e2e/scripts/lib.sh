@@ -41,3 +41,5 @@ cert() {
 KSTATUS_BIN="$MICROPLANE_CACHE/kstatus-v$KSTATUS_VERSION"
 SOURCE_CONTROLLER_BIN="$MICROPLANE_CACHE/source-controller-v$FLUX_SOURCE_CONTROLLER_VERSION"
 KUSTOMIZE_CONTROLLER_BIN="$MICROPLANE_CACHE/kustomize-controller-v$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
+# The builder image's BuildKit (e2e/scripts/build-images.sh packages it with a static runc).
+BUILDKIT_BIN="$MICROPLANE_CACHE/buildkit-v$BUILDKIT_VERSION"

@@ -33,8 +33,40 @@ for c in nft socat nsenter unshare; do
   command -v "$c" >/dev/null || { echo "missing $c (Debian: nftables socat util-linux)" >&2; exit 1; }
 done
 
+# The registry mirror (build Jobs' base images, make images' mirror/*.tar) under mirror/<registry>/…
+# of the in-cluster registry, and a Service `registry` in kube-system that reaches it from pods
+# (the registry shares the node's network: localhost:5000 is only the node's own name for it).
+fill_mirror() {
+  local t ref
+  "${kubectl[@]}" apply --server-side --force-conflicts --field-manager=microplane.dev/node -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: registry, namespace: kube-system}
+spec:
+  ports: [{name: http, port: 5000, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: registry-node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: registry, endpointslice.kubernetes.io/managed-by: microplane.dev-node}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_IP"], conditions: {ready: true}}]
+ports: [{name: http, port: 5000, protocol: TCP}]
+YAML
+  for t in "$images"/mirror/*.tar; do
+    [[ -f $t ]] || continue
+    ref=$(tar -xOf "$t" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')
+    "$CRANE_BIN/crane" push --insecure "$t" "$NODE_IP:5000/mirror/$ref" >/dev/null 2>"$state/logs/mirror-push.log" ||
+      { cat "$state/logs/mirror-push.log" >&2; exit 1; }
+  done
+}
+
 if "$(dirname "$0")/node-status.sh" >/dev/null 2>&1; then
   "$(dirname "$0")/node-load-images.sh"
+  . "$state/netns.env"
+  fill_mirror
   log "node $NODE_NAME already running"; exit 0
 fi
 "$(dirname "$0")/node-down.sh" >/dev/null 2>&1 || true
@@ -231,4 +263,5 @@ sed -e "s|@CLUSTER_DNS@|$CLUSTER_DNS|g" -e "s|@COREDNS_VERSION@|$COREDNS_VERSION
   "${kubectl[@]}" apply --server-side --force-conflicts --field-manager=microplane.dev/node -f - >/dev/null
 "${kubectl[@]}" rollout status -n kube-system deployment/coredns --timeout=90s >/dev/null
 "${kubectl[@]}" rollout status -n kube-system deployment/registry --timeout=90s >/dev/null
+fill_mirror
 log "node $NODE_NAME Ready ${kubelet_ready}s after the kubelet started (${ready}s with containerd and the images), add-ons in $((SECONDS - t0))s (kubelet $K8S_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION); pods in $POD_CIDR; registry localhost:5000 on the node, $NODE_IP:5000 from the host"

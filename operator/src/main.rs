@@ -69,15 +69,24 @@ struct Args {
     /// Secret in the build namespace with the registry's docker `config.json`.
     #[arg(long, env = "MICROPLANE_REGISTRY_SECRET")]
     registry_secret: Option<String>,
-    /// Image of the build step (rootless BuildKit by default).
+    /// The registry as build pods reach it, when nodes pull from it by another name (`--registry`).
+    #[arg(long, env = "MICROPLANE_PUSH_REGISTRY")]
+    push_registry: Option<String>,
+    /// Registry mirror for base images, `registry=host[:port][/path]` (repeatable).
+    #[arg(long = "build-mirror", env = "MICROPLANE_BUILD_MIRRORS", value_delimiter = ',', value_parser = microplane_operator::source::job::parse_mirror)]
+    build_mirrors: Vec<(String, String)>,
+    /// Registry builds reach over plain HTTP, `host[:port]` (repeatable).
     #[arg(
-        long,
-        env = "MICROPLANE_BUILDER_IMAGE",
-        default_value = "docker.io/moby/buildkit:v0.23.2-rootless"
+        long = "insecure-registry",
+        env = "MICROPLANE_INSECURE_REGISTRIES",
+        value_delimiter = ','
     )]
+    insecure_registries: Vec<String>,
+    /// Image of the build step (BuildKit; see docs/builds.md for what it must hold).
+    #[arg(long, env = "MICROPLANE_BUILDER_IMAGE", default_value = microplane_operator::source::job::DEFAULT_BUILDER_IMAGE)]
     builder_image: String,
     /// Image of the clone step (needs git and sh).
-    #[arg(long, env = "MICROPLANE_CLONE_IMAGE", default_value = "docker.io/alpine/git:v2.49.1")]
+    #[arg(long, env = "MICROPLANE_CLONE_IMAGE", default_value = microplane_operator::source::job::DEFAULT_CLONE_IMAGE)]
     clone_image: String,
     /// Seconds a build may run.
     #[arg(long, env = "MICROPLANE_BUILD_DEADLINE_SECONDS", default_value_t = 1800)]
@@ -215,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
             build: BuildSettings {
                 namespace: args.build_namespace,
                 registry: args.registry,
+                push_registry: args.push_registry,
+                mirrors: args.build_mirrors,
+                insecure_registries: args.insecure_registries,
                 builder_image: args.builder_image,
                 clone_image: args.clone_image,
                 registry_secret: args.registry_secret,

@@ -481,8 +481,18 @@ fn build_job_shape() {
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    // BuildKit is root of the pod's user namespace only, with the runtime's seccomp profile.
+    assert_eq!(pod.host_users, Some(false));
     let sc = builder.security_context.as_ref().unwrap();
-    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(0));
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    assert_eq!(sc.privileged, None);
+    let caps = sc.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert!(
+        !env(builder, "BUILDKITD_FLAGS").unwrap().contains("no-process-sandbox"),
+        "RUN steps run in containers of their own"
+    );
     assert!(
         builder
             .resources
@@ -493,14 +503,63 @@ fn build_job_shape() {
             .unwrap()
             .contains_key("memory")
     );
+    // Secrets reach the containers as files only: no environment variable reads a Secret, and the
+    // only Secret volumes are the source credentials (clone) and the registry's (build).
     for c in [clone, builder] {
         assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
-        let cmd = c.command.as_ref().unwrap().join(" ");
+        for e in c.env.iter().flatten() {
+            let from_secret = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
+            assert!(from_secret.is_none(), "{}: env {} reads a Secret", c.name, e.name);
+        }
+    }
+    let secret_volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.secret.is_some())
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(secret_volumes, ["git-credentials"]);
+    let git_mount = clone
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "git-credentials")
+        .unwrap();
+    assert_eq!(git_mount.mount_path, job::CREDENTIALS_DIR);
+    assert_eq!(git_mount.read_only, Some(true));
+    // The clone script reads every credential from that directory, never from its arguments.
+    let script = clone.command.as_ref().unwrap().join(" ");
+    for key in ["token", "username", "password", "ssh-privatekey", "known_hosts"] {
         assert!(
-            !cmd.contains("password=") || cmd.contains("$(cat"),
-            "secrets come from files"
+            script.contains(&format!("$d/{key}")) || script.contains(&format!("$creds/{key}")),
+            "the clone step reads {key} from {}",
+            job::CREDENTIALS_DIR
         );
     }
+    // The registry's credentials, when set, go to the build step only, read-only.
+    let with_registry = BuildSettings {
+        registry_secret: Some("push".into()),
+        ..BuildSettings::default()
+    };
+    let job = job::desired(&build(&c, Strategy::Go), &with_registry);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let (clone, builder) = (&pod.init_containers.as_ref().unwrap()[0], &pod.containers[0]);
+    assert!(!mounts(clone).contains(&"registry-credentials".to_string()));
+    let m = builder
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "registry-credentials")
+        .unwrap();
+    assert_eq!(
+        (m.mount_path.as_str(), m.read_only),
+        (job::REGISTRY_CREDENTIALS_DIR, Some(true))
+    );
+    assert_eq!(
+        env(builder, "DOCKER_CONFIG").as_deref(),
+        Some(job::REGISTRY_CREDENTIALS_DIR)
+    );
     // Dockerfile builds name their Dockerfile and get no generated one.
     let job = job::desired(&build(&c, Strategy::Dockerfile), &s);
     let builder = &job.spec.unwrap().template.spec.unwrap().containers[0];

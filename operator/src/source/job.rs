@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Toleration,
-    Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -29,6 +28,16 @@ pub const CLONE_CONTAINER: &str = "clone";
 /// Where the source credentials are mounted in the clone container (only there).
 pub const CREDENTIALS_DIR: &str = "/var/run/microplane/git";
 
+/// The builder image `make images` builds (BuildKit and runc from their Go modules).
+pub const DEFAULT_BUILDER_IMAGE: &str = "localhost/microplane/buildkit:v0.34.2";
+/// The clone image `make images` builds (git, ssh and sh with their libraries).
+pub const DEFAULT_CLONE_IMAGE: &str = "localhost/microplane/git:v2.39.5";
+/// Where the registry's docker config is mounted in the build container (only there, and only
+/// `buildctl` reads it: RUN steps run in containers of their own that never see this path).
+pub const REGISTRY_CREDENTIALS_DIR: &str = "/var/run/microplane/registry";
+/// Where BuildKit keeps its state in the build container (a volume).
+pub const BUILDKIT_ROOT: &str = "/var/lib/buildkit";
+
 /// How and where images are built.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildSettings {
@@ -37,7 +46,16 @@ pub struct BuildSettings {
     pub namespace: String,
     /// Registry and prefix images are pushed to: `<registry>/<tenant>/<service>:<commit>`.
     pub registry: String,
-    /// Image of the build step (default: rootless BuildKit).
+    /// The registry as build pods reach it, when that differs from `registry` (the name nodes
+    /// pull by): both must be the same storage. `None`: build pods push to `registry`.
+    pub push_registry: Option<String>,
+    /// Registry mirrors BuildKit resolves base images through: `(registry, mirror)`, the mirror a
+    /// `host[:port][/path]` (e.g. `docker.io` → `registry.internal:5000/mirror/docker.io`).
+    pub mirrors: Vec<(String, String)>,
+    /// Registries (`host[:port]`) BuildKit reaches over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Image of the build step: BuildKit's `buildkitd` and `buildctl`, `sh`, and a
+    /// `buildkit-runc` that runs RUN steps without a new session keyring (see docs/builds.md).
     pub builder_image: String,
     /// Image of the clone step (needs `git` and `sh`).
     pub clone_image: String,
@@ -62,8 +80,11 @@ impl Default for BuildSettings {
         Self {
             namespace: "microplane-builds".into(),
             registry: "localhost:5000".into(),
-            builder_image: "docker.io/moby/buildkit:v0.23.2-rootless".into(),
-            clone_image: "docker.io/alpine/git:v2.49.1".into(),
+            push_registry: None,
+            mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
+            builder_image: DEFAULT_BUILDER_IMAGE.into(),
+            clone_image: DEFAULT_CLONE_IMAGE.into(),
             registry_secret: None,
             deadline_seconds: 1800,
             ttl_seconds: 3600,
@@ -110,6 +131,21 @@ impl Build<'_> {
     /// The tag pushed: `<registry>/<tenant>/<service>:<commit>`.
     pub fn image(&self, settings: &BuildSettings) -> String {
         format!("{}:{}", self.repository(settings), self.commit)
+    }
+
+    /// The tag as the build pod pushes it: [`Build::image`] at the push registry.
+    pub fn push_image(&self, settings: &BuildSettings) -> String {
+        format!("{}:{}", self.push_repository(settings), self.commit)
+    }
+
+    /// The layer cache of the service's builds, next to its images: `<push registry>/<tenant>/<service>:buildcache`.
+    pub fn cache_image(&self, settings: &BuildSettings) -> String {
+        format!("{}:buildcache", self.push_repository(settings))
+    }
+
+    fn push_repository(&self, settings: &BuildSettings) -> String {
+        let registry = settings.push_registry.as_deref().unwrap_or(&settings.registry);
+        format!("{}/{}/{}", registry.trim_end_matches('/'), self.tenant, self.service)
     }
 
     /// The Job name: `<tenant>-<service>` (cut) + a hash of everything that shapes the image.
@@ -162,22 +198,85 @@ git fetch -q --depth 1 origin "$GIT_COMMIT" || git fetch -q origin
 git -c advice.detachedHead=false checkout -q "$GIT_COMMIT"
 "#;
 
-/// Builds with rootless BuildKit and reports the pushed digest as the termination message.
+/// Starts BuildKit in the build container, builds, pushes the image and the layer cache, and
+/// reports the pushed digest as the termination message. The whole build log (`--progress plain`)
+/// is the container's log; on failure its tail is the termination message.
 const BUILD_SCRIPT: &str = r#"set -eu
-mkdir -p /tmp/microplane
+run=/tmp/microplane
+mkdir -p "$run"
 if [ "$BUILD_STRATEGY" = Dockerfile ]; then
   context="$BUILD_CONTEXT"; df="$BUILD_CONTEXT/$BUILD_DOCKERFILE"
 else
-  printf '%s\n' "$BUILD_GENERATED_DOCKERFILE" > /tmp/microplane/Dockerfile
-  context=/workspace/src; df=/tmp/microplane/Dockerfile
+  printf '%s\n' "$BUILD_GENERATED_DOCKERFILE" > "$run/Dockerfile"
+  context=/workspace/src; df="$run/Dockerfile"
 fi
-buildctl-daemonless.sh build --frontend dockerfile.v0 \
+printf '%s\n' "$BUILDKITD_CONFIG" > "$run/buildkitd.toml"
+addr="unix://$run/buildkitd.sock"
+# shellcheck disable=SC2086
+buildkitd --config "$run/buildkitd.toml" --addr "$addr" $BUILDKITD_FLAGS > "$run/buildkitd.log" 2>&1 &
+i=0
+until buildctl --addr "$addr" debug workers > /dev/null 2>&1; do
+  i=$((i + 1))
+  if [ "$i" -gt 300 ] || ! kill -0 $! 2> /dev/null; then
+    echo "buildkitd did not start:"; cat "$run/buildkitd.log"; exit 1
+  fi
+  sleep 0.1
+done
+echo "microplane: building $BUILD_IMAGE ($BUILD_STRATEGY)"
+buildctl --addr "$addr" build --progress plain --frontend dockerfile.v0 \
   --local context="$context" --local dockerfile="$(dirname "$df")" --opt filename="$(basename "$df")" \
   --opt build-arg:SOURCE_PATH="$BUILD_PATH" \
-  --output type=image,name="$BUILD_IMAGE",push=true --metadata-file /tmp/microplane/metadata.json
-tr -d ' \n' < /tmp/microplane/metadata.json | sed -n 's/.*"containerimage.digest":"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' > /dev/termination-log
+  --import-cache type=registry,ref="$BUILD_CACHE" --export-cache type=registry,ref="$BUILD_CACHE",mode=max \
+  --output type=image,name="$BUILD_IMAGE",push=true --metadata-file "$run/metadata.json" 2>&1
+tr -d ' \n' < "$run/metadata.json" | sed -n 's/.*"containerimage.digest":"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' > /dev/termination-log
 test -s /dev/termination-log
+echo "microplane: pushed $BUILD_IMAGE@$(cat /dev/termination-log)"
 "#;
+
+/// The BuildKit daemon's configuration (`buildkitd.toml`): the registry mirrors and the registries
+/// reached over plain HTTP.
+pub fn buildkitd_config(settings: &BuildSettings) -> String {
+    // A TOML basic string: quotes, backslashes and control characters escaped.
+    let quote = |s: &str| {
+        let mut q = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' | '\\' => {
+                    q.push('\\');
+                    q.push(c);
+                }
+                c if c.is_control() => q.push_str(&format!("\\u{:04X}", u32::from(c))),
+                c => q.push(c),
+            }
+        }
+        q.push('"');
+        q
+    };
+    let mut hosts: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
+    for (registry, mirror) in &settings.mirrors {
+        hosts.entry(registry.clone()).or_default().0.push(mirror.clone());
+        // A mirror on an insecure registry is reached over HTTP too (BuildKit configures it by host).
+        let host = mirror.split('/').next().unwrap_or(mirror);
+        if settings.insecure_registries.iter().any(|r| r == host) {
+            hosts.entry(host.to_string()).or_default().1 = true;
+        }
+    }
+    for r in &settings.insecure_registries {
+        hosts.entry(r.clone()).or_default().1 = true;
+    }
+    let mut out = String::from("# Generated by the operator for this build.\n");
+    for (host, (mirrors, http)) in hosts {
+        out.push_str(&format!("[registry.{}]\n", quote(&host)));
+        if !mirrors.is_empty() {
+            let list: Vec<String> = mirrors.iter().map(|m| quote(m)).collect();
+            out.push_str(&format!("  mirrors = [{}]\n", list.join(", ")));
+        }
+        if http {
+            out.push_str("  http = true\n");
+        }
+    }
+    out
+}
 
 /// The Dockerfile a `Rust` or `Go` source is built with (BuildKit), from the repository root with
 /// the source path as `SOURCE_PATH`.
@@ -278,6 +377,27 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
     }
 }
 
+/// The capabilities of the build container (in the pod's user namespace): SYS_ADMIN to mount
+/// and create namespaces, and the set BuildKit gives RUN steps (a container cannot grant more
+/// than it holds).
+pub const BUILDKIT_CAPABILITIES: &[&str] = &[
+    "SYS_ADMIN",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "SETFCAP",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SYS_CHROOT",
+    "MKNOD",
+    "AUDIT_WRITE",
+];
+
 /// The build Job.
 pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
     let name = build.job_name(settings);
@@ -305,11 +425,11 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
     let mut build_mounts = vec![
         mount("workspace", "/workspace", true),
         mount("build-tmp", "/tmp", false),
-        mount("buildkit", "/home/user/.local/share/buildkit", false),
+        mount("buildkit", BUILDKIT_ROOT, false),
     ];
     if let Some(secret) = &settings.registry_secret {
         volumes.push(secret_volume("registry-credentials", secret));
-        build_mounts.push(mount("registry-credentials", "/home/user/.docker", true));
+        build_mounts.push(mount("registry-credentials", REGISTRY_CREDENTIALS_DIR, true));
     }
 
     let clone = Container {
@@ -341,8 +461,18 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
         env("BUILD_STRATEGY", build.strategy.as_str()),
         env("BUILD_CONTEXT", &context),
         env("BUILD_PATH", if build.path.is_empty() { "." } else { build.path }),
-        env("BUILD_IMAGE", &build.image(settings)),
-        env("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox"),
+        env("BUILD_IMAGE", &build.push_image(settings)),
+        env("BUILD_CACHE", &build.cache_image(settings)),
+        env("BUILDKITD_CONFIG", &buildkitd_config(settings)),
+        // RUN steps share the pod's network (and its NetworkPolicy); BuildKit's process sandbox
+        // stays on: each RUN step is a runc container of its own.
+        env(
+            "BUILDKITD_FLAGS",
+            &format!("--root {BUILDKIT_ROOT} --oci-worker-binary buildkit-runc --oci-worker-net host"),
+        ),
+        // RuntimeDefault seccomp refuses pivot_root: RUN steps are jailed with MS_MOVE + chroot.
+        env("BUILDKIT_RUNC_FLAGS", "--no-pivot"),
+        env("DOCKER_CONFIG", REGISTRY_CREDENTIALS_DIR),
     ];
     match build.strategy {
         Strategy::Dockerfile => build_env.push(env("BUILD_DOCKERFILE", build.dockerfile)),
@@ -354,18 +484,22 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
         command: Some(vec!["/bin/sh".into(), "-c".into(), BUILD_SCRIPT.into()]),
         env: Some(build_env),
         volume_mounts: Some(build_mounts),
-        // Rootless BuildKit needs user namespaces: seccomp and AppArmor unconfined, no
-        // no-new-privileges (newuidmap). Everything else stays locked down.
+        // BuildKit runs as root of the pod's user namespace (`hostUsers: false`): its root and
+        // capabilities are an unprivileged range of the node's IDs. It mounts and starts RUN-step
+        // containers (SYS_ADMIN over its own namespaces, a fresh /proc: Unmasked); the runtime's
+        // default seccomp profile stays on.
         security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(1000),
-            run_as_group: Some(1000),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "Unconfined".into(),
-                localhost_profile: None,
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            proc_mount: Some("Unmasked".into()),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(BUILDKIT_CAPABILITIES.iter().map(|c| (*c).to_string()).collect()),
             }),
-            app_armor_profile: Some(AppArmorProfile {
-                type_: "Unconfined".into(),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
                 localhost_profile: None,
             }),
             ..SecurityContext::default()
@@ -405,8 +539,9 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    host_users: Some(false),
                     security_context: Some(PodSecurityContext {
-                        fs_group: Some(1000),
+                        fs_group: Some(65532),
                         ..PodSecurityContext::default()
                     }),
                     init_containers: Some(vec![clone]),
@@ -591,6 +726,14 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses a registry mirror as the flag `--build-mirror` takes it: `registry=host[:port][/path]`.
+pub fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((r, m)) if !r.is_empty() && !m.is_empty() && !r.contains('/') => Ok((r.to_string(), m.to_string())),
+        _ => Err(format!("mirror {s:?}: expected registry=host[:port][/path]")),
+    }
+}
+
 #[cfg(test)]
 mod placement_tests {
     use super::*;
@@ -609,5 +752,75 @@ mod placement_tests {
         assert!(parse_toleration("=v:NoSchedule").unwrap_err().contains("key"));
         assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
         assert!(parse_label("ab").is_err());
+    }
+
+    #[test]
+    fn mirrors_parse_as_registry_equals_mirror() {
+        assert_eq!(
+            parse_mirror("docker.io=reg:5000/mirror/docker.io").unwrap(),
+            ("docker.io".into(), "reg:5000/mirror/docker.io".into())
+        );
+        for bad in ["docker.io", "=reg:5000", "docker.io=", "a/b=reg"] {
+            assert!(parse_mirror(bad).unwrap_err().contains("registry=host"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn buildkitd_config_names_mirrors_and_plain_http_registries() {
+        let settings = BuildSettings {
+            mirrors: vec![
+                ("docker.io".into(), "reg.svc:5000/mirror/docker.io".into()),
+                ("gcr.io".into(), "reg.svc:5000/mirror/gcr.io".into()),
+            ],
+            insecure_registries: vec!["reg.svc:5000".into()],
+            ..BuildSettings::default()
+        };
+        assert_eq!(
+            buildkitd_config(&settings),
+            "# Generated by the operator for this build.\n\
+             [registry.\"docker.io\"]\n  mirrors = [\"reg.svc:5000/mirror/docker.io\"]\n\
+             [registry.\"gcr.io\"]\n  mirrors = [\"reg.svc:5000/mirror/gcr.io\"]\n\
+             [registry.\"reg.svc:5000\"]\n  http = true\n"
+        );
+        // Nothing configured: the defaults of BuildKit (HTTPS, no mirror).
+        assert_eq!(
+            buildkitd_config(&BuildSettings::default()),
+            "# Generated by the operator for this build.\n"
+        );
+        // A quote in a value cannot end the TOML string.
+        let odd = BuildSettings {
+            insecure_registries: vec!["a\"]\nx = [\"b".into()],
+            ..BuildSettings::default()
+        };
+        assert!(
+            buildkitd_config(&odd).contains(r#"[registry."a\"]\u000Ax = [\"b"]"#),
+            "{}",
+            buildkitd_config(&odd)
+        );
+    }
+
+    #[test]
+    fn builds_push_where_pods_reach_the_registry_and_nodes_pull_by_its_name() {
+        let settings = BuildSettings {
+            push_registry: Some("reg.svc:5000".into()),
+            ..BuildSettings::default()
+        };
+        let b = Build {
+            tenant: "acme",
+            service: "hello",
+            url: "https://example.com/r.git",
+            commit: "c0ffee",
+            path: "",
+            strategy: Strategy::Go,
+            dockerfile: "Dockerfile",
+            credentials: None,
+        };
+        assert_eq!(b.push_image(&settings), "reg.svc:5000/acme/hello:c0ffee");
+        assert_eq!(b.cache_image(&settings), "reg.svc:5000/acme/hello:buildcache");
+        assert_eq!(b.repository(&settings), "localhost:5000/acme/hello");
+        assert_eq!(
+            b.push_image(&BuildSettings::default()),
+            "localhost:5000/acme/hello:c0ffee"
+        );
     }
 }
