@@ -289,10 +289,27 @@ async fn external_issuer_tokens_verify_with_fetched_keys() {
         call(&gw, &ns, Some(&external_token(&key, "https://other.example"))).status,
         401
     );
-    // The JWKS server goes away: the fetched keys keep verifying.
+    // The JWKS server goes away: the fetched keys keep verifying, also after the gateway tried to
+    // fetch them again and failed. No refresh is due for 5 minutes, so a token with a kid never
+    // published makes it try (at most once per 10 s); the failure shows in its log.
     server.stop().await;
+    let unknown_kid = external_token(&SigningKey::generate("ext-unpublished").unwrap(), &issuer);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !logged_fetch_failure(&gw, &issuer) {
+        assert_eq!(call(&gw, &ns, Some(&unknown_kid)).status, 401);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never tried to fetch the keys of {issuer} after the server went away"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for _ in 0..10 {
-        assert_eq!(call(&gw, &ns, Some(&good)).status, 200);
+        let r = call(&gw, &ns, Some(&good));
+        assert_eq!(
+            r.status, 200,
+            "the last good keys verify after a failed fetch: {}",
+            r.body
+        );
     }
 }
 

@@ -279,7 +279,10 @@ mod tests {
             services: vec![],
         });
         let err = apply(&gw, &bad).unwrap_err();
-        assert!(err.contains("descriptor"), "refused for its descriptors, not another reason: {err}");
+        assert!(
+            err.contains("descriptor"),
+            "refused for its descriptors, not another reason: {err}"
+        );
         let cur = gw.snapshot.load_full().unwrap();
         assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
     }

@@ -260,7 +260,10 @@ async fn follows_config_changes_without_restart() {
         .iter()
         .any(|l| l.contains("keeping the last good configuration"))
     {
-        assert!(tokio::time::Instant::now() < deadline, "the broken document was never read");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broken document was never read"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(call(&mut client).await, "Howdy Cy");
@@ -268,7 +271,10 @@ async fn follows_config_changes_without_restart() {
     write_config(dir.path(), "Hey");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while call(&mut client).await != "Hey Cy" {
-        assert!(tokio::time::Instant::now() < deadline, "the config was not followed after the broken one");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the config was not followed after the broken one"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
