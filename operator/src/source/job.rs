@@ -417,6 +417,7 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
         empty_dir("clone-tmp", "64Mi"),
         empty_dir("build-tmp", "1Gi"),
         empty_dir("buildkit", "8Gi"),
+        empty_dir("build-run", "16Mi"),
     ];
     if let Some(secret) = build.credentials {
         volumes.push(secret_volume("git-credentials", secret));
@@ -426,6 +427,8 @@ pub fn desired(build: &Build<'_>, settings: &BuildSettings) -> Job {
         mount("workspace", "/workspace", true),
         mount("build-tmp", "/tmp", false),
         mount("buildkit", BUILDKIT_ROOT, false),
+        // buildkitd's sockets (/run/buildkit); the root filesystem stays read-only.
+        mount("build-run", "/run", false),
     ];
     if let Some(secret) = &settings.registry_secret {
         volumes.push(secret_volume("registry-credentials", secret));
