@@ -802,7 +802,14 @@ async fn buildkit_builds_dockerfile_and_go_sources_that_the_node_runs_by_digest(
     let Outcome::Failed(message) = &built.outcome else {
         panic!("a broken commit built: {:?}", built.outcome)
     };
-    assert!(message.starts_with("step build exited with code 1:"), "{message}");
+    // It names where the whole log is: the build pod's, through its Job.
+    let job_name = built.pod.metadata.labels.as_ref().unwrap()["job-name"].clone();
+    assert!(
+        message.starts_with(&format!(
+            "step build exited with code 1 (whole log: kubectl logs -n {BUILDS} job/{job_name} -c build):"
+        )),
+        "{message}"
+    );
     assert!(message.contains("too many return values"), "go's own words: {message}");
     assert!(built.log.contains("too many return values"), "{}", built.log);
     delete_builds(&c, &ns).await;
@@ -957,6 +964,15 @@ async fn buildkit_keeps_a_hostile_dockerfile_from_the_build_secrets() {
         &settings,
     )
     .await;
+    // The credentials were there, in the build container, read-only, while the RUN step looked.
+    let build_container = &built.pod.spec.as_ref().unwrap().containers[0];
+    let mount = build_container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == job::REGISTRY_CREDENTIALS_DIR)
+        .expect("the registry credentials are mounted in the build container");
+    assert_eq!(mount.read_only, Some(true));
     let attempt = |what: &str| -> String {
         built
             .log

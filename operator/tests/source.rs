@@ -569,7 +569,7 @@ fn build_job_shape() {
 
 fn finished_job(condition: &str) -> k8s_openapi::api::batch::v1::Job {
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "j"},
+        "metadata": {"name": "j", "namespace": "microplane-builds"},
         "status": {"conditions": [{"type": condition, "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}
     }))
     .unwrap()
@@ -607,13 +607,17 @@ fn build_outcomes() {
     let Outcome::Failed(m) = job::outcome(&finished_job("Failed"), &[&failed]) else {
         panic!("not failed")
     };
-    assert!(m.starts_with("step build exited with code 101:"), "{m}");
+    assert!(
+        m.starts_with("step build exited with code 101 (whole log: kubectl logs -n microplane-builds job/j -c build):"),
+        "names where the whole log is: {m}"
+    );
     assert!(m.contains("line 100") && !m.contains("line 80\n"), "the tail only: {m}");
     let clone_failed = pod_with("clone", true, 128, "fatal: couldn't find remote ref");
     let Outcome::Failed(m) = job::outcome(&finished_job("Failed"), &[&clone_failed]) else {
         panic!("not failed")
     };
     assert!(m.contains("step clone exited with code 128"), "{m}");
+    assert!(m.contains("job/j -c clone"), "{m}");
     let Outcome::Failed(m) = job::outcome(&finished_job("Failed"), &[]) else {
         panic!("not failed")
     };

@@ -659,10 +659,15 @@ pub fn outcome(job: &Job, pods: &[&k8s_openapi::api::core::v1::Pod]) -> Outcome 
         return Outcome::Failed(match failed_step {
             Some((step, t)) => {
                 let tail = tail(t.message.as_deref().unwrap_or(""), 20, 1500);
+                // The whole log stays with the build pod (its container's log) until the Job's TTL.
+                let whole = match (job.metadata.namespace.as_deref(), job.metadata.name.as_deref()) {
+                    (Some(ns), Some(name)) => format!(" (whole log: kubectl logs -n {ns} job/{name} -c {step})"),
+                    _ => String::new(),
+                };
                 if tail.is_empty() {
-                    format!("step {step} exited with code {}", t.exit_code)
+                    format!("step {step} exited with code {}{whole}", t.exit_code)
                 } else {
-                    format!("step {step} exited with code {}:\n{tail}", t.exit_code)
+                    format!("step {step} exited with code {}{whole}:\n{tail}", t.exit_code)
                 }
             }
             None => format!("the build Job failed ({})", reason.trim_end_matches([':', ' '])),
