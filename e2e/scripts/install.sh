@@ -4,7 +4,9 @@
 # `make images` built, the gateway on NodePort 30080, the dev build node and registry), then wait
 # until operator and gateway have rolled out. Extra arguments go to helm (`-f more.yaml`,
 # `--set ...`). The release namespace is created first with the restricted pod security label (Helm's
-# --create-namespace cannot label it).
+# --create-namespace cannot label it). --force-conflicts: the chart's values win over fields changed
+# by hand since (a `kubectl scale` of a Deployment, as the e2e tier's operator stop does), as they
+# would be after `helm upgrade --force-conflicts` (docs/upgrade.md).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 state=$MICROPLANE_STATE
@@ -25,6 +27,6 @@ metadata:
 YAML
 t0=$SECONDS
 "$(dirname "$0")/helm.sh" upgrade --install "$release" "$root/charts/microplane" \
-  --namespace "$namespace" -f "$root/charts/microplane/ci/dev-values.yaml" "$@" \
+  --namespace "$namespace" -f "$root/charts/microplane/ci/dev-values.yaml" --force-conflicts "$@" \
   --wait --timeout 5m >/dev/null
 log "helm upgrade --install $release: operator and gateway rolled out in $((SECONDS - t0))s"
