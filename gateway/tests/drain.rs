@@ -17,9 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use microplane_gateway::health::{Health, Readiness};
-use microplane_gateway::metrics::Metrics;
-use microplane_gateway::server::{Drain, Gateway, Settings, serve_graceful};
-use microplane_gateway::sync;
+use microplane_gateway::server::{Drain, Gateway, serve_graceful};
 use microplane_sync::v1;
 use tokio::net::TcpListener;
 
@@ -45,45 +43,22 @@ async fn slow_backend(delay: Duration) -> SocketAddr {
     addr
 }
 
-async fn gateway(backend: SocketAddr) -> Arc<Gateway> {
-    let gw = Arc::new(Gateway::new(
-        Settings {
-            access_log: false,
-            ..Settings::default()
-        },
-        Metrics::new(),
-    ));
-    let wire = v1::Snapshot {
-        version: 1,
-        source: "test".into(),
-        tenants: vec![v1::Tenant {
-            name: "micro".into(),
-            rules: vec![v1::Rule {
-                id: "default".into(),
-                r#type: "*".into(),
-                name: "*".into(),
-                endpoint: "*".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        services: vec![v1::Service {
-            tenant: "micro".into(),
+fn gateway(backend: SocketAddr) -> Arc<Gateway> {
+    common::gateway_state(
+        v1::Service {
             name: "web".into(),
             protocol: v1::Protocol::Http as i32,
             endpoints: endpoints(&[backend]),
             ..Default::default()
-        }],
-        ..Default::default()
-    };
-    assert_eq!(sync::apply(&gw, &wire), Ok(true));
-    gw
+        },
+        vec![],
+    )
 }
 
 #[tokio::test]
 async fn shutdown_flips_readiness_serves_through_the_delay_and_drains_in_flight_requests() {
     let backend = slow_backend(Duration::from_millis(900)).await;
-    let gw = gateway(backend).await;
+    let gw = gateway(backend);
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     health.connected();
     health.snapshot_applied();
@@ -157,7 +132,7 @@ async fn shutdown_flips_readiness_serves_through_the_delay_and_drains_in_flight_
 #[tokio::test]
 async fn the_drain_timeout_bounds_the_wait() {
     let backend = slow_backend(Duration::from_secs(30)).await;
-    let gw = gateway(backend).await;
+    let gw = gateway(backend);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

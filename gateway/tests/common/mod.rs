@@ -23,12 +23,8 @@ pub async fn gateway(service: v1::Service, descriptors: Vec<v1::Descriptors>) ->
     (gw, addr)
 }
 
-/// [`gateway`], serving until `shutdown`; the handle ends when `serve` returns.
-pub async fn gateway_until(
-    service: v1::Service,
-    descriptors: Vec<v1::Descriptors>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (Arc<Gateway>, SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+/// A gateway (not serving) holding a snapshot of tenant `micro` (public) and its one `service`.
+pub fn gateway_state(service: v1::Service, descriptors: Vec<v1::Descriptors>) -> Arc<Gateway> {
     let gw = Arc::new(Gateway::new(
         Settings {
             access_log: false,
@@ -58,6 +54,16 @@ pub async fn gateway_until(
         ..Default::default()
     };
     assert_eq!(sync::apply(&gw, &wire), Ok(true));
+    gw
+}
+
+/// [`gateway`], serving until `shutdown`; the handle ends when `serve` returns.
+pub async fn gateway_until(
+    service: v1::Service,
+    descriptors: Vec<v1::Descriptors>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Arc<Gateway>, SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let gw = gateway_state(service, descriptors);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let served = tokio::spawn(serve(gw.clone(), listener, shutdown));
