@@ -190,7 +190,11 @@ struct CpuBusy([(u64, u64); 2]);
 
 impl CpuBusy {
     fn take() -> Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
+        Self::parse(&std::fs::read_to_string("/proc/stat")?)
+    }
+
+    /// The busy and total jiffies of CPU 0 and CPU 1 in the text of /proc/stat.
+    fn parse(stat: &str) -> Result<Self> {
         let mut out = [(0, 0); 2];
         for (i, cpu) in ["cpu0 ", "cpu1 "].iter().enumerate() {
             let line = stat
@@ -956,6 +960,11 @@ fn version(program: &Path, flag: &str) -> Result<String> {
 
 fn online_cpus() -> Result<usize> {
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").context("reading the online CPUs")?;
+    count_cpus(&online)
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,8`).
+fn count_cpus(online: &str) -> Result<usize> {
     let mut n = 0;
     for range in online.trim().split(',') {
         n += match range.split_once('-') {
@@ -989,6 +998,12 @@ impl CpuSample {
     /// every live process of the `groups` it started.
     fn take(groups: &[u32]) -> Result<Self> {
         let stat = std::fs::read_to_string("/proc/stat")?;
+        Self::from_stat(&stat, &processes()?, std::process::id(), groups)
+    }
+
+    /// The sample of the machine's /proc/stat text `stat` and the live `processes`: the bench's own
+    /// are the process `me` with its reaped children and every process of the `groups`.
+    fn from_stat(stat: &str, processes: &[ProcStat], me: u32, groups: &[u32]) -> Result<Self> {
         let cpu: Vec<u64> = stat
             .lines()
             .find_map(|l| l.strip_prefix("cpu "))
@@ -1000,8 +1015,7 @@ impl CpuSample {
         // user nice system idle iowait irq softirq steal
         let total = cpu[..8].iter().sum();
         let busy = total - cpu[3] - cpu[4];
-        let me = std::process::id();
-        let own = processes()?
+        let own = processes
             .iter()
             .map(|p| {
                 if p.pid == me {
@@ -1044,20 +1058,25 @@ fn processes() -> Result<Vec<ProcStat>> {
         let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
+        out.extend(ProcStat::parse(pid, &text));
+    }
+    Ok(out)
+}
+
+impl ProcStat {
+    /// The process `pid` from the text of its /proc/<pid>/stat; none when it has no command name.
+    fn parse(pid: u32, text: &str) -> Option<Self> {
         // The fields after the command name (which may hold spaces and parentheses) from field 3.
-        let Some((_, rest)) = text.rsplit_once(')') else {
-            continue;
-        };
+        let (_, rest) = text.rsplit_once(')')?;
         let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
         let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
-        out.push(ProcStat {
+        Some(Self {
             pid,
             pgrp: u32::try_from(field(5)).unwrap_or(0),
             cpu: field(14) + field(15),
             children_cpu: field(16) + field(17),
-        });
+        })
     }
-    Ok(out)
 }
 
 /// CPU time (clock ticks) of the live processes of a process group.
@@ -2194,6 +2213,235 @@ Transfer/sec:      8.00MB
         assert!((w.p50_us - 980.0).abs() < 1e-6);
         assert!((w.p99_us - 2500.0).abs() < 1e-6);
         assert_eq!((w.requests, w.non_2xx, w.socket_errors), (500_000, 4, 3));
+    }
+
+    #[test]
+    fn reads_wrk_durations_and_refuses_incomplete_reports() {
+        assert!((wrk_duration_us("164.00us").unwrap() - 164.0).abs() < 1e-9);
+        assert!((wrk_duration_us("1.20ms").unwrap() - 1200.0).abs() < 1e-9);
+        assert!((wrk_duration_us("2.00s").unwrap() - 2e6).abs() < 1e-9);
+        assert!((wrk_duration_us("1.00m").unwrap() - 60e6).abs() < 1e-9);
+        assert!(wrk_duration_us("3h").is_err());
+        assert!(wrk_duration_us("fast ms").is_err());
+        // Without socket errors and non-2xx lines (wrk leaves them out when there are none).
+        let text = "  Latency Distribution\n     50%  164.00us\n     99%    1.00s\n  \
+                    12 requests in 1.00s, 1.00KB read\nRequests/sec:     12.00\n";
+        let w = parse_wrk(text).unwrap();
+        assert!((w.p99_us - 1e6).abs() < 1e-9);
+        assert_eq!((w.requests, w.non_2xx, w.socket_errors), (12, 0, 0));
+        assert!(w.server_cpu.is_nan());
+        // Without --latency there are no percentiles: not a report the bench can use.
+        let Err(err) = parse_wrk("Requests/sec:  1.00\n") else {
+            panic!("read a report without percentiles")
+        };
+        assert!(err.to_string().contains("cannot read wrk's report"), "{err}");
+    }
+
+    #[test]
+    fn cpu_busy_shares_from_proc_stat() {
+        let before = CpuBusy::parse(
+            "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 100 700 100 0 0 0 0 0\ncpu1 10 0 0 90 0 0 0 0 0 0\nintr 1\n",
+        )
+        .unwrap();
+        assert_eq!(before.0, [(200, 1000), (10, 100)]);
+        let after = CpuBusy::parse("cpu0 150 0 150 750 150 0 0 0 0 0\ncpu1 110 0 0 90 0 0 0 0 0 0\n").unwrap();
+        let share = after.since(&before);
+        assert!((share[0] - 0.5).abs() < 1e-9, "{share:?}");
+        assert!((share[1] - 1.0).abs() < 1e-9, "{share:?}");
+        // No time passed: no division by zero.
+        assert_eq!(before.since(&before), [0.0, 0.0]);
+        assert!(CpuBusy::parse("cpu0 1 2 3 4\n").is_err());
+    }
+
+    #[test]
+    fn cpu_of_other_processes() {
+        let stat = |pid: u32, name: &str, pgrp: u32, ticks: [u64; 4]| {
+            ProcStat::parse(
+                pid,
+                &format!(
+                    "{pid} ({name}) S 1 {pgrp} {pgrp} 0 -1 4194560 0 0 0 0 {} {} {} {} 20 0 1 0 1 0 0",
+                    ticks[0], ticks[1], ticks[2], ticks[3]
+                ),
+            )
+            .unwrap()
+        };
+        let p = stat(7, "a (b) c", 42, [3, 4, 5, 6]);
+        assert_eq!((p.pid, p.pgrp, p.cpu, p.children_cpu), (7, 42, 7, 11));
+        assert!(ProcStat::parse(1, "garbage").is_none());
+        // user nice system idle iowait irq softirq steal
+        let machine = |busy: u64, idle: u64| format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 0\n");
+        let earlier = [
+            stat(10, "bench", 10, [5, 5, 1, 1]),
+            stat(20, "nginx", 20, [10, 0, 0, 0]),
+        ];
+        let later = [
+            stat(10, "bench", 10, [15, 5, 11, 1]),
+            stat(20, "nginx", 20, [40, 0, 0, 0]),
+            stat(21, "nginx", 20, [10, 0, 0, 0]),
+            stat(30, "other", 30, [1000, 0, 0, 0]),
+        ];
+        let before = CpuSample::from_stat(&machine(100, 900), &earlier, 10, &[20]).unwrap();
+        assert_eq!((before.busy, before.total, before.own), (100, 1000, 22));
+        let after = CpuSample::from_stat(&machine(300, 1700), &later, 10, &[20]).unwrap();
+        // Own: the bench with its reaped children (20 + 12) and group 20 (40 + 10); 60 of the 200 busy
+        // ticks since, so others used 140 of 1000.
+        assert_eq!(after.own, 82);
+        assert!((after.others_since(&before) - 140.0 / 1000.0).abs() < 1e-9);
+        assert!(CpuSample::from_stat("cpu  1 2 3\n", &[], 1, &[]).is_err());
+        assert!(CpuSample::from_stat("intr 1\n", &[], 1, &[]).is_err());
+    }
+
+    #[test]
+    fn counts_online_cpus() {
+        assert_eq!(count_cpus("0-1\n").unwrap(), 2);
+        assert_eq!(count_cpus("0\n").unwrap(), 1);
+        assert_eq!(count_cpus("0-3,8,10-11").unwrap(), 7);
+        assert!(count_cpus("a-b").is_err());
+    }
+
+    #[test]
+    fn parses_complete_http1_responses_only() {
+        let full = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(parse_response(full).unwrap(), Some((200, &b"hello"[..])));
+        assert_eq!(parse_response(&full[..full.len() - 1]).unwrap(), None);
+        assert_eq!(parse_response(&full[..20]).unwrap(), None);
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert!(parse_response(chunked).is_err());
+    }
+
+    #[test]
+    fn renders_templates_and_refuses_unrendered_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [("PORT", "80".to_string()), ("DIR", "/x".to_string())];
+        let path = write_config(dir.path(), "a.conf", "listen {{PORT}}; root {{DIR}}/{{PORT}};", &vars).unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "listen 80; root /x/80;");
+        assert!(write_config(dir.path(), "b.conf", "{{BACKEND}}", &vars).is_err());
+        let args = nginx_args(Path::new("/run/x"), Path::new("/run/x/nginx-proxy.conf"));
+        assert_eq!(
+            args,
+            [
+                "-p",
+                "/run/x/",
+                "-e",
+                "/run/x/logs/nginx-proxy.startup.log",
+                "-c",
+                "/run/x/nginx-proxy.conf"
+            ]
+        );
+    }
+
+    #[test]
+    fn means_and_verdicts() {
+        let w = |rps: f64| Wrk {
+            rps,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            requests: 1,
+            non_2xx: 0,
+            socket_errors: 0,
+            server_cpu: 0.5,
+        };
+        let runs = vec![
+            ("a".to_string(), w(100.0)),
+            ("b".to_string(), w(7.0)),
+            ("a".to_string(), w(200.0)),
+        ];
+        assert!((mean_rps(&runs, "a") - 150.0).abs() < 1e-9);
+        assert!(mean_rps(&runs, "c").is_nan());
+        assert_eq!((verdict(true), verdict(false)), ("MET", "NOT MET"));
+        assert_eq!(
+            w(1234.4).table_row("x"),
+            "| x | 1234 | 0.001 | 0.002 | 1 | 0 | 0 | 50% |"
+        );
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        assert_eq!(percentile(&[Duration::from_millis(3)], 0.0), Duration::from_millis(3));
+    }
+
+    /// A report of made-up figures, rendered: the layout and wording of the report.
+    fn sample_report() -> Report {
+        let wrk = |rps: f64, errors: u64, cpu: f64| Wrk {
+            rps,
+            p50_us: 980.0,
+            p99_us: 2500.0,
+            requests: (rps * 10.0) as u64,
+            non_2xx: errors,
+            socket_errors: 0,
+            server_cpu: cpu,
+        };
+        let hist = |base: u64| {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            for i in 0..1000 {
+                h.record(base + i).unwrap();
+            }
+            h
+        };
+        let millis = |n: u64| Duration::from_micros(n * 1100);
+        Report {
+            tools: vec![
+                ("haproxy".into(), "HAProxy version 2.6.12".into()),
+                ("nginx".into(), "nginx version: nginx/1.22.1".into()),
+                ("wrk".into(), "wrk 4.1.0".into()),
+                ("microplane-gateway".into(), "microplane-gateway 0.1.0".into()),
+            ],
+            machine: "2 CPUs online, Test CPU @ 2.0GHz".into(),
+            load_before: "0.42".into(),
+            priority: "normal priority (raising it was not permitted); idle CPUs may halt".into(),
+            others_cpu: 0.0123,
+            commit: "abc1234".into(),
+            closed: ClosedLoop {
+                rate: 20_000.4,
+                ok: 100_002,
+                errors: 0,
+            },
+            open_rate: 10_000.2,
+            direct: OpenLoop {
+                hist: hist(100),
+                achieved: 9_990.0,
+                errors: 0,
+            },
+            through: OpenLoop {
+                hist: hist(400),
+                achieved: 9_400.0,
+                errors: 2,
+            },
+            open_busy: [[0.4, 0.6], [0.9, 0.97]],
+            backend_cpu: LOAD_CPU,
+            closed_busy: [1.0, 0.8],
+            wrk: vec![
+                ("backend direct (ceiling, no proxy)".into(), wrk(90_000.0, 0, 0.7)),
+                ("microplane-gateway".into(), wrk(40_000.0, 0, 1.0)),
+                ("haproxy".into(), wrk(35_000.0, 0, 0.99)),
+                ("nginx".into(), wrk(30_000.0, 0, 1.0)),
+                ("nginx".into(), wrk(31_000.0, 0, 1.0)),
+                ("haproxy".into(), wrk(36_000.0, 0, 0.99)),
+                ("microplane-gateway".into(), wrk(41_000.0, 0, 1.0)),
+            ],
+            route_changes: (1..=PROBES as u64).rev().map(millis).collect(),
+            bulk: Bulk {
+                bytes: 123_456,
+                routes: 1004,
+                first: Duration::from_millis(30),
+                all: Duration::from_millis(250),
+                rounds: 3,
+                round: Duration::from_millis(90),
+            },
+            auth: vec![
+                (AUTH_OFF.into(), wrk(40_000.0, 0, 1.0)),
+                (AUTH_ON.into(), wrk(30_000.0, 1, 1.0)),
+                (AUTH_ON.into(), wrk(31_000.0, 0, 1.0)),
+                (AUTH_OFF.into(), wrk(41_000.0, 0, 1.0)),
+            ],
+            rule_changes: (1..=RULE_CHANGES as u64).map(millis).collect(),
+        }
+    }
+
+    /// The report of [`sample_report`] as the bench writes it, byte for byte.
+    #[test]
+    fn renders_the_report() {
+        assert_eq!(
+            sample_report().render(),
+            include_str!("bench-gateway/testdata/report.md")
+        );
     }
 
     #[test]
