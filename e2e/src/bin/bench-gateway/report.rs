@@ -1,0 +1,505 @@
+//! The report: markdown with every figure and a MET/NOT MET verdict per target.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::changes::Bulk;
+use crate::load::{ClosedLoop, OpenLoop};
+use crate::params::{
+    AUTH_OFF, AUTH_ON, BACKEND_BODY, BULK, BULK_POLLERS, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS, LOAD_CPU,
+    OPEN_KEPT_UP, OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROXY_CPU, RULE_CHANGES, WRK_DURATION, WRK_WARMUP,
+};
+use crate::wrk::Wrk;
+
+/// Targets.
+const TARGET_AUTH_RATIO: f64 = 0.8;
+const TARGET_RULE_P99_MS: f64 = 100.0;
+const TARGET_HAPROXY_RATIO: f64 = 1.0;
+const TARGET_ADDED_P99_MS: f64 = 0.5;
+const TARGET_ROUTE_P99_MS: f64 = 100.0;
+const TARGET_BULK_MS: f64 = 1000.0;
+
+/// Everything the report shows.
+pub struct Report {
+    pub tools: Vec<(String, String)>,
+    pub machine: String,
+    /// The 1-minute load average before anything started: other work on the machine skews results.
+    pub load_before: String,
+    /// The priority the bench ran at.
+    pub priority: String,
+    /// Share of the machine's CPU time that processes other than the bench's used while it measured.
+    pub others_cpu: f64,
+    pub commit: String,
+    pub closed: ClosedLoop,
+    pub open_rate: f64,
+    pub direct: OpenLoop,
+    pub through: OpenLoop,
+    /// Busy share of CPU 0 and CPU 1 during the direct and the gateway open-loop runs.
+    pub open_busy: [[f64; 2]; 2],
+    /// The CPU the backends were pinned to.
+    pub backend_cpu: u32,
+    /// The same for the closed-loop run.
+    pub closed_busy: [f64; 2],
+    pub wrk: Vec<(String, Wrk)>,
+    pub route_changes: Vec<Duration>,
+    pub bulk: Bulk,
+    /// (e): wrk with auth off, on, on, off.
+    pub auth: Vec<(String, Wrk)>,
+    /// (f): rule change → first answer that follows it.
+    pub rule_changes: Vec<Duration>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Mean requests/s of the wrk runs named `name` (NaN when there is none).
+fn mean_rps(runs: &[(String, Wrk)], name: &str) -> f64 {
+    let rps: Vec<f64> = runs.iter().filter(|(n, _)| n == name).map(|(_, w)| w.rps).collect();
+    if rps.is_empty() {
+        return f64::NAN;
+    }
+    rps.iter().sum::<f64>() / rps.len() as f64
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "NOT MET" }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl Wrk {
+    /// This run as a row of the wrk tables: name, req/s, p50, p99, requests, non-2xx, socket errors, CPU.
+    fn table_row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.0}% |",
+            self.rps,
+            self.p50_us / 1e3,
+            self.p99_us / 1e3,
+            self.requests,
+            self.non_2xx,
+            self.socket_errors,
+            self.server_cpu * 100.0
+        )
+    }
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let mut line = |s: String| {
+            o.push_str(&s);
+            o.push('\n');
+        };
+        line("# bench-gateway".into());
+        line(String::new());
+        line(format!(
+            "Commit {}; {}; 1-minute load average before the run {} (anything else running skews the results).",
+            self.commit, self.machine, self.load_before
+        ));
+        line(format!(
+            "Proxies under test pinned to CPU {PROXY_CPU} (the gateway with TOKIO_WORKER_THREADS=1); the backends \
+             (nginx, helloworld) to CPU {}; wrk, the load generator and the sync server to CPU {LOAD_CPU}; {}. \
+             Loopback only. Processes other than the bench's used {:.1}% of the machine's CPU time while it \
+             measured.",
+            self.backend_cpu,
+            self.priority,
+            self.others_cpu * 100.0
+        ));
+        line(String::new());
+        line("| tool | version |".into());
+        line("|---|---|".into());
+        for (name, v) in &self.tools {
+            line(format!("| {name} | {v} |"));
+        }
+
+        // (a)
+        let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
+        let quantiles = [0.5, 0.9, 0.99];
+        line(String::new());
+        line("## (a) Added latency of JSON transcoding".into());
+        line(String::new());
+        line(format!(
+            "Closed loop through the gateway (`POST /helloworld/call` JSON, {CONNECTIONS} HTTP/1.1 keep-alive \
+             connections, {}s after {}s warm-up): **{:.0} req/s** ({} errors; CPU 0 {:.0}% busy, CPU 1 {:.0}%). \
+             Open loop at {:.0}% of that, **{:.0} req/s**, {}s after {}s warm-up, latency from the scheduled \
+             send time (HDR histogram):",
+            CLOSED_MEASURE.as_secs(),
+            CLOSED_WARMUP.as_secs(),
+            self.closed.rate,
+            self.closed.errors,
+            self.closed_busy[0] * 100.0,
+            self.closed_busy[1] * 100.0,
+            OPEN_SHARE * 100.0,
+            self.open_rate,
+            OPEN_MEASURE.as_secs(),
+            OPEN_WARMUP.as_secs()
+        ));
+        line(String::new());
+        line("| path | achieved req/s | errors | p50 ms | p90 ms | p99 ms | max ms | CPU 0 busy | CPU 1 busy |".into());
+        line("|---|---|---|---|---|---|---|---|---|".into());
+        for (name, run, busy) in [
+            ("direct: gRPC h2c → helloworld", &self.direct, self.open_busy[0]),
+            (
+                "gateway: HTTP/1.1 JSON → gateway → gRPC → helloworld",
+                &self.through,
+                self.open_busy[1],
+            ),
+        ] {
+            line(format!(
+                "| {name} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0}% | {:.0}% |",
+                run.achieved,
+                run.errors,
+                q(&run.hist, 0.5),
+                q(&run.hist, 0.9),
+                q(&run.hist, 0.99),
+                run.hist.max() as f64 / 1e3,
+                busy[0] * 100.0,
+                busy[1] * 100.0
+            ));
+        }
+        let added: Vec<f64> = quantiles
+            .iter()
+            .map(|&p| q(&self.through.hist, p) - q(&self.direct.hist, p))
+            .collect();
+        let added_max = (self.through.hist.max() as f64 - self.direct.hist.max() as f64) / 1e3;
+        line(format!(
+            "| **added (gateway − direct)** | | | {:.3} | {:.3} | **{:.3}** | {:.3} | | |",
+            added[0], added[1], added[2], added_max
+        ));
+        if self.open_busy.iter().any(|b| b[1] >= 0.95) {
+            line(String::new());
+            let (who, remedy) = if self.backend_cpu == LOAD_CPU {
+                (
+                    "the load generator and helloworld",
+                    "; on a machine with a third CPU the bench gives helloworld its own",
+                )
+            } else {
+                ("the load generator", "")
+            };
+            line(format!(
+                "CPU {LOAD_CPU} ({who}) was saturated during an open-loop run, although it was {:.0}% busy in \
+                 the closed loop at twice the rate: requests that arrive one at a time are not batched by any \
+                 stage (one wake-up, epoll round and context switch per request and process). Its percentiles \
+                 include queueing on the load side, not only the path under test{remedy}.",
+                self.closed_busy[1] * 100.0
+            ));
+        }
+        let added_p99 = added[2];
+        let a_clean = self.through.errors == 0 && self.direct.errors == 0 && self.closed.errors == 0;
+        // Either run falling behind the schedule measures queueing, not the path.
+        let kept_up = [&self.direct, &self.through]
+            .iter()
+            .all(|r| r.achieved >= OPEN_KEPT_UP * self.open_rate);
+
+        // (b)
+        line(String::new());
+        line(format!(
+            "## (b) Proxy throughput: `wrk -t1 -c{CONNECTIONS} -d{WRK_DURATION} --latency` after a {WRK_WARMUP} warm-up"
+        ));
+        line(String::new());
+        line(format!(
+            "Backend: nginx returning `200 {BACKEND_BODY}` with keep-alive. Each proxy maps `/web/<rest>` to the \
+             backend's `/<rest>`, adds X-Forwarded-For/-Host/-Proto, keeps backend connections alive, logs nothing."
+        ));
+        line(String::new());
+        line("| target | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | server CPU |".into());
+        line("|---|---|---|---|---|---|---|---|".into());
+        for (name, w) in &self.wrk {
+            line(w.table_row(name));
+        }
+        let mean = |n: &str| mean_rps(&self.wrk, n);
+        let (gw, hap, ngx) = (mean("microplane-gateway"), mean("haproxy"), mean("nginx"));
+        let vs_haproxy = gw / hap;
+        let vs_nginx = gw / ngx;
+        let b_clean = self.wrk.iter().all(|(_, w)| w.non_2xx == 0 && w.socket_errors == 0);
+        line(String::new());
+        line(format!(
+            "Means of the two runs of each: gateway {gw:.0}, haproxy {hap:.0}, nginx {ngx:.0} req/s. Ratios: \
+             gateway/haproxy = **{vs_haproxy:.2}×**, gateway/nginx = **{vs_nginx:.2}×**. Server CPU: CPU time the server \
+             under test (the proxy; the backend in the first row) used during the measured run, 100% = one CPU."
+        ));
+
+        // (c)
+        let mut sorted = self.route_changes.clone();
+        sorted.sort();
+        let (c50, c99) = (percentile(&sorted, 0.5), percentile(&sorted, 0.99));
+        let (cmin, cmax) = (
+            sorted.first().copied().unwrap_or_default(),
+            sorted.last().copied().unwrap_or_default(),
+        );
+        line(String::new());
+        line(format!(
+            "## (c) Route change latency: {} snapshots, each adding one HTTP route",
+            sorted.len()
+        ));
+        line(String::new());
+        line(
+            "From `send_replace` on the operator's sync server to the first 200 for `/probe-<i>/`, polled back to \
+             back on one kept-alive connection."
+                .into(),
+        );
+        line(String::new());
+        line("| p50 ms | p99 ms | max ms | min ms |".into());
+        line("|---|---|---|---|".into());
+        line(format!(
+            "| {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(c50),
+            ms(c99),
+            ms(cmax),
+            ms(cmin)
+        ));
+
+        // (d)
+        let b = &self.bulk;
+        line(String::new());
+        line(format!("## (d) {BULK} routes in one snapshot"));
+        line(String::new());
+        line(format!(
+            "One snapshot ({} services, {:.1} KiB encoded) adds `bulk-0` … `bulk-{}`; all polled in rounds over \
+             {BULK_POLLERS} kept-alive connections until each answered 200 ({} rounds).",
+            b.routes,
+            b.bytes as f64 / 1024.0,
+            BULK - 1,
+            b.rounds
+        ));
+        line(String::new());
+        line("| first bulk route answers 200 | every bulk route answered 200 | longest polling round |".into());
+        line("|---|---|---|".into());
+        line(format!(
+            "| {:.1} ms | **{:.1} ms** | {:.1} ms |",
+            ms(b.first),
+            ms(b.all),
+            ms(b.round)
+        ));
+
+        // (e)
+        line(String::new());
+        line(format!(
+            "## (e) Auth at the edge: `wrk -t1 -c{CONNECTIONS} -d{WRK_DURATION} --latency` on the gateway's `/web/`, off, on, on, off"
+        ));
+        line(String::new());
+        line(
+            "Off: `Micro-Namespace: micro`, the default public rule, no token. On: `Micro-Namespace: secure`, the \
+             default rule with scope `*` (`defaultAccess: Authenticated`) and `Authorization: Bearer` with an ES256 \
+             access token of that tenant on every request (verified — the verified-token cache included — and \
+             authorized each time). Same backend, load and pinning as (b)."
+                .into(),
+        );
+        line(String::new());
+        line("| gateway | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | gateway CPU |".into());
+        line("|---|---|---|---|---|---|---|---|".into());
+        for (name, w) in &self.auth {
+            line(w.table_row(name));
+        }
+        let (off_rps, on_rps) = (mean_rps(&self.auth, AUTH_OFF), mean_rps(&self.auth, AUTH_ON));
+        let auth_ratio = if off_rps > 0.0 { on_rps / off_rps } else { f64::NAN };
+        let e_clean = !self.auth.is_empty() && self.auth.iter().all(|(_, w)| w.non_2xx == 0 && w.socket_errors == 0);
+        line(String::new());
+        line(format!(
+            "Means: off **{off_rps:.0} req/s**, on **{on_rps:.0} req/s**; ratio on/off = **{auth_ratio:.2}×**."
+        ));
+
+        // (f)
+        let mut rules = self.rule_changes.clone();
+        rules.sort();
+        let (f50, f99) = (percentile(&rules, 0.5), percentile(&rules, 0.99));
+        line(String::new());
+        line(format!(
+            "## (f) Rule change latency: {} AuthRule changes, alternating deny and grant",
+            rules.len()
+        ));
+        line(String::new());
+        line(
+            "From the changed rule set handed to the operator's sync server (snapshot built, then `send_replace`) \
+             to the first `GET /web/` with the token that the gateway answers by the new rule (403 after a deny, \
+             200 after a grant), polled back to back on one kept-alive connection."
+                .into(),
+        );
+        line(String::new());
+        line("| p50 ms | p99 ms | max ms | min ms |".into());
+        line("|---|---|---|---|".into());
+        line(format!(
+            "| {:.2} | {:.2} | {:.2} | {:.2} |",
+            ms(f50),
+            ms(f99),
+            ms(rules.last().copied().unwrap_or_default()),
+            ms(rules.first().copied().unwrap_or_default())
+        ));
+
+        // Targets.
+        line(String::new());
+        line("## Targets".into());
+        line(String::new());
+        line("| target | measured | verdict |".into());
+        line("|---|---|---|".into());
+        let a_note = match (a_clean, kept_up) {
+            (true, true) => "",
+            (false, _) => " (with errors)",
+            (true, false) => " (a run fell behind the rate: not a valid measure)",
+        };
+        line(format!(
+            "| (a) added p99 of JSON transcoding ≤ {TARGET_ADDED_P99_MS} ms | {added_p99:.3} ms{a_note} | {} |",
+            verdict(a_clean && kept_up && added_p99 <= TARGET_ADDED_P99_MS)
+        ));
+        line(format!(
+            "| (b) gateway throughput ≥ {TARGET_HAPROXY_RATIO:.1}× haproxy | {vs_haproxy:.2}×{} | {} |",
+            if b_clean { "" } else { " (with errors)" },
+            verdict(b_clean && vs_haproxy >= TARGET_HAPROXY_RATIO)
+        ));
+        line(format!(
+            "| (c) route change p99 ≤ {TARGET_ROUTE_P99_MS} ms | {:.2} ms | {} |",
+            ms(c99),
+            verdict(ms(c99) <= TARGET_ROUTE_P99_MS)
+        ));
+        line(format!(
+            "| (d) {BULK} routes at once ≤ {TARGET_BULK_MS} ms | {:.1} ms | {} |",
+            ms(b.all),
+            verdict(ms(b.all) <= TARGET_BULK_MS)
+        ));
+        line(format!(
+            "| (e) gateway throughput with auth ≥ {TARGET_AUTH_RATIO:.1}× without | {auth_ratio:.2}×{} | {} |",
+            if e_clean { "" } else { " (with errors)" },
+            verdict(e_clean && auth_ratio >= TARGET_AUTH_RATIO)
+        ));
+        line(format!(
+            "| (f) rule change p99 ≤ {TARGET_RULE_P99_MS} ms ({} samples) | {:.2} ms | {} |",
+            rules.len(),
+            ms(f99),
+            verdict(rules.len() >= RULE_CHANGES && ms(f99) <= TARGET_RULE_P99_MS)
+        ));
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::PROBES;
+
+    #[test]
+    fn means_and_verdicts() {
+        let w = |rps: f64| Wrk {
+            rps,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            requests: 1,
+            non_2xx: 0,
+            socket_errors: 0,
+            server_cpu: 0.5,
+        };
+        let runs = vec![
+            ("a".to_string(), w(100.0)),
+            ("b".to_string(), w(7.0)),
+            ("a".to_string(), w(200.0)),
+        ];
+        assert!((mean_rps(&runs, "a") - 150.0).abs() < 1e-9);
+        assert!(mean_rps(&runs, "c").is_nan());
+        assert_eq!((verdict(true), verdict(false)), ("MET", "NOT MET"));
+        assert_eq!(
+            w(1234.4).table_row("x"),
+            "| x | 1234 | 0.001 | 0.002 | 1 | 0 | 0 | 50% |"
+        );
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+        assert_eq!(percentile(&[Duration::from_millis(3)], 0.0), Duration::from_millis(3));
+    }
+
+    /// A report of made-up figures, rendered: the layout and wording of the report.
+    fn sample_report() -> Report {
+        let wrk = |rps: f64, errors: u64, cpu: f64| Wrk {
+            rps,
+            p50_us: 980.0,
+            p99_us: 2500.0,
+            requests: (rps * 10.0) as u64,
+            non_2xx: errors,
+            socket_errors: 0,
+            server_cpu: cpu,
+        };
+        let hist = |base: u64| {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            for i in 0..1000 {
+                h.record(base + i).unwrap();
+            }
+            h
+        };
+        let millis = |n: u64| Duration::from_micros(n * 1100);
+        Report {
+            tools: vec![
+                ("haproxy".into(), "HAProxy version 2.6.12".into()),
+                ("nginx".into(), "nginx version: nginx/1.22.1".into()),
+                ("wrk".into(), "wrk 4.1.0".into()),
+                ("microplane-gateway".into(), "microplane-gateway 0.1.0".into()),
+            ],
+            machine: "2 CPUs online, Test CPU @ 2.0GHz".into(),
+            load_before: "0.42".into(),
+            priority: "normal priority (raising it was not permitted); idle CPUs may halt".into(),
+            others_cpu: 0.0123,
+            commit: "abc1234".into(),
+            closed: ClosedLoop {
+                rate: 20_000.4,
+                ok: 100_002,
+                errors: 0,
+            },
+            open_rate: 10_000.2,
+            direct: OpenLoop {
+                hist: hist(100),
+                achieved: 9_990.0,
+                errors: 0,
+            },
+            through: OpenLoop {
+                hist: hist(400),
+                achieved: 9_400.0,
+                errors: 2,
+            },
+            open_busy: [[0.4, 0.6], [0.9, 0.97]],
+            backend_cpu: LOAD_CPU,
+            closed_busy: [1.0, 0.8],
+            wrk: vec![
+                ("backend direct (ceiling, no proxy)".into(), wrk(90_000.0, 0, 0.7)),
+                ("microplane-gateway".into(), wrk(40_000.0, 0, 1.0)),
+                ("haproxy".into(), wrk(35_000.0, 0, 0.99)),
+                ("nginx".into(), wrk(30_000.0, 0, 1.0)),
+                ("nginx".into(), wrk(31_000.0, 0, 1.0)),
+                ("haproxy".into(), wrk(36_000.0, 0, 0.99)),
+                ("microplane-gateway".into(), wrk(41_000.0, 0, 1.0)),
+            ],
+            route_changes: (1..=PROBES as u64).rev().map(millis).collect(),
+            bulk: Bulk {
+                bytes: 123_456,
+                routes: 1004,
+                first: Duration::from_millis(30),
+                all: Duration::from_millis(250),
+                rounds: 3,
+                round: Duration::from_millis(90),
+            },
+            auth: vec![
+                (AUTH_OFF.into(), wrk(40_000.0, 0, 1.0)),
+                (AUTH_ON.into(), wrk(30_000.0, 1, 1.0)),
+                (AUTH_ON.into(), wrk(31_000.0, 0, 1.0)),
+                (AUTH_OFF.into(), wrk(41_000.0, 0, 1.0)),
+            ],
+            rule_changes: (1..=RULE_CHANGES as u64).map(millis).collect(),
+        }
+    }
+
+    /// The report of [`sample_report`] as the bench has always written it, byte for byte.
+    #[test]
+    fn renders_the_report() {
+        assert_eq!(sample_report().render(), include_str!("testdata/report.md"));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s: Vec<Duration> = (1..=50).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&s, 0.5), Duration::from_millis(25));
+        assert_eq!(percentile(&s, 0.99), Duration::from_millis(50));
+    }
+}
