@@ -47,13 +47,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    microplane_runtime::Logging::new("MICROPLANE_LOG", "info").init();
     let publisher = Publisher {
         crane: args.crane,
         base_layer: args.base_layer,
@@ -74,14 +68,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let agent = pods::Agent::new(client.clone(), settings);
     let heartbeat = tokio::spawn(node::run(client, args.node));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = microplane_runtime::shutdown_signal()?;
     // On the way out, running builds are dropped: their processes are killed, and a restarted
     // agent performs their pods again from the clone.
     tokio::select! {
         () = agent.run() => {},
         r = heartbeat => { tracing::error!(?r, "node heartbeat stopped"); },
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+        () = shutdown => {},
     }
     Ok(())
 }

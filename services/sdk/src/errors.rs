@@ -7,118 +7,23 @@
 //! the id and detail from the message. The constructors below are exactly the codes that survive
 //! that round trip; [`MicroError::new`] takes any other.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
 /// A Micro error: `{"id", "code", "detail", "status"}`. Also reads the capitalised keys of Micro
-/// before v3.10 (`{"Id", "Code", "Detail", "Status"}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MicroError {
-    /// Where the error comes from, e.g. `helloworld.call`.
-    #[serde(alias = "Id", default)]
-    pub id: String,
-    /// The HTTP status code.
-    #[serde(alias = "Code")]
-    pub code: u16,
-    /// What went wrong, for the caller.
-    #[serde(alias = "Detail", default)]
-    pub detail: String,
-    /// The HTTP reason phrase of `code`, e.g. `Bad Request`.
-    #[serde(alias = "Status", default)]
-    pub status: String,
-}
-
-impl MicroError {
-    /// An error with HTTP code `code`; `status` is its reason phrase (empty for unknown codes).
-    pub fn new(id: impl Into<String>, code: u16, detail: impl Into<String>) -> Self {
-        Self {
-            id: id.into(),
-            code,
-            detail: detail.into(),
-            status: reason_phrase(code).to_string(),
-        }
-    }
-
-    /// The gRPC code the error travels with.
-    pub fn grpc_code(&self) -> Code {
-        grpc_code(self.code)
-    }
-
-    /// The error as a gRPC status whose message is the JSON form.
-    pub fn to_status(&self) -> Status {
-        Status::new(self.grpc_code(), self.to_string())
-    }
-
-    /// The Micro error carried by `status`, if its message is one (a JSON object with a code).
-    pub fn from_status(status: &Status) -> Option<Self> {
-        Self::parse(status.message())
-    }
-
-    /// Parses the JSON form; `None` unless it is an object with a non-zero code.
-    pub fn parse(message: &str) -> Option<Self> {
-        serde_json::from_str::<Self>(message).ok().filter(|e| e.code != 0)
-    }
-}
-
-impl fmt::Display for MicroError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Serializing strings and a number cannot fail; the fields keep their declared order.
-        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
-        f.write_str(&json)
-    }
-}
-
-impl std::error::Error for MicroError {}
-
-impl From<MicroError> for Status {
-    fn from(error: MicroError) -> Self {
-        error.to_status()
-    }
-}
-
-/// The HTTP reason phrase of `code`, empty when it has none (like Go's `http.StatusText`).
-pub fn reason_phrase(code: u16) -> &'static str {
-    http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|c| c.canonical_reason())
-        .unwrap_or("")
-}
-
+/// before v3.10 (`{"Id", "Code", "Detail", "Status"}`). [`MicroError::to_status`] is the gRPC status
+/// a handler returns; [`MicroError::from_status`] reads one back.
+pub use microplane_wire::error::MicroError;
 /// The gRPC code for an HTTP code: Micro's table (go-micro `server/grpc/error.go`) plus 429 and 504.
-pub fn grpc_code(http: u16) -> Code {
-    match http {
-        200 => Code::Ok,
-        400 => Code::InvalidArgument,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 => Code::NotFound,
-        408 | 504 => Code::DeadlineExceeded,
-        409 => Code::AlreadyExists,
-        412 => Code::FailedPrecondition,
-        429 => Code::ResourceExhausted,
-        500 => Code::Internal,
-        501 => Code::Unimplemented,
-        503 => Code::Unavailable,
-        _ => Code::Unknown,
-    }
-}
+pub use microplane_wire::error::grpc_code_for_http as grpc_code;
+/// The HTTP reason phrase of `code`, empty when it has none (like Go's `http.StatusText`).
+pub use microplane_wire::error::reason_phrase;
 
-/// The HTTP code the gateway answers for a gRPC code (docs/gateway.md#errors).
+/// The HTTP code the gateway answers for a gRPC code (docs/gateway.md#errors), and 200 for `Ok`
+/// (the gateway answers 500 for a status with `Ok`, which is no error).
 pub fn http_code(code: Code) -> u16 {
     match code {
         Code::Ok => 200,
-        Code::InvalidArgument => 400,
-        Code::Unauthenticated => 401,
-        Code::PermissionDenied => 403,
-        Code::NotFound => 404,
-        Code::AlreadyExists => 409,
-        Code::ResourceExhausted => 429,
-        Code::Unimplemented => 501,
-        Code::Unavailable => 503,
-        Code::DeadlineExceeded => 504,
-        _ => 500,
+        code => microplane_wire::error::http_code_for_grpc(code),
     }
 }
 

@@ -9,13 +9,13 @@ use tonic::Request;
 use tonic::metadata::MetadataMap;
 
 /// Metadata key of the account id.
-pub const ACCOUNT_ID: &str = "micro-account-id";
-/// Metadata key of the account type (`user`, `service`, …).
-pub const ACCOUNT_TYPE: &str = "micro-account-type";
+pub use microplane_wire::headers::ACCOUNT_ID;
 /// Metadata key of the account's scopes, space-separated.
-pub const ACCOUNT_SCOPES: &str = "micro-account-scopes";
+pub use microplane_wire::headers::ACCOUNT_SCOPES;
+/// Metadata key of the account type (`user`, `service`, …).
+pub use microplane_wire::headers::ACCOUNT_TYPE;
 /// Metadata key of the tenant the request was resolved to.
-pub const NAMESPACE: &str = "micro-namespace";
+pub use microplane_wire::headers::NAMESPACE;
 
 /// A verified caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -45,21 +45,13 @@ pub use service::{DEFAULT_SHUTDOWN_TIMEOUT, Service, shutdown_signal};
 /// }
 /// ```
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    match worker_threads(std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(), cpus) {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
+    microplane_runtime::runtime(None)
 }
 
 /// Worker threads for `TOKIO_WORKER_THREADS` = `env` (ignored unless a positive number) on `cpus` CPUs.
+#[cfg(test)]
 fn worker_threads(env: Option<&str>, cpus: usize) -> usize {
-    env.and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(cpus.max(1))
+    microplane_runtime::worker_threads(None, env, cpus)
 }
 
 /// The health types a service may use to report its own status (see [`Service::health_reporter`]).

@@ -221,25 +221,7 @@ impl Service {
 /// Completes on SIGTERM (what the kubelet sends) or SIGINT (Ctrl-C). The handlers are installed when
 /// this is called, so signals that arrive before the future is polled are not lost.
 pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, Error> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
-        Ok(async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("received SIGTERM"),
-                _ = interrupt.recv() => tracing::info!("received SIGINT"),
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("received Ctrl-C");
-        })
-    }
+    microplane_runtime::shutdown_signal().map_err(Error::Signal)
 }
 
 /// Stops a background task when the server future ends or is dropped.

@@ -1,9 +1,8 @@
 //! The operator → gateway routing sync protocol (docs/gateway.md): generated messages and the tonic
 //! client and server of `microplane.sync.v1.RoutingSync`.
 
-#![allow(missing_docs, clippy::doc_markdown)]
-
 /// `microplane.sync.v1`.
+#[allow(missing_docs, clippy::doc_markdown)]
 pub mod v1 {
     tonic::include_proto!("microplane.sync.v1");
 }
