@@ -261,6 +261,8 @@ struct State {
     root: PathBuf,
     auth: Option<BasicAuth>,
     requests: AtomicU64,
+    /// When each request arrived, and its path (the backoff checks read the times of one repository's).
+    log: std::sync::Mutex<Vec<(std::time::Instant, String)>>,
 }
 
 /// A smart-HTTP git server on the host address pods reach ([`crate::host_ip`]) serving the bare repositories under a temporary root
@@ -311,6 +313,7 @@ impl GitServer {
             root: root.to_path_buf(),
             auth,
             requests: AtomicU64::new(0),
+            log: std::sync::Mutex::default(),
         });
         let task = tokio::spawn(serve(listener, state.clone()));
         Ok(Self {
@@ -364,6 +367,23 @@ impl GitServer {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// When the clients' attempts on the repository `name` began, oldest first: one entry per run of
+    /// requests for it (a clone or ls-remote makes several within a second; a request more than a
+    /// second after the previous one starts a new attempt).
+    pub fn attempts(&self, name: &str) -> Vec<std::time::Instant> {
+        let prefix = format!("/{name}.git/");
+        let log = self.state.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut starts: Vec<std::time::Instant> = Vec::new();
+        let mut last: Option<std::time::Instant> = None;
+        for (at, path) in log.iter().filter(|(_, p)| p.starts_with(&prefix)) {
+            if last.is_none_or(|l| at.duration_since(l) > Duration::from_secs(1)) {
+                starts.push(*at);
+            }
+            last = Some(*at);
+        }
+        starts
+    }
+
     /// Stops accepting and closes every open connection.
     pub fn stop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -413,6 +433,9 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 
 async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut log) = state.log.lock() {
+        log.push((std::time::Instant::now(), req.uri().path().to_string()));
+    }
     let mut remote_user = None;
     if let Some(auth) = &state.auth {
         let given = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);

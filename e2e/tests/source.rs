@@ -402,17 +402,29 @@ async fn bad_sources_say_why_and_back_off() {
     let e = api.create(&PostParams::default(), &escaping).await.unwrap_err();
     assert!(e.to_string().contains("must not contain '..'"), "{e}");
 
-    // Backoff, not a hot loop: a source that keeps failing is asked again after 5 s, 10 s, 20 s…
-    // Six of the failing sources reach this server, each attempt a few HTTP requests: at most two
-    // attempts each in 12 s. (A loop at once per second would make hundreds.)
-    let before = server.requests();
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let asked = server.requests() - before;
-    println!("source: {asked} requests in 12 s for 6 failing sources");
+    // Backoff, not a hot loop or a fixed retry: the unreachable source (the only one retried
+    // without a change) is asked again after 5 s, then 10 s. The gaps between its attempts on this
+    // server must grow; a fixed delay, or the 1 s controller requeue, fails here.
+    let (waiting, before) = (Instant::now(), server.requests());
+    let attempts = loop {
+        let a = server.attempts("missing");
+        if a.len() >= 3 {
+            break a;
+        }
+        assert!(waiting.elapsed() < Duration::from_secs(60), "only {} attempts on missing.git", a.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (first, second) = (attempts[1] - attempts[0], attempts[2] - attempts[1]);
+    println!("source: retries of an unreachable source after {first:?} and {second:?}");
+    assert!(first >= Duration::from_secs(4), "retried after {first:?}: no backoff");
     assert!(
-        asked <= 60,
-        "{asked} requests in 12 s for 6 failing sources: no backoff"
+        second.as_secs_f64() >= 1.6 * first.as_secs_f64(),
+        "retried after {first:?}, then {second:?}: the delay does not grow"
     );
+    // Nor does any other failing source loop meanwhile (a loop at once per second makes hundreds).
+    let asked = server.requests() - before;
+    let secs = waiting.elapsed().as_secs();
+    assert!(asked <= 5 * secs, "{asked} requests in {secs} s for the failing sources: a loop");
 
     // The neighbour is unaffected and serves.
     wait_condition(&c, &ns, "neighbour", "Ready", "True", "Running", T).await;
