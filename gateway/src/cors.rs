@@ -3,7 +3,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::server::{BoxBody, empty_body};
+use crate::body::{BoxBody, empty_body};
 use crate::snapshot::Cors;
 
 /// Micro's allowed request headers.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use microplane_sync::v1;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
-use crate::balance::{EndpointSet, Upstreams};
+use crate::upstream::{EndpointSet, Upstreams};
 
 /// A tenant's CORS policy; `None` on the tenant means Micro's permissive defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

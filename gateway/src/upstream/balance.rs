@@ -1,17 +1,13 @@
-//! Endpoints and load balancing (phase 3's "where to"): per-request choice among a service's ready
-//! endpoints by power of two choices on outstanding requests, with ejection of endpoints that fail.
-//!
-//! Every endpoint (`ip:port`, from the EndpointSlices in the snapshot) gets one [`Upstream`] that
-//! outlives snapshots, so its pooled HTTP/2 connection and its counters survive a routing change.
-//! Balancing across pod endpoints, never the Service's ClusterIP, keeps one long-lived HTTP/2
-//! connection from pinning all traffic to one pod.
+//! The endpoint set of a service and the balancer that picks one endpoint per attempt: power of two
+//! choices on outstanding requests, with ejection of endpoints that fail.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::grpc::H2Channel;
+use super::h1::{self, H1Pool};
+use super::h2::H2Channel;
 
 /// Time base for ejection deadlines.
 fn now_ms() -> u64 {
@@ -40,7 +36,7 @@ pub struct Upstream {
     /// `http://<address>`, the origin of gRPC calls.
     origin: http::Uri,
     /// Kept-alive HTTP/1.1 connections of `Http` services.
-    pub h1: Arc<crate::proxy::H1Pool>,
+    pub h1: Arc<H1Pool>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected_until: AtomicU64,
@@ -74,9 +70,11 @@ impl Upstream {
         self.origin.clone()
     }
 
-    /// The address to connect to.
-    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
-        self.socket
+    /// A new HTTP/1.1 connection to this endpoint (driven by a task of its own), for its [`H1Pool`].
+    pub async fn connect_h1(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<crate::body::BoxBody>, std::io::Error> {
+        h1::connect(self.socket, &self.address).await
     }
 
     /// The `Host` header of requests to this endpoint.
