@@ -5,19 +5,19 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 /// Boxed errors of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response.
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// An empty body.
-pub fn empty_body() -> BoxBody {
+pub(crate) fn empty_body() -> BoxBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// A body from bytes.
-pub fn full(b: impl Into<Bytes>) -> BoxBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> BoxBody {
     http_body_util::Full::new(b.into())
         .map_err(|never| match never {})
         .boxed_unsync()

@@ -25,7 +25,7 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// What to do after an attempt failed with a status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AfterFailure {
+pub(crate) enum AfterFailure {
     /// The call never reached a backend: try another endpoint.
     TryElsewhere,
     /// The backend may have seen the call: its status is the answer.
@@ -34,7 +34,7 @@ pub enum AfterFailure {
 
 /// The retry policy: only a call the transport marked [`NotSent`](crate::upstream::NotSent) goes
 /// elsewhere.
-pub fn after_failure(status: &tonic::Status) -> AfterFailure {
+pub(crate) fn after_failure(status: &tonic::Status) -> AfterFailure {
     if upstream::never_sent(status) {
         AfterFailure::TryElsewhere
     } else {
@@ -43,7 +43,7 @@ pub fn after_failure(status: &tonic::Status) -> AfterFailure {
 }
 
 /// One call of a `Grpc` service's method.
-pub struct GrpcCall<'a> {
+pub(crate) struct GrpcCall<'a> {
     /// The service.
     pub route: &'a Route,
     /// The tenant, for the identity headers.
@@ -62,7 +62,7 @@ pub struct GrpcCall<'a> {
 
 /// Calls the backend, choosing an endpoint per attempt; `upstream_out` is the endpoint of the last
 /// attempt. Endpoints that never got the call are reported failed (ejected), as `metrics` counts.
-pub async fn call(
+pub(crate) async fn call(
     c: GrpcCall<'_>,
     metrics: &Metrics,
     upstream_out: &mut Option<String>,

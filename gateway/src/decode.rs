@@ -17,7 +17,7 @@ use crate::transcode;
 
 /// Where the request message comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The query parameters.
     Query,
     /// The body, as JSON.
@@ -28,7 +28,7 @@ pub enum Source {
 
 /// Whether requests of `method` carry the message in their body: `GET`/`HEAD` do not (the query
 /// does), `POST`/`PUT`/`PATCH`/`DELETE` do; any other method is refused (405).
-pub fn has_body(method: &Method) -> Result<bool, GatewayError> {
+pub(crate) fn has_body(method: &Method) -> Result<bool, GatewayError> {
     match *method {
         Method::GET | Method::HEAD => Ok(false),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Ok(true),
@@ -38,7 +38,7 @@ pub fn has_body(method: &Method) -> Result<bool, GatewayError> {
 
 /// The media type of the `Content-Type` header, lower-cased and without parameters (`""` without
 /// one).
-pub fn media_type(headers: &HeaderMap) -> String {
+pub(crate) fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -54,7 +54,7 @@ pub fn media_type(headers: &HeaderMap) -> String {
 /// - `application/x-www-form-urlencoded`: the form, unless the body's first non-blank byte is `{`
 ///   (`curl -d '{"name":"John"}'` labels JSON as a form): then JSON;
 /// - anything else: 415.
-pub fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<Source, GatewayError> {
+pub(crate) fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<Source, GatewayError> {
     if has_query && body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Source::Query);
     }
@@ -71,7 +71,7 @@ pub fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<Source, 
 
 /// Builds the request message of type `input`: `GET`/`HEAD` from the query, others from the body
 /// (JSON, or a form; see [`source`]), read up to `max_body_bytes` (→ 413).
-pub async fn request_message(
+pub(crate) async fn request_message(
     req: Request<Incoming>,
     input: &MessageDescriptor,
     max_body_bytes: usize,

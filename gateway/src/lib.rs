@@ -18,24 +18,26 @@
 //! swapped atomically by the [`sync`] client; nothing on the request path calls Kubernetes. The
 //! [`server`] accepts connections and drains them on shutdown.
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod auth;
-pub mod body;
-pub mod call;
-pub mod cors;
-pub mod decode;
+pub(crate) mod body;
+pub(crate) mod call;
+pub(crate) mod cors;
+pub(crate) mod decode;
 pub mod error;
 pub mod health;
 pub mod metrics;
-pub mod phases;
-pub mod proxy;
+pub(crate) mod phases;
+pub(crate) mod proxy;
 pub mod resolve;
-pub mod response;
-pub mod routing;
+pub(crate) mod response;
+pub(crate) mod routing;
 pub mod server;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod state;
-pub mod stream;
+pub(crate) mod stream;
 pub mod sync;
 pub mod transcode;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -38,7 +38,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether the request asks to switch to websockets.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     let conn_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -50,7 +50,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names; keeps the upgrade
 /// pair when `keep_upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the (few) headers notes which hop-by-hop ones are present; most messages carry
     // only `Connection` (naming `keep-alive` or `close`), so only what is there is removed.
     let mut present = [false; HOP_BY_HOP_COUNT];
@@ -90,7 +90,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
-pub fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
+pub(crate) fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_str(&ip.to_string()).ok()
 }
 
@@ -98,7 +98,7 @@ pub fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
 /// endpoint's pool. A request is sent again only when it never reached a backend: no connection
 /// could be made to the endpoint (another one is tried), or a pooled connection closed before the
 /// request was written (a fresh connection is tried).
-pub async fn forward(
+pub(crate) async fn forward(
     route: &Route,
     rest: &str,
     mut req: Request<Incoming>,

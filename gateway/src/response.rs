@@ -9,7 +9,7 @@ use crate::body::{BoxBody, empty_body, full};
 use crate::error::GatewayError;
 
 /// A JSON response.
-pub fn json_response(code: StatusCode, body: Bytes) -> Response<BoxBody> {
+pub(crate) fn json_response(code: StatusCode, body: Bytes) -> Response<BoxBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = code;
     r.headers_mut()
@@ -18,13 +18,13 @@ pub fn json_response(code: StatusCode, body: Bytes) -> Response<BoxBody> {
 }
 
 /// The docs/gateway.md#errors response for an error.
-pub fn error_response(e: &GatewayError) -> Response<BoxBody> {
+pub(crate) fn error_response(e: &GatewayError) -> Response<BoxBody> {
     json_response(e.code, e.body())
 }
 
 /// `307 Temporary Redirect` to `location`, not to be cached; `None` when `location` cannot be a
 /// header value.
-pub fn redirect_response(location: &str) -> Option<Response<BoxBody>> {
+pub(crate) fn redirect_response(location: &str) -> Option<Response<BoxBody>> {
     let location = HeaderValue::from_str(location).ok()?;
     let mut resp = Response::new(empty_body());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;

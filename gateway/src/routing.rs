@@ -16,28 +16,28 @@ use crate::upstream::Upstreams;
 /// The routing state.
 pub struct Routing {
     /// The routing snapshot, swapped atomically by the sync client.
-    pub snapshot: ArcSwapOption<Snapshot>,
+    pub(crate) snapshot: ArcSwapOption<Snapshot>,
     /// Every tenant's auth state and the token verifier, swapped with the snapshot (and when an
     /// external issuer's keys change).
-    pub auth: ArcSwapOption<AuthState>,
+    pub(crate) auth: ArcSwapOption<AuthState>,
     /// External issuers' key sets.
-    pub jwks: Arc<JwksCache>,
+    pub(crate) jwks: Arc<JwksCache>,
     /// Wakes when `jwks` changed.
-    pub jwks_changed: Arc<tokio::sync::Notify>,
+    pub(crate) jwks_changed: Arc<tokio::sync::Notify>,
     /// The last snapshot applied, to rebuild `auth` when external keys change.
     last_wire: Mutex<Option<Arc<v1::Snapshot>>>,
     /// Held while `auth` is built and stored ([`Routing::apply`], [`Routing::rebuild_auth`]), so
     /// that none stores one built from older inputs.
     auth_build: Mutex<()>,
     /// Verified tokens, shared by every auth state's verifier.
-    pub token_cache: TokenCache,
+    pub(crate) token_cache: TokenCache,
     /// Endpoints, kept across snapshots.
     pub upstreams: Upstreams,
 }
 
 impl Routing {
     /// No snapshot yet; external issuers' keys fetched as `jwks` says.
-    pub fn new(jwks: JwksSettings) -> Self {
+    pub(crate) fn new(jwks: JwksSettings) -> Self {
         let jwks_changed = Arc::new(tokio::sync::Notify::new());
         Self {
             snapshot: ArcSwapOption::empty(),
@@ -54,7 +54,7 @@ impl Routing {
     /// Builds the routing snapshot and the auth state of `wire` and swaps them in, unless `wire` is
     /// older than the snapshot served (same operator process, lower or equal version). Returns the
     /// number of routes installed (`None`: not newer), or why `wire` was refused.
-    pub fn apply(&self, wire: &v1::Snapshot) -> Result<Option<usize>, String> {
+    pub(crate) fn apply(&self, wire: &v1::Snapshot) -> Result<Option<usize>, String> {
         let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cur) = self.snapshot.load().as_ref()
             && cur.source == wire.source
@@ -84,7 +84,7 @@ impl Routing {
 
     /// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
     /// built. Returns the auth state served afterwards.
-    pub fn rebuild_auth(&self) -> Option<Arc<AuthState>> {
+    pub(crate) fn rebuild_auth(&self) -> Option<Arc<AuthState>> {
         let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.auth.load_full();
         let (generation, keys) = self.jwks.snapshot();

@@ -12,7 +12,7 @@ use crate::error::GatewayError;
 use crate::transcode;
 
 /// Whether the client asks for server-sent events.
-pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -38,7 +38,7 @@ fn frame(json: &[u8], sse: bool) -> Bytes {
 /// A server-streaming rpc as newline-delimited JSON (`application/x-ndjson`), or as server-sent
 /// events when the client accepts `text/event-stream`. An error after the first message ends the
 /// stream with one more item: the docs/gateway.md#errors error object.
-pub fn stream_response(stream: tonic::Streaming<DynamicMessage>, sse: bool) -> Response<BoxBody> {
+pub(crate) fn stream_response(stream: tonic::Streaming<DynamicMessage>, sse: bool) -> Response<BoxBody> {
     use futures::StreamExt;
     let body = stream
         .scan(false, move |done, item| {

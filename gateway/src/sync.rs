@@ -53,7 +53,7 @@ impl TokenSource {
 }
 
 /// Backoff between reconnects: 100 ms doubling to 5 s, with jitter.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
     Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
 }
@@ -96,7 +96,7 @@ pub async fn follow_external_keys(gateway: Arc<Gateway>) {
 }
 
 /// Follows the operator forever, reporting to `health` (connected, first snapshot).
-pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
+pub(crate) async fn run(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
     let mut attempt = 0u32;
     loop {
         match follow(&gateway, &settings, &health, &mut attempt).await {

@@ -18,7 +18,7 @@ impl Gateway {
     /// rotated in: that issuer's keys are fetched at once (single flight with the background
     /// refresh, rate-limited, a bounded wait) and the token verified again with the auth state
     /// rebuilt from them, which is returned for the rest of the request.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         auth_state: Arc<AuthState>,
         headers: &HeaderMap,

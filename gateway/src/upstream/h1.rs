@@ -37,7 +37,7 @@ impl H1Pool {
     }
 
     /// The most recently used open connection, if any.
-    pub fn take(&self) -> Option<http1::SendRequest<BoxBody>> {
+    pub(crate) fn take(&self) -> Option<http1::SendRequest<BoxBody>> {
         let mut idle = self.lock();
         while let Some((tx, since)) = idle.pop() {
             if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
@@ -99,7 +99,7 @@ pub(super) async fn connect(
 }
 
 /// A backend response body that gives its connection back to the pool when it ends.
-pub struct PooledBody {
+pub(crate) struct PooledBody {
     inner: Incoming,
     conn: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>,
 }
@@ -108,7 +108,7 @@ impl PooledBody {
     /// The body of a response read on `conn`'s connection; `conn` goes back to its pool when the
     /// body ends (at once if it already has). Without `conn` (an upgraded connection), nothing is
     /// given back.
-    pub fn new(inner: Incoming, conn: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>) -> Self {
+    pub(crate) fn new(inner: Incoming, conn: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>) -> Self {
         let mut body = Self { inner, conn };
         body.release_if_done();
         body

@@ -34,12 +34,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// elsewhere is safe for any method.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct NotSent(pub String);
+pub(crate) struct NotSent(pub String);
 
 /// Whether a failed call is a [`NotSent`]: the only failure after which the call may go to another
 /// endpoint. Decided by the error's type alone, never by its text: a status a backend answered
 /// (whatever its code and words) has no source, and was sent.
-pub fn never_sent(status: &tonic::Status) -> bool {
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = source {
         if e.is::<NotSent>() {
@@ -69,7 +69,7 @@ struct Shared {
 
 impl H2Channel {
     /// A channel to `address` (`ip:port`); connects on first use.
-    pub fn new(address: &str) -> Self {
+    pub(crate) fn new(address: &str) -> Self {
         Self {
             shared: Arc::new(Shared {
                 address: address.to_string(),

@@ -15,6 +15,8 @@ mod balance;
 mod h1;
 mod h2;
 
-pub use balance::{EndpointSet, Picked, Upstream, Upstreams, ejection_for};
-pub use h1::{H1Pool, PooledBody};
-pub use h2::{H2Body, H2Channel, NotSent, never_sent};
+pub(crate) use balance::{EndpointSet, Picked, Upstreams};
+pub(crate) use h1::PooledBody;
+#[cfg(test)]
+pub(crate) use h2::NotSent;
+pub(crate) use h2::never_sent;
