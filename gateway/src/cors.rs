@@ -3,17 +3,17 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::server::{BoxBody, empty_body};
+use crate::body::{BoxBody, empty_body};
 use crate::snapshot::Cors;
 
 /// Micro's allowed request headers.
-pub const DEFAULT_HEADERS: &str =
+pub(crate) const DEFAULT_HEADERS: &str =
     "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization, Micro-Namespace";
 /// Micro's allowed methods.
-pub const DEFAULT_METHODS: &str = "POST, PATCH, GET, OPTIONS, PUT, DELETE";
+pub(crate) const DEFAULT_METHODS: &str = "POST, PATCH, GET, OPTIONS, PUT, DELETE";
 
 /// The answer to a preflight request (`OPTIONS` with `Origin`); [`apply`] adds the headers.
-pub fn preflight() -> Response<BoxBody> {
+pub(crate) fn preflight() -> Response<BoxBody> {
     let mut r = Response::new(empty_body());
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
@@ -22,7 +22,7 @@ pub fn preflight() -> Response<BoxBody> {
 /// Adds the CORS headers for `origin` to a response. Without a tenant policy: Micro's defaults (the
 /// origin echoed, credentials allowed). With one: only an origin it lists (or `*`) gets headers, and
 /// its non-empty header and method lists replace the defaults.
-pub fn apply(headers: &mut HeaderMap, origin: &HeaderValue, policy: Option<&Cors>) {
+pub(crate) fn apply(headers: &mut HeaderMap, origin: &HeaderValue, policy: Option<&Cors>) {
     let (allowed, methods, allow_headers, credentials) = match policy {
         None => (true, DEFAULT_METHODS.to_string(), DEFAULT_HEADERS.to_string(), true),
         Some(p) => {

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use serde::Serialize;
 
 /// The `id` of the errors the gateway makes itself.
@@ -36,7 +36,7 @@ struct Body<'a> {
 
 impl GatewayError {
     /// An error with the given status and detail, made by the gateway (id [`GATEWAY_ID`]).
-    pub fn new(code: StatusCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: StatusCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             id: GATEWAY_ID.to_owned(),
@@ -44,81 +44,74 @@ impl GatewayError {
         }
     }
 
-    /// The same error with another `id`.
-    #[must_use]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
-        self
-    }
-
     /// 400 Bad Request: a request the gateway cannot map (malformed JSON, unknown field, bad value).
-    pub fn bad_request(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
 
     /// 401 Unauthorized: refused without an account (docs/auth.md#rules).
-    pub fn unauthorized(detail: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, detail)
     }
 
     /// 403 Forbidden: refused with an account (docs/auth.md#rules).
-    pub fn forbidden(detail: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, detail)
     }
 
     /// 404 Not Found: unknown tenant, service or endpoint.
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
 
     /// 405 Method Not Allowed.
-    pub fn method_not_allowed(detail: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, detail)
     }
 
     /// 413 Payload Too Large: a request body over the gateway's limit.
-    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+    pub(crate) fn payload_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
     }
 
     /// 415 Unsupported Media Type: a body in a content type the gateway does not map.
-    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+    pub(crate) fn unsupported_media_type(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail)
     }
 
     /// 500 Internal Server Error.
-    pub fn internal(detail: impl Into<String>) -> Self {
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
 
     /// 501 Not Implemented: an endpoint the gateway cannot serve over HTTP/JSON.
-    pub fn not_implemented(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_implemented(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, detail)
     }
 
     /// 502 Bad Gateway: the backend answered with something the gateway cannot use.
-    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, detail)
     }
 
     /// 503 Service Unavailable: no backend to send the request to.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 
     /// 504 Gateway Timeout: the backend did not answer in time.
-    pub fn gateway_timeout(detail: impl Into<String>) -> Self {
+    pub(crate) fn gateway_timeout(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, detail)
     }
 
     /// The canonical reason phrase of [`code`](Self::code) (`"Not Found"`), or `""` for a code
     /// without one, as Go's `http.StatusText` (which Micro uses) does.
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         self.code.canonical_reason().unwrap_or("")
     }
 
     /// The JSON body of docs/gateway.md#errors: `{"id":"…","code":404,"detail":"…","status":"Not Found"}`.
-    pub fn body(&self) -> Bytes {
+    pub(crate) fn body(&self) -> Bytes {
         let body = Body {
             id: &self.id,
             code: self.code.as_u16(),
@@ -129,18 +122,6 @@ impl GatewayError {
         serde_json::to_vec(&body)
             .map(Bytes::from)
             .unwrap_or_else(|_| Bytes::from_static(b"{}"))
-    }
-
-    /// The HTTP response: status [`code`](Self::code), `Content-Type: application/json` and
-    /// [`body`](Self::body). `B` is any body buildable from [`Bytes`], such as
-    /// `http_body_util::Full<Bytes>` or `Bytes` itself.
-    pub fn into_response<B: From<Bytes>>(self) -> http::Response<B> {
-        let mut response = http::Response::new(B::from(self.body()));
-        *response.status_mut() = self.code;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
     }
 
     /// Maps a gRPC status from a backend to the error the gateway writes (docs/gateway.md#errors).
@@ -183,7 +164,7 @@ impl GatewayError {
 }
 
 /// The HTTP status for a gRPC code (docs/gateway.md#errors).
-pub fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
+pub(crate) fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
     use tonic::Code;
     match code {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -270,7 +251,8 @@ mod tests {
 
     #[test]
     fn body_escapes_json_in_id_and_detail() {
-        let err = GatewayError::bad_request("field \"a\": bad\nvalue").with_id("x\"y");
+        let mut err = GatewayError::bad_request("field \"a\": bad\nvalue");
+        err.id = "x\"y".into();
         let body = json(&err.body());
         assert_eq!(body["detail"], "field \"a\": bad\nvalue");
         assert_eq!(body["id"], "x\"y");
@@ -307,26 +289,6 @@ mod tests {
         let err = GatewayError::new(StatusCode::from_u16(499).unwrap(), "gone");
         assert_eq!(json(&err.body())["status"], "");
         assert_eq!(json(&err.body())["code"], 499);
-    }
-
-    #[test]
-    fn into_response_sets_status_content_type_and_body() {
-        let response: http::Response<Bytes> = GatewayError::gateway_timeout("slow").into_response();
-        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(json(response.body())["detail"], "slow");
-        assert_eq!(json(response.body())["code"], 504);
-    }
-
-    #[test]
-    fn into_response_builds_a_full_body() {
-        use http_body_util::BodyExt as _;
-        let response: http::Response<http_body_util::Full<Bytes>> = GatewayError::not_found("x").into_response();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let bytes = futures::executor::block_on(response.into_body().collect())
-            .unwrap()
-            .to_bytes();
-        assert_eq!(json(&bytes)["detail"], "x");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum Readiness {
 
 impl Readiness {
     /// The body `/readyz` answers with.
-    pub fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             Self::Ready => "ready".into(),
             Self::NoSnapshot => "waiting for the first routing snapshot".into(),
@@ -38,7 +38,7 @@ impl Readiness {
 
 /// What the sync task and the shutdown have reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct State {
+pub(crate) struct State {
     /// A snapshot was applied at least once.
     pub has_snapshot: bool,
     /// Since when the stream is down; none while connected.
@@ -52,7 +52,7 @@ pub struct State {
 }
 
 /// The readiness verdict: a pure function of the reports, the time and the stale threshold.
-pub fn judge(s: &State, now: Instant, stale: Duration) -> Readiness {
+pub(crate) fn judge(s: &State, now: Instant, stale: Duration) -> Readiness {
     if s.shutting_down {
         return Readiness::ShuttingDown;
     }
@@ -103,13 +103,13 @@ impl Health {
         self.update(|s| s.down_since = None);
     }
     /// The stream ended or failed (keeps the earliest time when already down).
-    pub fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         self.update(|s| {
             s.down_since.get_or_insert_with(Instant::now);
         });
     }
     /// The sync task ended; `for_good` when it will not be restarted.
-    pub fn task_stopped(&self, for_good: bool) {
+    pub(crate) fn task_stopped(&self, for_good: bool) {
         self.update(|s| {
             s.task_running = false;
             s.task_dead |= for_good;
@@ -117,11 +117,11 @@ impl Health {
         });
     }
     /// The sync task was restarted.
-    pub fn task_started(&self) {
+    pub(crate) fn task_started(&self) {
         self.update(|s| s.task_running = !s.task_dead);
     }
     /// SIGTERM: not ready from now on.
-    pub fn shutting_down(&self) {
+    pub(crate) fn shutting_down(&self) {
         self.update(|s| s.shutting_down = true);
     }
 
@@ -135,7 +135,7 @@ impl Health {
     }
 
     /// Liveness: false only when the sync task stopped for good.
-    pub fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         !self.state.lock().unwrap_or_else(PoisonError::into_inner).task_dead
     }
 }

@@ -9,7 +9,8 @@ use clap::Parser;
 use futures::FutureExt;
 use microplane_gateway::health::Health;
 use microplane_gateway::metrics::Metrics;
-use microplane_gateway::server::{self, Drain, Gateway, Settings};
+use microplane_gateway::server::{self, Drain};
+use microplane_gateway::state::{Gateway, Settings};
 use microplane_gateway::{admin, sync};
 
 /// mimalloc instead of the system allocator: the data path allocates and frees small buffers on

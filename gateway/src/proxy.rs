@@ -1,157 +1,22 @@
-//! Phase 3 for `Http` services: `/<service>/<rest>` → the backend's `/<rest>`, query kept, hop-by-hop
+//! Phase 4 for `Http` services: `/<service>/<rest>` → the backend's `/<rest>`, query kept, hop-by-hop
 //! headers handled, websockets upgraded (docs/gateway.md).
 
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::balance::{Picked, Upstream};
+use crate::body::{BoxBody, empty_body};
 use crate::error::GatewayError;
-use crate::server::{BoxBody, BoxError, empty_body};
 use crate::snapshot::Route;
+use crate::upstream::{Picked, PooledBody};
 
-/// How long a connection to an `Http` endpoint may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an unused kept-alive backend connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per endpoint.
-const MAX_IDLE: usize = 256;
 /// Most endpoints one request tries when it cannot connect, and most fresh connections it tries
 /// when they close before taking the request. (Idle connections found closed do not count: the
 /// pool is finite.)
 const MAX_ATTEMPTS: usize = 3;
-
-/// Kept-alive HTTP/1.1 connections to one `Http` endpoint, most recently used first.
-///
-/// A connection is taken for one request and comes back when that request's response body has
-/// ended, so it never carries two requests at once; one whose body was abandoned, or that was
-/// upgraded, is never reused. The pool belongs to the endpoint's [`Upstream`], so it lives as long
-/// as some snapshot routes to that endpoint.
-#[derive(Debug, Default)]
-pub struct H1Pool {
-    idle: Mutex<Vec<(http1::SendRequest<BoxBody>, Instant)>>,
-}
-
-impl H1Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(http1::SendRequest<BoxBody>, Instant)>> {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The most recently used open connection, if any.
-    fn take(&self) -> Option<http1::SendRequest<BoxBody>> {
-        let mut idle = self.lock();
-        while let Some((tx, since)) = idle.pop() {
-            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(tx);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection whose exchange ended; drops the ones idle for too long.
-    fn put(&self, tx: http1::SendRequest<BoxBody>) {
-        if tx.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.lock();
-        let stale = idle
-            .iter()
-            .take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
-            .count();
-        idle.drain(..stale);
-        if idle.len() < MAX_IDLE {
-            idle.push((tx, now));
-        }
-    }
-
-    /// Open connections kept idle now (one the backend closed is as good as gone: it is dropped
-    /// when next taken).
-    pub fn idle(&self) -> usize {
-        self.lock().iter().filter(|(tx, _)| !tx.is_closed()).count()
-    }
-}
-
-/// Opens a new HTTP/1.1 connection to `upstream`, driven by a task of its own.
-async fn connect(upstream: &Upstream) -> Result<http1::SendRequest<BoxBody>, std::io::Error> {
-    let addr: SocketAddr = upstream
-        .socket_addr()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an ip:port address"))?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    // Flattened writes (head and body copied into one buffer, one `send`) rather than `writev`, as
-    // the downstream server does (see `server::serve`).
-    let (tx, conn) = http1::Builder::new()
-        .writev(false)
-        .handshake::<_, BoxBody>(TokioIo::new(stream))
-        .await
-        .map_err(std::io::Error::other)?;
-    let address = upstream.address.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, upstream = %address, "backend connection ended with an error");
-        }
-    });
-    Ok(tx)
-}
-
-/// A backend response body that gives its connection back to the pool when it ends.
-struct PooledBody {
-    inner: Incoming,
-    conn: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>,
-}
-
-impl PooledBody {
-    fn release_if_done(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some((tx, pool)) = self.conn.take()
-        {
-            pool.put(tx);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some((tx, pool)) = self.conn.take() {
-                    pool.put(tx);
-                }
-            }
-            Poll::Ready(Some(Ok(_))) => self.release_if_done(),
-            // A broken body leaves the connection in an unknown state: it is not reused.
-            Poll::Ready(Some(Err(_))) => self.conn = None,
-            Poll::Pending => {}
-        }
-        polled.map_err(Into::into)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), `Connection` first and
 /// `Upgrade` (kept on upgrades) last.
@@ -173,7 +38,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether the request asks to switch to websockets.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     let conn_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -185,7 +50,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names; keeps the upgrade
 /// pair when `keep_upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the (few) headers notes which hop-by-hop ones are present; most messages carry
     // only `Connection` (naming `keep-alive` or `close`), so only what is there is removed.
     let mut present = [false; HOP_BY_HOP_COUNT];
@@ -225,7 +90,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
-pub fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
+pub(crate) fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_str(&ip.to_string()).ok()
 }
 
@@ -233,7 +98,7 @@ pub fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
 /// endpoint's pool. A request is sent again only when it never reached a backend: no connection
 /// could be made to the endpoint (another one is tried), or a pooled connection closed before the
 /// request was written (a fresh connection is tried).
-pub async fn forward(
+pub(crate) async fn forward(
     route: &Route,
     rest: &str,
     mut req: Request<Incoming>,
@@ -296,7 +161,7 @@ pub async fn forward(
         let reused = pooled.is_some();
         let mut tx = match pooled {
             Some(tx) => tx,
-            None => match connect(&upstream).await {
+            None => match upstream.connect_h1().await {
                 Ok(tx) => tx,
                 Err(e) => {
                     tracing::debug!(error = %e, upstream = %upstream.address, "cannot connect to the endpoint");
@@ -349,11 +214,10 @@ pub async fn forward(
                 }
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers, false);
-                let mut body = PooledBody {
-                    inner: rb,
-                    conn: (rp.status != StatusCode::SWITCHING_PROTOCOLS).then(|| (tx, upstream.h1.clone())),
-                };
-                body.release_if_done();
+                let body = PooledBody::new(
+                    rb,
+                    (rp.status != StatusCode::SWITCHING_PROTOCOLS).then(|| (tx, upstream.h1.clone())),
+                );
                 return Ok(Response::from_parts(rp, body.boxed_unsync()));
             }
             Err(mut e) => match e.take_message() {
@@ -376,13 +240,6 @@ pub async fn forward(
             },
         }
     }
-}
-
-/// A response body from bytes.
-pub fn full(b: impl Into<Bytes>) -> BoxBody {
-    http_body_util::Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]

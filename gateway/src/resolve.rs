@@ -16,18 +16,6 @@ pub struct Resolved {
     pub endpoint: String,
 }
 
-impl Resolved {
-    /// The endpoint's service part (`Helloworld` of `Helloworld.Call`).
-    pub fn endpoint_service(&self) -> &str {
-        self.endpoint.split_once('.').map_or(self.endpoint.as_str(), |(s, _)| s)
-    }
-
-    /// The endpoint's method part (`Call` of `Helloworld.Call`).
-    pub fn endpoint_method(&self) -> &str {
-        self.endpoint.split_once('.').map_or("", |(_, m)| m)
-    }
-}
-
 /// Why a path cannot be resolved.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -73,7 +61,7 @@ pub fn clean_segments(raw_path: &str) -> Result<Vec<String>, PathError> {
 
 /// `Camel` of docs/gateway.md: upper-cases the first letter of each `-`-separated word and drops the `-`;
 /// the rest of each word keeps its case.
-pub fn camel(s: &str) -> String {
+pub(crate) fn camel(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for word in s.split('-') {
         let mut chars = word.chars();
@@ -90,7 +78,7 @@ fn is_version(s: &str) -> bool {
 }
 
 /// Micro's path → (service, endpoint) algorithm (docs/gateway.md) over cleaned, decoded segments.
-pub fn resolve_segments(parts: &[String]) -> Result<Resolved, PathError> {
+pub(crate) fn resolve_segments(parts: &[String]) -> Result<Resolved, PathError> {
     let (service, endpoint) = match parts {
         [] => return Err(PathError::Empty),
         [p0] => (p0.clone(), format!("{}.Call", camel(p0))),
@@ -137,7 +125,7 @@ pub fn proxy_rest(raw_path: &str) -> Result<(String, String), PathError> {
 
 /// How a request names its tenant, before the snapshot says whether that tenant exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TenantSource<'a> {
+pub(crate) enum TenantSource<'a> {
     /// The `Micro-Namespace` header.
     Header(&'a str),
     /// A host listed in a tenant's `hosts`.
@@ -147,7 +135,7 @@ pub enum TenantSource<'a> {
 }
 
 /// The request host without port, lower-cased; from `Host` (HTTP/1.1) or the URI authority (h2).
-pub fn host_of(host_header: Option<&str>, authority: Option<&str>) -> Option<String> {
+pub(crate) fn host_of(host_header: Option<&str>, authority: Option<&str>) -> Option<String> {
     let h = host_header.or(authority)?;
     let h = if let Some(stripped) = h.strip_prefix('[') {
         // [v6]:port
@@ -164,7 +152,7 @@ pub fn host_of(host_header: Option<&str>, authority: Option<&str>) -> Option<Str
 /// Tenant resolution order of docs/gateway.md for what the request itself carries: the `Micro-Namespace`
 /// header, then a host some tenant lists (`host_known`), else the default. (The token issuer step
 /// belongs to the auth phase.)
-pub fn tenant_source<'a>(
+pub(crate) fn tenant_source<'a>(
     header: Option<&'a str>,
     host: Option<String>,
     host_known: impl Fn(&str) -> bool,
@@ -249,8 +237,7 @@ mod tests {
     #[test]
     fn endpoint_parts() {
         let res = resolve_path("/helloworld/call").unwrap();
-        assert_eq!(res.endpoint_service(), "Helloworld");
-        assert_eq!(res.endpoint_method(), "Call");
+        assert_eq!(res.endpoint, "Helloworld.Call");
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use microplane_sync::v1;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
-use crate::balance::{EndpointSet, Upstreams};
+use crate::upstream::{EndpointSet, Upstreams};
 
 /// A tenant's CORS policy; `None` on the tenant means Micro's permissive defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Cors {
+pub(crate) struct Cors {
     /// Origins allowed (`*` allows any).
     pub allowed_origins: Vec<String>,
     /// Request headers allowed in addition to the defaults.
@@ -26,26 +26,16 @@ pub struct Cors {
 
 /// How a service is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// HTTP/JSON transcoded to gRPC.
     Grpc,
     /// Proxied as HTTP.
     Http,
 }
 
-impl Protocol {
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::Http => "http",
-        }
-    }
-}
-
 /// One exposed service of a tenant.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     /// Tenant name.
     pub tenant: String,
     /// MicroService name.
@@ -62,7 +52,7 @@ pub struct Route {
 
 /// A tenant with its routes.
 #[derive(Debug)]
-pub struct Tenant {
+pub(crate) struct Tenant {
     /// Name.
     pub name: String,
     /// CORS override.
@@ -73,13 +63,11 @@ pub struct Tenant {
 
 /// Everything the data path reads.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Version from the operator.
     pub version: u64,
     /// The operator process that built it.
     pub source: String,
-    /// When the operator built it (Unix nanoseconds).
-    pub built_unix_nanos: i64,
     /// Tenants by name.
     pub tenants: HashMap<String, Arc<Tenant>>,
     /// Host → tenant name.
@@ -88,7 +76,7 @@ pub struct Snapshot {
 
 /// Why a snapshot was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     /// A descriptor set does not decode into a consistent pool.
     #[error("descriptor set {key}: {reason}")]
     Descriptors {
@@ -122,7 +110,7 @@ pub enum SnapshotError {
 /// `Svc.Method` → method for a backend serving `pool`: every method name a non-infrastructure
 /// service offers, resolved by [`crate::transcode::find_method`] (the package equal to the Micro
 /// service name first, docs/gateway.md). Built once per snapshot, so a request does one map lookup.
-pub fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<String, MethodDescriptor> {
+pub(crate) fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<String, MethodDescriptor> {
     let mut table = HashMap::new();
     for svc in pool.services() {
         for m in svc.methods() {
@@ -140,7 +128,7 @@ pub fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMap<Strin
 
 impl Snapshot {
     /// Builds the routing snapshot, reusing `upstreams` across snapshots.
-    pub fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> Result<Self, SnapshotError> {
+    pub(crate) fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> Result<Self, SnapshotError> {
         let mut pools: HashMap<&str, DescriptorPool> = HashMap::new();
         for d in &msg.descriptors {
             let pool =
@@ -240,14 +228,13 @@ impl Snapshot {
         Ok(Self {
             version: msg.version,
             source: msg.source.clone(),
-            built_unix_nanos: msg.built_unix_nanos,
             tenants,
             hosts,
         })
     }
 
     /// Number of routes over all tenants.
-    pub fn route_count(&self) -> usize {
+    pub(crate) fn route_count(&self) -> usize {
         self.tenants.values().map(|t| t.routes.len()).sum()
     }
 }

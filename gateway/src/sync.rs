@@ -2,7 +2,7 @@
 //! acknowledges it, and reconnects with backoff. While the operator (or the API server behind it)
 //! is away, the last good snapshot keeps serving.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use microplane_sync::v1::routing_sync_client::RoutingSyncClient;
@@ -11,10 +11,8 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
-use crate::auth::AuthState;
 use crate::health::Health;
-use crate::server::Gateway;
-use crate::snapshot::Snapshot;
+use crate::state::Gateway;
 
 /// Where and how to reach the operator.
 #[derive(Clone, Debug)]
@@ -55,7 +53,7 @@ impl TokenSource {
 }
 
 /// Backoff between reconnects: 100 ms doubling to 5 s, with jitter.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
     Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
 }
@@ -63,33 +61,9 @@ pub fn backoff(attempt: u32) -> Duration {
 /// Applies one snapshot: builds the routing state and swaps it in, unless it is older than the one
 /// served (same operator process, lower or equal version). Returns the error that refused it.
 pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
-    // One builder of the auth state at a time, so that none stores one built from older inputs.
-    let _building = gateway.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(cur) = gateway.snapshot.load().as_ref()
-        && cur.source == wire.source
-        && cur.version >= wire.version
-    {
-        return Ok(false);
-    }
-    let built = Snapshot::build(wire, &gateway.upstreams)
-        .map_err(|e| e.to_string())
-        .and_then(|s| {
-            let externals: Vec<&microplane_sync::v1::ExternalIssuer> =
-                wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
-            gateway.jwks.follow(&externals);
-            let (generation, keys) = gateway.jwks.snapshot();
-            AuthState::build(wire, &keys, generation, gateway.token_cache.clone())
-                .map(|a| (s, a))
-                .map_err(|e| e.to_string())
-        });
-    match built {
-        Ok((s, auth)) => {
-            let routes = s.route_count();
-            gateway.auth.store(Some(Arc::new(auth)));
-            gateway.snapshot.store(Some(Arc::new(s)));
-            if let Ok(mut last) = gateway.last_wire.lock() {
-                *last = Some(Arc::new(wire.clone()));
-            }
+    match gateway.routing.apply(wire) {
+        Ok(None) => Ok(false),
+        Ok(Some(routes)) => {
             gateway.metrics.snapshot(true, wire.version, routes);
             if wire.built_unix_nanos > 0 {
                 let now = std::time::SystemTime::now()
@@ -113,42 +87,16 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
     }
 }
 
-/// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
-/// built. Returns the auth state served afterwards.
-pub fn rebuild_auth(gateway: &Gateway) -> Option<Arc<AuthState>> {
-    let _building = gateway.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
-    let current = gateway.auth.load_full();
-    let (generation, keys) = gateway.jwks.snapshot();
-    if current.as_ref().is_some_and(|a| a.keys_generation >= generation) {
-        return current;
-    }
-    let wire = gateway.last_wire.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let Some(wire) = wire else {
-        return current;
-    };
-    match AuthState::build(&wire, &keys, generation, gateway.token_cache.clone()) {
-        Ok(a) => {
-            let a = Arc::new(a);
-            gateway.auth.store(Some(a.clone()));
-            Some(a)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "auth state not rebuilt");
-            current
-        }
-    }
-}
-
 /// Rebuilds the auth state from the last snapshot whenever an external issuer's keys change.
 pub async fn follow_external_keys(gateway: Arc<Gateway>) {
     loop {
-        gateway.jwks_changed.notified().await;
-        rebuild_auth(&gateway);
+        gateway.routing.jwks_changed.notified().await;
+        gateway.routing.rebuild_auth();
     }
 }
 
 /// Follows the operator forever, reporting to `health` (connected, first snapshot).
-pub async fn run(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
+pub(crate) async fn run(gateway: Arc<Gateway>, settings: SyncSettings, health: Arc<Health>) {
     let mut attempt = 0u32;
     loop {
         match follow(&gateway, &settings, &health, &mut attempt).await {
@@ -182,7 +130,7 @@ async fn follow(
     })
     .max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel(16);
-    let served = gateway.snapshot.load().as_ref().map_or(0, |s| s.version);
+    let served = gateway.routing.snapshot.load().as_ref().map_or(0, |s| s.version);
     tx.send(GatewayMessage {
         kind: Some(gateway_message::Kind::Hello(Hello {
             gateway: settings.name.clone(),
@@ -201,7 +149,7 @@ async fn follow(
         *attempt = 0;
         let error = match apply(gateway, &wire) {
             Ok(_) => {
-                if gateway.snapshot.load().is_some() {
+                if gateway.routing.snapshot.load().is_some() {
                     health.snapshot_applied();
                 }
                 String::new()
@@ -249,7 +197,7 @@ pub async fn supervise(gateway: Arc<Gateway>, settings: SyncSettings, health: Ar
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::server::Settings;
+    use crate::state::Settings;
     use microplane_sync::v1;
 
     fn snap(source: &str, version: u64) -> WireSnapshot {
@@ -283,7 +231,7 @@ mod tests {
             err.contains("descriptor"),
             "refused for its descriptors, not another reason: {err}"
         );
-        let cur = gw.snapshot.load_full().unwrap();
+        let cur = gw.routing.snapshot.load_full().unwrap();
         assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
     }
 
@@ -331,26 +279,26 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         let bearer = format!("Bearer {}", old.sign(&claims).unwrap());
         headers.insert(http::header::AUTHORIZATION, bearer.parse().unwrap());
-        let first = gw.auth.load_full().unwrap();
+        let first = gw.routing.auth.load_full().unwrap();
         assert!(first.authenticate(&headers).into_account().is_some());
-        assert_eq!(gw.token_cache.len(), 1);
+        assert_eq!(gw.routing.token_cache.len(), 1);
         // No external key changed: nothing to rebuild.
-        assert!(Arc::ptr_eq(&rebuild_auth(&gw).unwrap(), &first));
+        assert!(Arc::ptr_eq(&gw.routing.rebuild_auth().unwrap(), &first));
 
         // A rule change: a new auth state, the same cache.
         wire.version = 2;
         wire.tenants = vec![tenant(&[&new, &old], true)];
         assert_eq!(apply(&gw, &wire), Ok(true));
-        let second = gw.auth.load_full().unwrap();
+        let second = gw.routing.auth.load_full().unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
-        assert_eq!(gw.token_cache.len(), 1);
+        assert_eq!(gw.routing.token_cache.len(), 1);
         assert!(second.authenticate(&headers).into_account().is_some());
 
         // The old key is rotated out: its token, cached or not, no longer verifies.
         wire.version = 3;
         wire.tenants = vec![tenant(&[&new], false)];
         assert_eq!(apply(&gw, &wire), Ok(true));
-        let third = gw.auth.load_full().unwrap();
+        let third = gw.routing.auth.load_full().unwrap();
         let refused = third.authenticate(&headers);
         assert!(
             matches!(&refused, crate::auth::Authn::UnknownKid { .. }),

@@ -17,7 +17,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use microplane_gateway::health::{Health, Readiness};
-use microplane_gateway::server::{Drain, Gateway, serve_graceful};
+use microplane_gateway::server::{Drain, serve_graceful};
+use microplane_gateway::state::Gateway;
 use microplane_sync::v1;
 use tokio::net::TcpListener;
 

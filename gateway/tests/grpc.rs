@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::{Client, any_port, dead_addr, endpoints, wait_until};
 use http::{Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use microplane_gateway::server::Gateway;
+use microplane_gateway::state::Gateway;
 use microplane_gateway::transcode::{DynamicCodec, request_from_json};
 use microplane_sync::v1;
 use prost::Message as _;
@@ -216,19 +216,19 @@ async fn an_unreachable_endpoint_is_skipped_and_a_restarted_backend_reconnected(
         let (status, body) = call(&mut c, &format!("n{i}")).await;
         assert_eq!(status, StatusCode::OK, "call {i}: {body}");
     }
-    assert!(gw.upstreams.get(&dead.to_string()).ejected());
+    assert!(gw.routing.upstreams.get(&dead.to_string()).ejected());
 
     // The backend goes away (its connections close) and comes back on the same address.
     let at = backend.addr;
     backend.task.abort();
     let _ = backend.task.await;
-    let channel = gw.upstreams.get(&at.to_string()).grpc();
+    let channel = gw.routing.upstreams.get(&at.to_string()).grpc();
     wait_until("the gateway saw its connection close", || !channel.is_connected()).await;
     let (gw2, addr2) = gateway(&[at]).await;
     let mut c2 = Client::connect(addr2).await;
     let (status, _) = call(&mut c2, "nobody home").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(gw2.upstreams.get(&at.to_string()).ejected());
+    assert!(gw2.routing.upstreams.get(&at.to_string()).ejected());
     let again = Backend::start(at, "Welcome back").await;
     let (status, body) = call(&mut c, "Jo").await;
     assert_eq!(

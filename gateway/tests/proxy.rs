@@ -16,7 +16,7 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use microplane_gateway::server::Gateway;
+use microplane_gateway::state::Gateway;
 use microplane_sync::v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -329,7 +329,7 @@ async fn backend_connections_are_kept_alive_and_reused() {
         }
     }
     assert!(backend.connections() <= 5, "{} connections", backend.connections());
-    let pool = gw.upstreams.get(&backend.addr.to_string());
+    let pool = gw.routing.upstreams.get(&backend.addr.to_string());
     assert!(pool.h1.idle() >= 1 && pool.h1.idle() <= 4, "{} idle", pool.h1.idle());
     backend.task.abort();
 }
@@ -345,7 +345,7 @@ async fn a_backend_that_closes_connections_is_invisible_to_clients() {
     }
     assert_eq!(backend.connections(), 30);
     // A connection the backend closed is never kept.
-    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    let upstream = gw.routing.upstreams.get(&backend.addr.to_string());
     wait_until("the last closed connection left the pool", || upstream.h1.idle() == 0).await;
     // The next request gets a connection of its own, not one the backend closed.
     assert_eq!(c.get("/web/again").await.0, StatusCode::OK);
@@ -367,7 +367,7 @@ async fn an_unreachable_endpoint_is_skipped_for_requests_with_bodies_too() {
     let seen = backend.seen();
     assert_eq!(seen.len(), 20, "every request reached the live endpoint once");
     assert!(seen.iter().all(|s| s.body == "payload"));
-    assert!(gw.upstreams.get(&dead.to_string()).ejected());
+    assert!(gw.routing.upstreams.get(&dead.to_string()).ejected());
 
     // With no live endpoint left: 503 in the the gateway's error JSON.
     let (_gw, only_dead) = gateway(&[dead]).await;
@@ -392,7 +392,7 @@ async fn an_abandoned_response_never_leaves_its_connection_in_the_pool() {
         // The client goes away mid-body.
     }
     wait_until("the abandoned backend connection closed", || backend.closed() == 1).await;
-    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    let upstream = gw.routing.upstreams.get(&backend.addr.to_string());
     assert_eq!(upstream.h1.idle(), 0, "a connection with a body in flight was pooled");
     let mut c = Client::connect(addr).await;
     assert_eq!(c.get("/web/").await.0, StatusCode::OK);
@@ -447,7 +447,7 @@ async fn idle_connections_the_backend_closed_are_replaced_unnoticed() {
     for (status, _) in futures::future::join_all(calls).await {
         assert_eq!(status, StatusCode::OK);
     }
-    let upstream = gw.upstreams.get(&backend.addr.to_string());
+    let upstream = gw.routing.upstreams.get(&backend.addr.to_string());
     assert_eq!(upstream.h1.idle(), 5);
     // The backend closes all five while they sit in the pool.
     wait_until("the backend closed its idle connections", || backend.closed() == 5).await;
@@ -501,7 +501,7 @@ async fn abrupt_backend() -> (
 async fn a_connection_closed_without_notice_is_not_used_again() {
     let (backend, accepted, task) = abrupt_backend().await;
     let (gw, addr) = gateway(&[backend]).await;
-    let upstream = gw.upstreams.get(&backend.to_string());
+    let upstream = gw.routing.upstreams.get(&backend.to_string());
     let mut c = Client::connect(addr).await;
     for i in 0..20 {
         let (status, body) = c.get(&format!("/web/{i}")).await;

@@ -18,10 +18,10 @@ use super::token::{Claims, TokenUse, Verifier};
 use crate::error::GatewayError;
 
 /// Lifetime of refresh tokens.
-pub const REFRESH_TTL: i64 = 24 * 3600;
+pub(crate) const REFRESH_TTL: i64 = 24 * 3600;
 
 /// Which issuer endpoint a path names: `(tenant named in the path, endpoint)`.
-pub fn match_path(raw_path: &str) -> Option<(Option<&str>, &str)> {
+pub(crate) fn match_path(raw_path: &str) -> Option<(Option<&str>, &str)> {
     if !raw_path.contains(".well-known") {
         return None;
     }
@@ -34,7 +34,7 @@ pub fn match_path(raw_path: &str) -> Option<(Option<&str>, &str)> {
 }
 
 /// The OpenID discovery document.
-pub fn discovery(t: &TenantAuth) -> serde_json::Value {
+pub(crate) fn discovery(t: &TenantAuth) -> serde_json::Value {
     serde_json::json!({
         "issuer": t.issuer,
         "jwks_uri": format!("{}/.well-known/jwks.json", t.issuer),
@@ -50,7 +50,7 @@ pub fn discovery(t: &TenantAuth) -> serde_json::Value {
 
 /// What a token request carries.
 #[derive(Default)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// `client_credentials` (default when an id is given) or `refresh_token`.
     pub grant_type: Option<String>,
     /// Account id.
@@ -73,7 +73,7 @@ impl std::fmt::Debug for TokenRequest {
 
 /// Reads a token request from a form or JSON body (OAuth names, or Micro's `id`/`secret`), with the
 /// client's credentials possibly in `Authorization: Basic`.
-pub fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<TokenRequest, GatewayError> {
+pub(crate) fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<TokenRequest, GatewayError> {
     let mut req = TokenRequest::default();
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -133,7 +133,7 @@ fn invalid_client() -> GatewayError {
 
 /// Checks a presented secret against an account, in time that does not depend on where they differ
 /// or on whether the account exists.
-pub fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
+pub(crate) fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
     let presented = sha2::Sha256::digest(secret.as_bytes());
     match t.accounts.get(id) {
         Some(a) => bool::from(presented.as_slice().ct_eq(&a.secret_sha256)),
@@ -147,7 +147,7 @@ pub fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
 
 /// Issues tokens for a request: 200 with `{access_token, token_type, expires_in, refresh_token,
 /// scope}`, or a docs/gateway.md#errors error (401 for wrong credentials or an unusable refresh token).
-pub fn issue(
+pub(crate) fn issue(
     t: &TenantAuth,
     verifier: &Verifier,
     req: &TokenRequest,

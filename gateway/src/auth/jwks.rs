@@ -23,16 +23,16 @@ use tokio::sync::{Notify, watch};
 use super::token::{PublicKey, parse_jwks};
 
 /// How often a key set is fetched again after a success.
-pub const REFRESH: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH: Duration = Duration::from_secs(300);
 /// Time limit of one fetch, and of the wait for an on-demand refresh.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Least time between two on-demand refreshes of one issuer's key set.
-pub const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest JWKS document accepted.
-pub const MAX_JWKS_BYTES: usize = 256 << 10;
+pub(crate) const MAX_JWKS_BYTES: usize = 256 << 10;
 
 /// Retry delay after `n` consecutive failures: 1 s doubling to 60 s.
-pub fn retry_after(n: u32) -> Duration {
+pub(crate) fn retry_after(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
@@ -84,7 +84,7 @@ struct Fetched {
 }
 
 /// The key sets of every external issuer the snapshot names.
-pub struct JwksCache {
+pub(crate) struct JwksCache {
     keys: ArcSwap<HashMap<String, Vec<PublicKey>>>,
     /// Grows whenever `keys` changes (after the change is visible).
     generation: AtomicU64,
@@ -104,13 +104,9 @@ impl std::fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    /// An empty cache that wakes `changed` whenever a key set changes.
-    pub fn new(changed: Arc<Notify>) -> Self {
-        Self::with_settings(changed, JwksSettings::default())
-    }
-
-    /// [`new`](Self::new) with other timing.
-    pub fn with_settings(changed: Arc<Notify>, settings: JwksSettings) -> Self {
+    /// An empty cache that wakes `changed` whenever a key set changes, fetching with `settings`'s
+    /// timing.
+    pub(crate) fn with_settings(changed: Arc<Notify>, settings: JwksSettings) -> Self {
         let client = reqwest::Client::builder()
             .timeout(settings.fetch_timeout)
             .connect_timeout(Duration::from_secs(2).min(settings.fetch_timeout))
@@ -128,17 +124,17 @@ impl JwksCache {
     }
 
     /// Keys by issuer.
-    pub fn keys(&self) -> Arc<HashMap<String, Vec<PublicKey>>> {
+    pub(crate) fn keys(&self) -> Arc<HashMap<String, Vec<PublicKey>>> {
         self.keys.load_full()
     }
 
     /// How many times the keys changed so far.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// The keys with their generation: the keys are at least as new as the generation says.
-    pub fn snapshot(&self) -> (u64, Arc<HashMap<String, Vec<PublicKey>>>) {
+    pub(crate) fn snapshot(&self) -> (u64, Arc<HashMap<String, Vec<PublicKey>>>) {
         let generation = self.generation();
         (generation, self.keys())
     }
@@ -161,7 +157,7 @@ impl JwksCache {
 
     /// Follows the external issuers of a snapshot: inline key sets are parsed at once, fetched ones
     /// get a background task; issuers no longer named are dropped. Returns whether keys changed now.
-    pub fn follow(self: &Arc<Self>, issuers: &[&v1::ExternalIssuer]) -> bool {
+    pub(crate) fn follow(self: &Arc<Self>, issuers: &[&v1::ExternalIssuer]) -> bool {
         let mut changed = false;
         let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
         let wanted: HashMap<&str, &v1::ExternalIssuer> = issuers.iter().map(|i| (i.issuer.as_str(), *i)).collect();
@@ -215,7 +211,7 @@ impl JwksCache {
     /// Returns `false` at once for an issuer whose keys are not fetched (inline, or not an
     /// external issuer), and when an on-demand refresh of this issuer was asked for less than the
     /// on-demand interval ago and has completed (rate limit: its keys are the answer).
-    pub async fn refresh_now(&self, issuer: &str) -> bool {
+    pub(crate) async fn refresh_now(&self, issuer: &str) -> bool {
         let refresher = {
             let fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
             match fetched.get(issuer) {
@@ -527,7 +523,7 @@ mod tests {
     async fn only_fetched_issuers_refresh() {
         let k1 = SigningKey::generate("k1").unwrap();
         let changed = Arc::new(Notify::new());
-        let cache = Arc::new(JwksCache::new(changed));
+        let cache = Arc::new(JwksCache::with_settings(changed, JwksSettings::default()));
         let inline = v1::ExternalIssuer {
             issuer: ISS.into(),
             jwks: serde_json::json!({"keys": [k1.public().to_jwk()]}).to_string(),

@@ -18,11 +18,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The query parameter carrying the URL to come back to.
-pub const REDIRECT_PARAM: &str = "redirect_to";
+pub(crate) const REDIRECT_PARAM: &str = "redirect_to";
 
 /// Where to send the client instead of answering a refusal with status `refused`: the `Location`
 /// of the 307, or `None` to answer with the error itself.
-pub fn login_redirect(
+pub(crate) fn login_redirect(
     refused: StatusCode,
     login_url: Option<&str>,
     method: &Method,
@@ -38,7 +38,7 @@ pub fn login_redirect(
 
 /// A browser navigation: `GET` or `HEAD` with an `Accept` header that names `text/html` (any of
 /// several `Accept` headers; `text/html;q=0` refuses HTML, so it does not count).
-pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
@@ -66,7 +66,7 @@ fn accepts_html(range: &str) -> bool {
 /// as a TLS-terminating load balancer in front sets it; anything else is ignored) or `http`, the
 /// `Host` header (or the request's authority, HTTP/2), the path and the query. Without a usable
 /// host, only the path and query.
-pub fn original_url(headers: &HeaderMap, uri: &Uri) -> String {
+pub(crate) fn original_url(headers: &HeaderMap, uri: &Uri) -> String {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let host = headers
         .get(header::HOST)
@@ -102,7 +102,7 @@ fn is_host(h: &str) -> bool {
 
 /// `<login_url>?redirect_to=<original, percent-encoded>`: `&` instead of `?` when `login_url`
 /// already has a query; a fragment of `login_url` stays last.
-pub fn redirect_location(login_url: &str, original: &str) -> String {
+pub(crate) fn redirect_location(login_url: &str, original: &str) -> String {
     let (base, fragment) = match login_url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (login_url, None),

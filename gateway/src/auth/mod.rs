@@ -12,9 +12,9 @@
 //! gateway one [`token::Verifier`] over all issuers. The identity the gateway verified reaches
 //! backends in headers/metadata it sets itself; the same headers sent by a client are removed.
 
-pub mod endpoints;
-pub mod jwks;
-pub mod login;
+pub(crate) mod endpoints;
+pub(crate) mod jwks;
+pub(crate) mod login;
 pub mod rules;
 pub mod token;
 
@@ -28,19 +28,17 @@ use self::rules::{Access, Account, Decision, Rule, RuleSet};
 use self::token::{Alg, Issuer, PublicKey, SigningKey, TokenCache, TokenError, Verified};
 use crate::error::GatewayError;
 
+/// Account id.
+pub(crate) const ACCOUNT_ID: &str = "micro-account-id";
+/// Account type.
+pub(crate) const ACCOUNT_TYPE: &str = "micro-account-type";
+/// Account scopes, space-separated.
+pub(crate) const ACCOUNT_SCOPES: &str = "micro-account-scopes";
+/// Metadata key of the tenant the request was resolved to, set by the gateway.
+pub(crate) const NAMESPACE: &str = "micro-namespace";
+
 /// Headers (and gRPC metadata keys) that carry the verified caller to backends. The gateway removes
 /// any a client sent; only the gateway sets them (see the SDK's `identity` module).
-pub const IDENTITY_HEADERS: [&str; 3] = [ACCOUNT_ID, ACCOUNT_TYPE, ACCOUNT_SCOPES];
-/// Account id.
-pub const ACCOUNT_ID: &str = "micro-account-id";
-/// Account type.
-pub const ACCOUNT_TYPE: &str = "micro-account-type";
-/// Account scopes, space-separated.
-pub const ACCOUNT_SCOPES: &str = "micro-account-scopes";
-/// Metadata key of the tenant the request was resolved to, set by the gateway.
-pub const NAMESPACE: &str = "micro-namespace";
-
-/// [`IDENTITY_HEADERS`] as header names.
 const IDENTITY_HEADER_NAMES: [HeaderName; 3] = [
     HeaderName::from_static(ACCOUNT_ID),
     HeaderName::from_static(ACCOUNT_TYPE),
@@ -50,14 +48,14 @@ const IDENTITY_HEADER_NAMES: [HeaderName; 3] = [
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static(NAMESPACE);
 
 /// Removes client-sent identity headers.
-pub fn strip_identity(headers: &mut HeaderMap) {
+pub(crate) fn strip_identity(headers: &mut HeaderMap) {
     for h in &IDENTITY_HEADER_NAMES {
         headers.remove(h);
     }
 }
 
 /// Sets the verified caller's identity (and the tenant) on a backend request's headers.
-pub fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Verified>) {
+pub(crate) fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Verified>) {
     strip_identity(headers);
     if let Ok(v) = HeaderValue::from_str(tenant) {
         headers.insert(NAMESPACE_HEADER, v);
@@ -78,7 +76,7 @@ pub fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Veri
 
 /// An account the gateway issues tokens for: what checks its secret, never the secret.
 #[derive(Clone, Debug)]
-pub struct AccountEntry {
+pub(crate) struct AccountEntry {
     /// `user`, `service`, …
     pub account_type: String,
     /// Its scopes.
@@ -88,7 +86,7 @@ pub struct AccountEntry {
 }
 
 /// A tenant's auth state in one snapshot.
-pub struct TenantAuth {
+pub(crate) struct TenantAuth {
     /// The tenant.
     pub tenant: String,
     /// Issuer of its platform tokens.
@@ -123,7 +121,7 @@ impl std::fmt::Debug for TenantAuth {
 /// Why a tenant's auth state is refused.
 #[derive(Debug, thiserror::Error)]
 #[error("tenant {tenant}: {reason}")]
-pub struct AuthConfigError {
+pub(crate) struct AuthConfigError {
     /// The tenant.
     pub tenant: String,
     /// What is wrong.
@@ -132,7 +130,7 @@ pub struct AuthConfigError {
 
 impl TenantAuth {
     /// Builds a tenant's auth state from its snapshot entry.
-    pub fn build(t: &v1::Tenant) -> Result<Self, AuthConfigError> {
+    pub(crate) fn build(t: &v1::Tenant) -> Result<Self, AuthConfigError> {
         let err = |reason: String| AuthConfigError {
             tenant: t.name.clone(),
             reason,
@@ -194,7 +192,7 @@ impl TenantAuth {
     }
 
     /// The tenant's own issuer, for the verifier.
-    pub fn own_issuer(&self, t: &v1::Tenant) -> Issuer {
+    pub(crate) fn own_issuer(&self, t: &v1::Tenant) -> Issuer {
         let keys: Vec<PublicKey> = t
             .signing_keys
             .iter()
@@ -213,7 +211,12 @@ impl TenantAuth {
 
     /// docs/auth.md#rules for a request to `service`/`endpoint` by `account` (one [`Self::account_of`]
     /// admitted, or `None`).
-    pub fn authorize(&self, account: Option<&Verified>, service: &str, endpoint: &str) -> Result<(), GatewayError> {
+    pub(crate) fn authorize(
+        &self,
+        account: Option<&Verified>,
+        service: &str,
+        endpoint: &str,
+    ) -> Result<(), GatewayError> {
         // `account_of` admitted only this tenant's own and external issuers' accounts.
         let acc = account.map(|v| Account {
             id: v.account_id.clone(),
@@ -238,13 +241,13 @@ impl TenantAuth {
 
     /// The account a verified token gives in this tenant: issued by its own issuer or one of its
     /// external issuers. A token of another tenant is treated as no token (docs/gateway.md).
-    pub fn account_of(&self, v: Verified) -> Option<Verified> {
+    pub(crate) fn account_of(&self, v: Verified) -> Option<Verified> {
         (v.tenant == self.tenant || self.external.contains(&v.issuer)).then_some(v)
     }
 }
 
 /// Every tenant's auth state plus the verifier, rebuilt per snapshot (and when external keys change).
-pub struct AuthState {
+pub(crate) struct AuthState {
     /// By tenant.
     pub tenants: HashMap<String, Arc<TenantAuth>>,
     /// Issuer → tenant, for tenant resolution by token.
@@ -257,7 +260,7 @@ pub struct AuthState {
 
 /// What a request's credentials come to.
 #[derive(Debug)]
-pub enum Authn {
+pub(crate) enum Authn {
     /// A valid access token.
     Account(Verified),
     /// No usable token: none, an ambiguous or non-Bearer one, an invalid or expired one, a refresh
@@ -273,7 +276,7 @@ pub enum Authn {
 
 impl Authn {
     /// The verified account, if any.
-    pub fn into_account(self) -> Option<Verified> {
+    pub(crate) fn into_account(self) -> Option<Verified> {
         match self {
             Authn::Account(v) => Some(v),
             Authn::Anonymous | Authn::UnknownKid { .. } => None,
@@ -292,7 +295,7 @@ impl std::fmt::Debug for AuthState {
 impl AuthState {
     /// Builds the auth state of a snapshot, with external issuers' keys from `external_keys` (of
     /// generation `keys_generation`); its verifier uses `cache`, which the state it replaces used.
-    pub fn build(
+    pub(crate) fn build(
         msg: &v1::Snapshot,
         external_keys: &HashMap<String, Vec<PublicKey>>,
         keys_generation: u64,
@@ -349,7 +352,7 @@ impl AuthState {
     /// Basic auth of its own) and the rules refuse with 401 where an account is needed. A token
     /// whose issuer lacks its `kid` says which issuer, so that the caller may refresh its keys and
     /// try again.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Authn {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Authn {
         let token = match token::extract(headers) {
             Ok(Some(t)) => t,
             Ok(None) => return Authn::Anonymous,

@@ -39,7 +39,10 @@
 //! match, and keeps the lowest position. Types and named scopes are interned as integers.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+
+// The hasher of the index's maps: fast, deterministic, not DoS-resistant, and it need not be: the
+// keys are the tenant's own rules; requests only look up.
+use foldhash::fast::FixedState;
 
 /// The resource type of every gateway request, and the default of `resource.type` (docs/auth.md#rules).
 pub const DEFAULT_RESOURCE_TYPE: &str = "service";
@@ -620,58 +623,9 @@ fn key(len: usize, hash: u64) -> u64 {
 }
 
 /// A map keyed by [`key`]s.
-type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<FastHasher>>;
+type KeyMap<V> = HashMap<u64, V, FixedState>;
 /// A map keyed by lower-cased strings.
-type StrMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<FastHasher>>;
-
-/// A fast hasher for the index's maps (FxHash-style over 8-byte words, then SplitMix64's
-/// finalizer so that low and high bits are both well spread). Not DoS-resistant, and it need not
-/// be: the keys are the tenant's own rules; requests only look up.
-#[derive(Debug, Clone, Copy, Default)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(HASH_MUL);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^ (x >> 31)
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-}
+type StrMap<V> = HashMap<Box<[u8]>, V, FixedState>;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 
-use crate::server::BoxError;
+use crate::body::BoxError;
 
 /// How long a connection to a `Grpc` endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,7 +34,21 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// elsewhere is safe for any method.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct NotSent(pub String);
+pub(crate) struct NotSent(pub String);
+
+/// Whether a failed call is a [`NotSent`]: the only failure after which the call may go to another
+/// endpoint. Decided by the error's type alone, never by its text: a status a backend answered
+/// (whatever its code and words) has no source, and was sent.
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<NotSent>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
 
 /// The HTTP/2 connection to one endpoint, shared by every call to it; cloning is cheap.
 #[derive(Clone, Debug)]
@@ -55,7 +69,7 @@ struct Shared {
 
 impl H2Channel {
     /// A channel to `address` (`ip:port`); connects on first use.
-    pub fn new(address: &str) -> Self {
+    pub(crate) fn new(address: &str) -> Self {
         Self {
             shared: Arc::new(Shared {
                 address: address.to_string(),
@@ -301,10 +315,10 @@ mod tests {
     #[test]
     fn a_call_that_was_not_sent_may_go_elsewhere() {
         let not_sent = tonic::Status::from_error(Box::new(NotSent("connection closed: broken pipe".into())));
-        assert!(crate::server::never_reached(&not_sent));
+        assert!(never_sent(&not_sent));
         // A stream reset after the server took it may have done work.
         let reset = tonic::Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
-        assert!(!crate::server::never_reached(&reset));
+        assert!(!never_sent(&reset));
     }
 
     #[tokio::test]

@@ -1,17 +1,13 @@
-//! Endpoints and load balancing (phase 3's "where to"): per-request choice among a service's ready
-//! endpoints by power of two choices on outstanding requests, with ejection of endpoints that fail.
-//!
-//! Every endpoint (`ip:port`, from the EndpointSlices in the snapshot) gets one [`Upstream`] that
-//! outlives snapshots, so its pooled HTTP/2 connection and its counters survive a routing change.
-//! Balancing across pod endpoints, never the Service's ClusterIP, keeps one long-lived HTTP/2
-//! connection from pinning all traffic to one pod.
+//! The endpoint set of a service and the balancer that picks one endpoint per attempt: power of two
+//! choices on outstanding requests, with ejection of endpoints that fail.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::grpc::H2Channel;
+use super::h1::{self, H1Pool};
+use super::h2::H2Channel;
 
 /// Time base for ejection deadlines.
 fn now_ms() -> u64 {
@@ -21,7 +17,7 @@ fn now_ms() -> u64 {
 }
 
 /// How long an endpoint is ejected after `n` consecutive failures: 1 s doubling up to 30 s.
-pub fn ejection_for(failures: u32) -> Duration {
+pub(crate) fn ejection_for(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(5);
     Duration::from_secs(1 << exp).min(Duration::from_secs(30))
 }
@@ -40,7 +36,7 @@ pub struct Upstream {
     /// `http://<address>`, the origin of gRPC calls.
     origin: http::Uri,
     /// Kept-alive HTTP/1.1 connections of `Http` services.
-    pub h1: Arc<crate::proxy::H1Pool>,
+    pub h1: Arc<H1Pool>,
     outstanding: AtomicUsize,
     failures: AtomicU32,
     ejected_until: AtomicU64,
@@ -70,22 +66,24 @@ impl Upstream {
     }
 
     /// The origin (`http://ip:port`) of gRPC calls to this endpoint.
-    pub fn origin(&self) -> http::Uri {
+    pub(crate) fn origin(&self) -> http::Uri {
         self.origin.clone()
     }
 
-    /// The address to connect to.
-    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
-        self.socket
+    /// A new HTTP/1.1 connection to this endpoint (driven by a task of its own), for its [`H1Pool`].
+    pub(crate) async fn connect_h1(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<crate::body::BoxBody>, std::io::Error> {
+        h1::connect(self.socket, &self.address).await
     }
 
     /// The `Host` header of requests to this endpoint.
-    pub fn host_header(&self) -> http::HeaderValue {
+    pub(crate) fn host_header(&self) -> http::HeaderValue {
         self.host.clone()
     }
 
     /// Requests in flight.
-    pub fn outstanding(&self) -> usize {
+    pub(crate) fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
 
@@ -96,7 +94,7 @@ impl Upstream {
 
     /// Records a failure that says the endpoint is unreachable (connection refused, reset before the
     /// request was taken); ejects it for a while. Returns whether it was newly ejected.
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let until = now_ms() + u64::try_from(ejection_for(n).as_millis()).unwrap_or(u64::MAX / 2);
         let before = self.ejected_until.swap(until, Ordering::Relaxed);
@@ -104,7 +102,7 @@ impl Upstream {
     }
 
     /// Records a success: the endpoint is healthy again.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
             self.ejected_until.store(0, Ordering::Relaxed);
@@ -114,11 +112,11 @@ impl Upstream {
 
 /// An endpoint chosen for one request; counts as outstanding until dropped.
 #[derive(Debug)]
-pub struct Picked(Arc<Upstream>);
+pub(crate) struct Picked(Arc<Upstream>);
 
 impl Picked {
     /// The endpoint.
-    pub fn upstream(&self) -> &Arc<Upstream> {
+    pub(crate) fn upstream(&self) -> &Arc<Upstream> {
         &self.0
     }
 }
@@ -131,32 +129,28 @@ impl Drop for Picked {
 
 /// A service's endpoints in one snapshot.
 #[derive(Debug, Default)]
-pub struct EndpointSet {
+pub(crate) struct EndpointSet {
     ready: Vec<Arc<Upstream>>,
     terminating: Vec<Arc<Upstream>>,
 }
 
 impl EndpointSet {
-    /// Ready and terminating endpoints (the latter used only when no ready one is left).
-    pub fn new(ready: Vec<Arc<Upstream>>, terminating: Vec<Arc<Upstream>>) -> Self {
-        Self { ready, terminating }
-    }
-
     /// Number of ready endpoints.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.ready.len()
     }
 
-    /// No ready endpoint.
-    pub fn is_empty(&self) -> bool {
-        self.ready.is_empty()
+    /// Ready and terminating endpoints (the latter used only when no ready one is left).
+    pub(crate) fn new(ready: Vec<Arc<Upstream>>, terminating: Vec<Arc<Upstream>>) -> Self {
+        Self { ready, terminating }
     }
 
     /// Chooses an endpoint: two random candidates among the ready, non-ejected ones not in
     /// `exclude`, the one with fewer requests in flight wins. When every ready endpoint is ejected
     /// or excluded, falls back to ejected ones, then to terminating ones: a chance beats a certain
     /// failure.
-    pub fn pick(&self, exclude: &[&str]) -> Option<Picked> {
+    pub(crate) fn pick(&self, exclude: &[&str]) -> Option<Picked> {
         let usable = |u: &&Arc<Upstream>| !exclude.contains(&u.address.as_str());
         let healthy: Vec<&Arc<Upstream>> = self.ready.iter().filter(usable).filter(|u| !u.ejected()).collect();
         let pool: Vec<&Arc<Upstream>> = if !healthy.is_empty() {
@@ -210,7 +204,7 @@ impl Upstreams {
 
     /// Forgets endpoints no snapshot references any more (their connections close once the last
     /// request using them ends).
-    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<String>) {
         let mut map = self
             .by_address
             .lock()
@@ -219,13 +213,9 @@ impl Upstreams {
     }
 
     /// Number of endpoints known.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.by_address.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// No endpoint known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

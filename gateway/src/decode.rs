@@ -1,0 +1,226 @@
+//! Request decoding for `Grpc` services (docs/gateway.md, "Request and response mapping"): which
+//! part of the HTTP request becomes the request message, and the message built from it.
+//!
+//! The decision is the pure [`source`] (method, content type, whether the body is blank or starts
+//! like a JSON object, whether there is a query); [`request_message`] reads the body within the
+//! size limit and builds the message from the chosen source.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+
+use crate::error::GatewayError;
+use crate::transcode;
+
+/// Where the request message comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The query parameters.
+    Query,
+    /// The body, as JSON.
+    Json,
+    /// The body, as form fields.
+    Form,
+}
+
+/// Whether requests of `method` carry the message in their body: `GET`/`HEAD` do not (the query
+/// does), `POST`/`PUT`/`PATCH`/`DELETE` do; any other method is refused (405).
+pub(crate) fn has_body(method: &Method) -> Result<bool, GatewayError> {
+    match *method {
+        Method::GET | Method::HEAD => Ok(false),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Ok(true),
+        ref m => Err(GatewayError::method_not_allowed(format!("method {m} is not served"))),
+    }
+}
+
+/// The media type of the `Content-Type` header, lower-cased and without parameters (`""` without
+/// one).
+pub(crate) fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Where the message of a request with a body comes from, given its media type (see [`media_type`]),
+/// its body and whether it has a query:
+///
+/// - a blank body with a query: the query;
+/// - `application/json`, `application/grpc+json`, `text/json` or none: JSON;
+/// - `application/x-www-form-urlencoded`: the form, unless the body's first non-blank byte is `{`
+///   (`curl -d '{"name":"John"}'` labels JSON as a form): then JSON;
+/// - anything else: 415.
+pub(crate) fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<Source, GatewayError> {
+    if has_query && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Source::Query);
+    }
+    let looks_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match media_type {
+        "application/x-www-form-urlencoded" if looks_json => Ok(Source::Json),
+        "" | "application/json" | "application/grpc+json" | "text/json" => Ok(Source::Json),
+        "application/x-www-form-urlencoded" => Ok(Source::Form),
+        other => Err(GatewayError::unsupported_media_type(format!(
+            "content type {other} is not served; send application/json or a form"
+        ))),
+    }
+}
+
+/// Builds the request message of type `input`: `GET`/`HEAD` from the query, others from the body
+/// (JSON, or a form; see [`source`]), read up to `max_body_bytes` (→ 413).
+pub(crate) async fn request_message(
+    req: Request<Incoming>,
+    input: &MessageDescriptor,
+    max_body_bytes: usize,
+) -> Result<DynamicMessage, GatewayError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    if !has_body(req.method())? {
+        return message(input, Source::Query, &[], &query);
+    }
+    let media_type = media_type(req.headers());
+    let body = read_body(req, max_body_bytes).await?;
+    let source = source(&media_type, &body, !query.is_empty())?;
+    message(input, source, &body, &query)
+}
+
+/// The message of type `input` from `source`.
+fn message(
+    input: &MessageDescriptor,
+    source: Source,
+    body: &[u8],
+    query: &str,
+) -> Result<DynamicMessage, GatewayError> {
+    match source {
+        Source::Query => transcode::request_from_params(input, form_urlencoded::parse(query.as_bytes())),
+        Source::Json => transcode::request_from_json(input, body),
+        Source::Form => transcode::request_from_params(input, form_urlencoded::parse(body)),
+    }
+    .map_err(GatewayError::from)
+}
+
+/// The whole body, refused (413) when `Content-Length` or the body itself is over `limit`.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, GatewayError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(GatewayError::payload_too_large(format!(
+            "request body is larger than {limit} bytes"
+        )));
+    }
+    Ok(Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                GatewayError::payload_too_large(format!("request body is larger than {limit} bytes"))
+            } else {
+                GatewayError::bad_request(format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderValue, StatusCode};
+
+    use super::*;
+
+    #[test]
+    fn get_and_head_read_the_query_and_unknown_methods_are_refused() {
+        assert!(!has_body(&Method::GET).unwrap());
+        assert!(!has_body(&Method::HEAD).unwrap());
+        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(has_body(&m).unwrap(), "{m}");
+        }
+        for m in [Method::OPTIONS, Method::TRACE, Method::CONNECT] {
+            assert_eq!(has_body(&m).unwrap_err().code, StatusCode::METHOD_NOT_ALLOWED, "{m}");
+        }
+    }
+
+    #[test]
+    fn media_types_lose_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        assert_eq!(media_type(&h), "");
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(" Application/JSON ; charset=utf-8"),
+        );
+        assert_eq!(media_type(&h), "application/json");
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert_eq!(media_type(&h), "application/x-www-form-urlencoded");
+    }
+
+    #[test]
+    fn json_types_and_no_type_are_json() {
+        for ct in ["", "application/json", "application/grpc+json", "text/json"] {
+            assert_eq!(source(ct, br#"{"name":"John"}"#, false).unwrap(), Source::Json, "{ct}");
+            assert_eq!(source(ct, b"", false).unwrap(), Source::Json, "{ct}: the empty message");
+            assert_eq!(
+                source(ct, b"[1]", false).unwrap(),
+                Source::Json,
+                "{ct}: refused later, as JSON"
+            );
+        }
+    }
+
+    #[test]
+    fn a_form_is_a_form_unless_it_is_a_json_object() {
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(source(form, b"name=John", false).unwrap(), Source::Form);
+        assert_eq!(source(form, b"", false).unwrap(), Source::Form);
+        assert_eq!(source(form, br#"{"name":"John"}"#, false).unwrap(), Source::Json);
+        assert_eq!(
+            source(form, b" \n\t{\"name\":1}", false).unwrap(),
+            Source::Json,
+            "after blanks"
+        );
+        assert_eq!(
+            source(form, b"[1]", false).unwrap(),
+            Source::Form,
+            "only an object is JSON"
+        );
+    }
+
+    #[test]
+    fn a_blank_body_with_a_query_reads_the_query() {
+        for ct in [
+            "",
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+        ] {
+            assert_eq!(source(ct, b"", true).unwrap(), Source::Query, "{ct}");
+            assert_eq!(source(ct, b" \r\n", true).unwrap(), Source::Query, "{ct}");
+        }
+        assert_eq!(
+            source("", b"{}", true).unwrap(),
+            Source::Json,
+            "a body wins over the query"
+        );
+    }
+
+    #[test]
+    fn other_content_types_are_refused() {
+        for ct in [
+            "text/plain",
+            "application/xml",
+            "multipart/form-data",
+            "application/grpc",
+        ] {
+            let e = source(ct, b"{}", false).unwrap_err();
+            assert_eq!(e.code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+            assert!(e.detail.contains(ct), "{}", e.detail);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The data path: one request through the phases of docs/gateway.md ("A request, phase by phase"),
+//! in this order, over one per-request context ([`Gateway::handle`]):
+//!
+//! 1. **Tenant** (`tenant.rs`): who the caller is (token verification) and which tenant it calls;
+//! 2. **Route** (`route.rs`): the path → an `Http` service and the backend path, or Micro's
+//!    (service, endpoint);
+//! 3. **Auth** (`auth.rs`): the tenant's rules decide, before anything reveals whether the service
+//!    exists;
+//! 4. **Transcode** (`transcode.rs`) for `Grpc` services, or **proxy** ([`crate::proxy`]) for
+//!    `Http` services;
+//! 5. **Respond** (`respond.rs`): errors as JSON, CORS headers, metrics, the access log line.
+//!
+//! A tenant's issuer endpoints (`issuer.rs`) are answered between phases 1 and 2 (or before phase
+//! 1, when the path names the tenant).
+
+mod auth;
+mod issuer;
+mod respond;
+mod route;
+mod tenant;
+mod transcode;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::BoxBody;
+use crate::error::GatewayError;
+use crate::response::json_response;
+use crate::snapshot::{Route, Tenant};
+use crate::state::Gateway;
+use crate::{cors, proxy};
+
+/// The client end of a downstream connection, made once per connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` element.
+    pub forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            forwarded_for: proxy::forwarded_for(addr.ip()),
+        }
+    }
+}
+
+/// What one request learned on its way, for the response, the metrics and the access log.
+#[derive(Default)]
+struct RequestContext {
+    tenant: Option<Arc<Tenant>>,
+    route: Option<Arc<Route>>,
+    endpoint: Option<String>,
+    upstream: Option<String>,
+    origin: Option<HeaderValue>,
+    account: Option<String>,
+}
+
+impl Gateway {
+    /// Serves one request: never fails, errors become docs/gateway.md#errors JSON responses.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: &Peer) -> Response<BoxBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = self.settings.access_log.then(|| req.uri().path().to_string());
+        let mut ctx = RequestContext {
+            origin: req.headers().get(header::ORIGIN).cloned(),
+            ..Default::default()
+        };
+        let result = tokio::time::timeout(self.settings.request_timeout, self.phases(req, peer, &mut ctx)).await;
+        self.respond(result, &ctx, started, &method, path.as_deref())
+    }
+
+    /// Phases 1 to 4.
+    async fn phases(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<BoxBody>, GatewayError> {
+        let snap = self
+            .routing
+            .snapshot
+            .load_full()
+            .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
+        let auth_state = self
+            .routing
+            .auth
+            .load_full()
+            .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
+
+        // The issuer endpoints of a tenant named in the path need no other resolution.
+        let raw_path = req.uri().path().to_string();
+        let well_known = crate::auth::endpoints::match_path(&raw_path);
+        if let Some((Some(named), endpoint)) = well_known {
+            let tenant = snap
+                .tenants
+                .get(named)
+                .cloned()
+                .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
+            ctx.tenant = Some(tenant.clone());
+            return issuer::serve(&auth_state, &tenant, endpoint, req).await;
+        }
+
+        // Phase 1: tenant (header, host, the issuer of a valid token, the default).
+        let (auth_state, verified) = self.authenticate(auth_state, req.headers()).await;
+        let tenant = self.resolve_tenant(
+            &snap,
+            &auth_state,
+            verified.as_ref(),
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+        )?;
+        ctx.tenant = Some(tenant.clone());
+        if req.method() == Method::OPTIONS && ctx.origin.is_some() {
+            return Ok(cors::preflight());
+        }
+        if let Some((None, endpoint)) = well_known {
+            return issuer::serve(&auth_state, &tenant, endpoint, req).await;
+        }
+        let tenant_auth = auth_state
+            .tenants
+            .get(&tenant.name)
+            .cloned()
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
+        // A token of another tenant is no token here.
+        let account = verified.and_then(|v| tenant_auth.account_of(v));
+        ctx.account = account.as_ref().map(|a| a.account_id.clone());
+
+        // Phase 2: route. An `Http` service owns every path under its name; otherwise Micro's resolver.
+        match route::route(&tenant, &raw_path, req.method())? {
+            route::Target::Http { route, rest } => {
+                ctx.route = Some(route.clone());
+                // Phase 3: auth; the resource endpoint of an `Http` service is the backend path.
+                if let Some(refusal) = auth::authorize(&tenant_auth, account.as_ref(), &route.service, &rest, &req) {
+                    return refusal;
+                }
+                crate::auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
+                // Phase 4: proxy.
+                proxy::forward(&route, &rest, req, peer.forwarded_for.as_ref(), &mut ctx.upstream).await
+            }
+            route::Target::Version => Ok(json_response(
+                StatusCode::OK,
+                bytes::Bytes::from(format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+            )),
+            route::Target::Endpoint(resolved) => {
+                ctx.endpoint = Some(resolved.endpoint.clone());
+                // Phase 3: auth, before anything reveals whether the service exists.
+                if let Some(refusal) = auth::authorize(
+                    &tenant_auth,
+                    account.as_ref(),
+                    &resolved.service,
+                    &resolved.endpoint,
+                    &req,
+                ) {
+                    return refusal;
+                }
+                let route = tenant.routes.get(&resolved.service).cloned().ok_or_else(|| {
+                    GatewayError::not_found(format!(
+                        "service {} not found in namespace {}",
+                        resolved.service, tenant.name
+                    ))
+                })?;
+                ctx.route = Some(route.clone());
+                // Phase 4: transcode.
+                self.transcode(
+                    req,
+                    &route,
+                    &resolved.endpoint,
+                    &tenant.name,
+                    account.as_ref(),
+                    &mut ctx.upstream,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The routing state: what the sync task writes and every request reads. The routing snapshot and
+//! the auth state built with it are swapped atomically; the endpoints and the verified-token cache
+//! outlive snapshots.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwapOption;
+use microplane_sync::v1;
+
+use crate::auth::AuthState;
+use crate::auth::jwks::{JwksCache, JwksSettings};
+use crate::auth::token::{TokenCache, VerifierSettings};
+use crate::snapshot::Snapshot;
+use crate::upstream::Upstreams;
+
+/// The routing state.
+pub struct Routing {
+    /// The routing snapshot, swapped atomically by the sync client.
+    pub(crate) snapshot: ArcSwapOption<Snapshot>,
+    /// Every tenant's auth state and the token verifier, swapped with the snapshot (and when an
+    /// external issuer's keys change).
+    pub(crate) auth: ArcSwapOption<AuthState>,
+    /// External issuers' key sets.
+    pub(crate) jwks: Arc<JwksCache>,
+    /// Wakes when `jwks` changed.
+    pub(crate) jwks_changed: Arc<tokio::sync::Notify>,
+    /// The last snapshot applied, to rebuild `auth` when external keys change.
+    last_wire: Mutex<Option<Arc<v1::Snapshot>>>,
+    /// Held while `auth` is built and stored ([`Routing::apply`], [`Routing::rebuild_auth`]), so
+    /// that none stores one built from older inputs.
+    auth_build: Mutex<()>,
+    /// Verified tokens, shared by every auth state's verifier.
+    pub(crate) token_cache: TokenCache,
+    /// Endpoints, kept across snapshots.
+    pub upstreams: Upstreams,
+}
+
+impl Routing {
+    /// No snapshot yet; external issuers' keys fetched as `jwks` says.
+    pub(crate) fn new(jwks: JwksSettings) -> Self {
+        let jwks_changed = Arc::new(tokio::sync::Notify::new());
+        Self {
+            snapshot: ArcSwapOption::empty(),
+            auth: ArcSwapOption::empty(),
+            jwks: Arc::new(JwksCache::with_settings(jwks_changed.clone(), jwks)),
+            jwks_changed,
+            last_wire: Mutex::new(None),
+            auth_build: Mutex::new(()),
+            token_cache: TokenCache::new(VerifierSettings::default().cache_capacity),
+            upstreams: Upstreams::default(),
+        }
+    }
+
+    /// Builds the routing snapshot and the auth state of `wire` and swaps them in, unless `wire` is
+    /// older than the snapshot served (same operator process, lower or equal version). Returns the
+    /// number of routes installed (`None`: not newer), or why `wire` was refused.
+    pub(crate) fn apply(&self, wire: &v1::Snapshot) -> Result<Option<usize>, String> {
+        let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cur) = self.snapshot.load().as_ref()
+            && cur.source == wire.source
+            && cur.version >= wire.version
+        {
+            return Ok(None);
+        }
+        let (s, auth) = Snapshot::build(wire, &self.upstreams)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                let externals: Vec<&v1::ExternalIssuer> =
+                    wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
+                self.jwks.follow(&externals);
+                let (generation, keys) = self.jwks.snapshot();
+                AuthState::build(wire, &keys, generation, self.token_cache.clone())
+                    .map(|a| (s, a))
+                    .map_err(|e| e.to_string())
+            })?;
+        let routes = s.route_count();
+        self.auth.store(Some(Arc::new(auth)));
+        self.snapshot.store(Some(Arc::new(s)));
+        if let Ok(mut last) = self.last_wire.lock() {
+            *last = Some(Arc::new(wire.clone()));
+        }
+        Ok(Some(routes))
+    }
+
+    /// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
+    /// built. Returns the auth state served afterwards.
+    pub(crate) fn rebuild_auth(&self) -> Option<Arc<AuthState>> {
+        let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.auth.load_full();
+        let (generation, keys) = self.jwks.snapshot();
+        if current.as_ref().is_some_and(|a| a.keys_generation >= generation) {
+            return current;
+        }
+        let wire = self.last_wire.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(wire) = wire else {
+            return current;
+        };
+        match AuthState::build(&wire, &keys, generation, self.token_cache.clone()) {
+            Ok(a) => {
+                let a = Arc::new(a);
+                self.auth.store(Some(a.clone()));
+                Some(a)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "auth state not rebuilt");
+                current
+            }
+        }
+    }
+}

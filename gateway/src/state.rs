@@ -1,0 +1,61 @@
+//! The gateway's shared state: the routing state, the data path's limits and the metrics.
+
+use std::time::Duration;
+
+use crate::auth::jwks::JwksSettings;
+use crate::metrics::Metrics;
+use crate::routing::Routing;
+
+/// Limits and defaults of the data path.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Tenant of requests that name none (docs/gateway.md: `micro`).
+    pub default_tenant: String,
+    /// Largest request body accepted (→ 413).
+    pub max_body_bytes: usize,
+    /// Deadline of a request, propagated to gRPC backends as `grpc-timeout` (→ 504).
+    pub request_timeout: Duration,
+    /// Time a client gets to send a request's headers, and an idle HTTP/1.1 connection stays open.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Log one line per request.
+    pub access_log: bool,
+    /// Timing of external issuers' key set fetches.
+    pub jwks: JwksSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_tenant: "micro".into(),
+            max_body_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 << 10,
+            access_log: true,
+            jwks: JwksSettings::default(),
+        }
+    }
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    /// What the sync task writes and requests read.
+    pub routing: Routing,
+    /// Limits.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Gateway {
+    /// A gateway with no snapshot yet.
+    pub fn new(settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            routing: Routing::new(settings.jwks),
+            settings,
+            metrics,
+        }
+    }
+}
