@@ -41,7 +41,7 @@ pub struct Settings {
     /// Base URL of the gateway, for `status.url` (e.g. `http://localhost:8080`); none: no URL.
     pub gateway_url: Option<String>,
     /// Rotation of tenants' signing keys.
-    pub key_rotation: crate::controller::issuer::Rotation,
+    pub key_rotation: crate::issuer::Rotation,
 }
 
 impl Default for Settings {
@@ -100,7 +100,7 @@ pub struct Context {
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Descriptors discovered through gRPC reflection.
-    pub discovery: std::sync::Arc<crate::sync::Discovery>,
+    pub discovery: std::sync::Arc<crate::discovery::Discovery>,
     /// Git resolutions of source-mode MicroServices.
     pub resolver: crate::source::Resolver,
 }
@@ -312,7 +312,7 @@ impl Context {
         &self,
         obj: &K,
         warning: bool,
-        reason: crate::conditions::Reason,
+        reason: microplane_crds::Reason,
         note: String,
         action: &str,
     ) {

@@ -8,10 +8,22 @@ pub mod admin;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub mod discovery;
 mod error;
+pub mod issuer;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod publish;
+pub mod snapshot;
 pub mod source;
-pub mod sync;
+
+/// The former paths of [`discovery::reflection`] and [`publish::server`], for
+/// `e2e/src/bin/bench-gateway.rs` until it imports the new ones.
+#[doc(hidden)]
+pub mod sync {
+    pub use crate::discovery::reflection;
+    pub use crate::publish::server;
+}
 
 pub use error::{Error, Result};

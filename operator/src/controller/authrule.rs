@@ -7,10 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use microplane_crds::{AuthRule, AuthRuleStatus};
+use microplane_crds::{AuthRule, AuthRuleStatus, CondType, Reason};
 
 use crate::Result;
-use crate::conditions::{self, Cond, CondType, Reason};
+use crate::conditions::{self, Cond};
 use crate::context::{Context, namespace_of};
 
 /// Name of this controller in metrics.

@@ -11,12 +11,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use microplane_crds::{Config, ConfigStatus};
+use microplane_crds::{CondType, Config, ConfigStatus, Reason};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::conditions::{self, Cond, CondType, Reason};
+use crate::conditions::{self, Cond};
 use crate::context::{Context, name_of, namespace_of};
+use crate::labels::CONFIG_LABEL;
 use crate::{Error, Result};
 
 /// Name of this controller in metrics.
@@ -128,7 +129,7 @@ pub fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -
         namespace: config.namespace(),
         labels: Some(BTreeMap::from([
             ("app.kubernetes.io/managed-by".into(), "microplane-operator".into()),
-            ("microplane.dev/config".into(), name.clone()),
+            (CONFIG_LABEL.into(), name.clone()),
         ])),
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()

@@ -12,14 +12,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::labels::{KEYS_LABEL, TENANT_LABEL};
 use crate::{Error, Result};
 
 /// Name of the Secret holding a tenant's signing keys.
 pub const KEYS_SECRET: &str = "microplane-issuer-keys";
 /// Its type.
 pub const KEYS_TYPE: &str = "microplane.dev/issuer-keys";
-/// Label that lets the operator watch exactly these Secrets.
-pub const KEYS_LABEL: &str = "microplane.dev/issuer-keys";
 /// The data key of the key list.
 pub const KEYS_FIELD: &str = "keys.json";
 
@@ -120,7 +119,7 @@ pub fn secret(
             namespace: Some(ns.into()),
             labels: Some(BTreeMap::from([
                 (KEYS_LABEL.to_string(), "true".to_string()),
-                (super::tenant::TENANT_LABEL.to_string(), ns.to_string()),
+                (TENANT_LABEL.to_string(), ns.to_string()),
                 ("app.kubernetes.io/managed-by".to_string(), "microplane".to_string()),
             ])),
             owner_references: Some(vec![owner]),
