@@ -333,7 +333,8 @@ mod tests {
         assert!(serde_json::from_str::<Reason>("\"Nope\"").is_err());
         assert_eq!("Routed".parse::<CondType>(), Ok(CondType::Routed));
         assert_eq!(CondType::Ready.to_string(), "Ready");
-        assert!(String::from("True") == ConditionStatus::True);
+        let status: String = serde_json::from_str("\"True\"").unwrap();
+        assert!(status == ConditionStatus::True);
         assert_eq!(ConditionStatus::from(false).as_str(), "False");
     }
 }

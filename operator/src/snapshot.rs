@@ -15,11 +15,11 @@ use crate::labels::SERVICE_NAME_LABEL;
 
 /// The snapshot (version and build time left at 0) and the discoveries it misses.
 #[derive(Debug, Default)]
-pub struct Built {
+pub(crate) struct Built {
     /// The content.
-    pub snapshot: v1::Snapshot,
+    pub(crate) snapshot: v1::Snapshot,
     /// Discoveries to start.
-    pub wanted: Vec<Wanted>,
+    pub(crate) wanted: Vec<Wanted>,
 }
 
 fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
@@ -65,13 +65,13 @@ fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
 }
 
 /// Type of the Secrets that are accounts of a tenant (docs/auth.md).
-pub const ACCOUNT_TYPE: &str = "microplane.dev/account";
+pub(crate) const ACCOUNT_TYPE: &str = "microplane.dev/account";
 /// Data key the operator puts in place of an account's secret: its SHA-256.
-pub const SECRET_SHA256: &str = "secret-sha256";
+pub(crate) const SECRET_SHA256: &str = "secret-sha256";
 
 /// Replaces an account Secret's `secret` by its SHA-256 before the Secret reaches a cache: the
 /// operator never holds account secrets, and the gateway gets only what checks them.
-pub fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
+pub(crate) fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
     use sha2::Digest;
     secret.metadata.managed_fields = None;
     secret.metadata.annotations = None;
@@ -94,27 +94,27 @@ fn ttl_seconds(s: &str) -> Option<i64> {
 }
 
 /// Default lifetime of platform-issued access tokens.
-pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+pub(crate) const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
 
 /// Everything a snapshot is built from.
 #[derive(Clone, Copy, Default)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Tenants.
-    pub tenants: &'a [Arc<Namespace>],
+    pub(crate) tenants: &'a [Arc<Namespace>],
     /// MicroServices.
-    pub services: &'a [Arc<MicroService>],
+    pub(crate) services: &'a [Arc<MicroService>],
     /// Their EndpointSlices.
-    pub slices: &'a [Arc<EndpointSlice>],
+    pub(crate) slices: &'a [Arc<EndpointSlice>],
     /// Descriptors by key.
-    pub discovered: Option<&'a HashMap<String, Arc<Discovered>>>,
+    pub(crate) discovered: Option<&'a HashMap<String, Arc<Discovered>>>,
     /// AuthRules.
-    pub rules: &'a [Arc<microplane_crds::AuthRule>],
+    pub(crate) rules: &'a [Arc<microplane_crds::AuthRule>],
     /// Tenants' issuer-key Secrets.
-    pub keys: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    pub(crate) keys: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
     /// Account Secrets, already hashed by [`hash_account`].
-    pub accounts: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    pub(crate) accounts: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
     /// Base of tenants' issuer URLs (the gateway's URL).
-    pub issuer_base: Option<&'a str>,
+    pub(crate) issuer_base: Option<&'a str>,
 }
 
 fn text(data: &BTreeMap<String, k8s_openapi::ByteString>, key: &str) -> Option<String> {
@@ -224,7 +224,7 @@ fn tenant_auth(
 /// Builds the snapshot: every tenant with a Namespace object (its issuer, keys, rules, accounts),
 /// every exposed MicroService of those tenants with its ready endpoints, and the descriptors
 /// discovered for their images.
-pub fn build(inputs: Inputs<'_>) -> Built {
+pub(crate) fn build(inputs: Inputs<'_>) -> Built {
     let Inputs {
         tenants,
         services,

@@ -14,10 +14,10 @@ use crate::conditions::{self, Cond};
 use crate::context::{Context, namespace_of};
 
 /// Name of this controller in metrics.
-pub const CONTROLLER: &str = "authrule";
+pub(crate) const CONTROLLER: &str = "authrule";
 
 /// Reconciles one AuthRule.
-pub async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
     ctx.instrumented(CONTROLLER, rule.as_ref(), reconcile_inner(&rule, &ctx))
         .await
 }

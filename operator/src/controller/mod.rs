@@ -2,8 +2,8 @@
 //! wired ([`watches`]): one kube-runtime `Controller` per kind, reading shared caches, all gated by
 //! the leader flag.
 
-pub mod authrule;
-pub mod config;
+pub(crate) mod authrule;
+pub(crate) mod config;
 pub mod microservice;
 pub mod tenant;
 mod watches;

@@ -17,18 +17,18 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use self::reflection::Discovered;
 
 /// How long one discovery may take.
-pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Discoveries running at once.
-pub const DISCOVERY_CONCURRENCY: usize = 8;
+pub(crate) const DISCOVERY_CONCURRENCY: usize = 8;
 
 /// Wait before retrying a failed discovery: 2 s doubling to 5 min.
-pub fn retry_after(attempts: u32) -> Duration {
+pub(crate) fn retry_after(attempts: u32) -> Duration {
     Duration::from_secs(2u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
 }
 
 /// Descriptors are cached per image (or per commit for source builds): one discovery serves every
 /// MicroService running the same build.
-pub fn key_of(ms: &MicroService) -> Option<String> {
+pub(crate) fn key_of(ms: &MicroService) -> Option<String> {
     let status = ms.status.as_ref();
     if ms.spec.source.is_some() {
         return status.and_then(|s| s.commit.clone()).map(|c| format!("commit:{c}"));
@@ -38,13 +38,13 @@ pub fn key_of(ms: &MicroService) -> Option<String> {
 
 /// A discovery the snapshot needs: the key, an endpoint to ask, and who waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     /// The cache key.
-    pub key: String,
+    pub(crate) key: String,
     /// A ready endpoint, `ip:port`.
-    pub address: String,
+    pub(crate) address: String,
     /// MicroServices using this key.
-    pub services: Vec<ObjectRef<MicroService>>,
+    pub(crate) services: Vec<ObjectRef<MicroService>>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ enum Entry {
 
 /// What is known about a MicroService's descriptors.
 #[derive(Clone, Debug, PartialEq)]
-pub enum DiscoveryState {
+pub(crate) enum DiscoveryState {
     /// Not asked yet (no ready endpoint) or in flight.
     Pending,
     /// Known.
@@ -70,7 +70,7 @@ pub enum DiscoveryState {
 }
 
 /// The descriptor cache, keyed by image (or commit), and the discoveries in flight.
-pub struct Discovery {
+pub(crate) struct Discovery {
     entries: Mutex<HashMap<String, Entry>>,
     limit: Arc<Semaphore>,
     changed: Arc<Notify>,
@@ -92,7 +92,7 @@ impl Default for Discovery {
 impl Discovery {
     /// A cache that wakes `changed` and asks for reconciles of the waiting MicroServices when a
     /// discovery ends.
-    pub fn new(changed: Arc<Notify>, reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>) -> Self {
+    pub(crate) fn new(changed: Arc<Notify>, reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(DISCOVERY_CONCURRENCY)),
@@ -106,7 +106,7 @@ impl Discovery {
     }
 
     /// The state for a key.
-    pub fn state(&self, key: &str) -> DiscoveryState {
+    pub(crate) fn state(&self, key: &str) -> DiscoveryState {
         match self.lock().get(key) {
             Some(Entry::Ready(d)) => DiscoveryState::Ready(d.clone()),
             Some(Entry::Failed { error, .. }) => DiscoveryState::Failed(error.clone()),
@@ -115,7 +115,7 @@ impl Discovery {
     }
 
     /// Every known descriptor set.
-    pub fn ready(&self) -> HashMap<String, Arc<Discovered>> {
+    pub(crate) fn ready(&self) -> HashMap<String, Arc<Discovered>> {
         self.lock()
             .iter()
             .filter_map(|(k, e)| match e {
@@ -126,7 +126,7 @@ impl Discovery {
     }
 
     /// Records a result (also used by tests).
-    pub fn record(&self, key: &str, result: Result<Discovered, String>) {
+    pub(crate) fn record(&self, key: &str, result: Result<Discovered, String>) {
         let mut map = self.lock();
         let attempts = match map.get(key) {
             Some(Entry::Failed { attempts, .. }) => *attempts,
@@ -144,7 +144,7 @@ impl Discovery {
     }
 
     /// Starts the discovery `w` unless it is known, running, or waiting out its backoff.
-    pub fn want(self: &Arc<Self>, w: Wanted) {
+    pub(crate) fn want(self: &Arc<Self>, w: Wanted) {
         {
             let mut map = self.lock();
             match map.get(&w.key) {

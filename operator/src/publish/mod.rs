@@ -21,30 +21,30 @@ use crate::discovery::Discovery;
 use crate::snapshot;
 
 /// Quiet time that coalesces a burst of changes into one snapshot.
-pub const DEBOUNCE: Duration = Duration::from_millis(10);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// The caches the snapshot is built from.
 #[derive(Clone)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// Tenants.
-    pub tenants: Store<Namespace>,
+    pub(crate) tenants: Store<Namespace>,
     /// MicroServices.
-    pub services: Store<MicroService>,
+    pub(crate) services: Store<MicroService>,
     /// EndpointSlices of MicroServices' Services.
-    pub slices: Store<EndpointSlice>,
+    pub(crate) slices: Store<EndpointSlice>,
     /// AuthRules.
-    pub rules: Store<microplane_crds::AuthRule>,
+    pub(crate) rules: Store<microplane_crds::AuthRule>,
     /// Tenants' issuer-key Secrets.
-    pub keys: Store<k8s_openapi::api::core::v1::Secret>,
+    pub(crate) keys: Store<k8s_openapi::api::core::v1::Secret>,
     /// Account Secrets (hashed).
-    pub accounts: Store<k8s_openapi::api::core::v1::Secret>,
+    pub(crate) accounts: Store<k8s_openapi::api::core::v1::Secret>,
     /// Base of tenants' issuer URLs.
-    pub issuer_base: Option<String>,
+    pub(crate) issuer_base: Option<String>,
 }
 
 /// Builds a snapshot whenever `changed` fires (after the caches are synced), and publishes it with a
 /// new version when its content differs from the last one.
-pub async fn run(
+pub(crate) async fn run(
     sources: Sources,
     discovery: Arc<Discovery>,
     changed: Arc<Notify>,

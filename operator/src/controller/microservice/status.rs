@@ -319,7 +319,7 @@ pub fn with_source(
 /// What the gateway makes of a MicroService: `status.endpoints`, `status.url` and the `Routed`
 /// condition. `Routed` informs; it does not gate `Ready`, which says the workload runs (a service
 /// whose pods serve but do not offer reflection is still deployed).
-pub fn routing(
+pub(crate) fn routing(
     name: &str,
     expose: bool,
     protocol: microplane_crds::Protocol,
