@@ -15,6 +15,7 @@ pub use schemars;
 mod authrule;
 mod conditions;
 mod config;
+mod duration;
 pub mod generate;
 mod microservice;
 mod namespace;
@@ -22,6 +23,7 @@ mod namespace;
 pub use authrule::*;
 pub use conditions::*;
 pub use config::*;
+pub use duration::{Duration, DurationError};
 pub use microservice::*;
 pub use namespace::*;
 

@@ -320,12 +320,12 @@ pub async fn get_json(
 }
 
 /// The condition `type_` of a JSON object: (status, reason, message).
-pub fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
+pub fn condition(object: &Value, type_: impl AsRef<str>) -> Option<(String, String, String)> {
     let text = |c: &Value, k: &str| c[k].as_str().unwrap_or_default().to_string();
     object["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|c| c["type"] == type_)
+        .find(|c| c["type"] == type_.as_ref())
         .map(|c| (text(c, "status"), text(c, "reason"), text(c, "message")))
 }
 

@@ -327,7 +327,10 @@ pub async fn ensure_kwok_nodes(cluster: &Cluster, n: usize) -> Result<()> {
 fn is_node_ready(node: Option<&k8s_openapi::api::core::v1::Node>) -> bool {
     node.and_then(|n| n.status.as_ref())
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == microplane_crds::CondType::Ready && c.status == "True")
+        })
 }
 
 /// Waits until the named object is gone (absent, or deleted and replaced by one with another uid
@@ -364,7 +367,9 @@ pub async fn create_tenant(
         t.is_some_and(|t| {
             t.status.as_ref().is_some_and(|s| {
                 s.observed_generation == t.metadata.generation
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == microplane_crds::CondType::Ready && c.status == "True")
             })
         })
     };

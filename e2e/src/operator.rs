@@ -371,7 +371,7 @@ pub mod chart {
                     s.conditions
                         .iter()
                         .flatten()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                        .any(|c| c.type_ == microplane_crds::CondType::Ready && c.status == "True")
                 })
             })
             .collect();

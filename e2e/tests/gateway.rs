@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
-use microplane_crds::MicroService;
+use microplane_crds::{CondType, MicroService};
 use microplane_e2e::gateway::{Gateway, with_tenant};
 use microplane_e2e::{Cluster, apply_helloworld, wait_for};
 use serde_json::json;
@@ -20,7 +20,7 @@ async fn setup(prefix: &str) -> (Cluster, Gateway, microplane_e2e::TestTenant) {
         .expect("the e2e tier needs the control plane")
 }
 
-fn condition(ms: &MicroService, type_: &str) -> Option<(String, String)> {
+fn condition(ms: &MicroService, type_: CondType) -> Option<(String, String)> {
     ms.status
         .as_ref()?
         .conditions
@@ -36,8 +36,8 @@ async fn wait_routed(c: &Cluster, ns: &str, name: &str) -> MicroService {
         name,
         |m: Option<&MicroService>| {
             m.is_some_and(|m| {
-                condition(m, "Ready").is_some_and(|(s, _)| s == "True")
-                    && condition(m, "Routed").is_some_and(|(s, _)| s == "True")
+                condition(m, CondType::Ready).is_some_and(|(s, _)| s == "True")
+                    && condition(m, CondType::Routed).is_some_and(|(s, _)| s == "True")
             })
         },
         T,

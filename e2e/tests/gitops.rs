@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use microplane_crds::{CondType, Reason};
 use microplane_e2e::gateway::Gateway;
 use microplane_e2e::git::{self, GitServer};
 use microplane_e2e::gitops::{self, FLUX_NAMESPACE, Flux, condition, get_json, git_repository, kustomization};
@@ -98,7 +99,7 @@ fn at(ks: &Value, sha: &str, status: &str) -> bool {
 }
 
 fn ms_ready(ms: &Value) -> bool {
-    gitops::observed(ms) && condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
+    gitops::observed(ms) && condition(ms, CondType::Ready).is_some_and(|(s, _, _)| s == "True")
 }
 
 /// Polls (every 200 ms) the apps Kustomization and then the MicroService until the Kustomization
@@ -229,8 +230,8 @@ async fn flux_applies_waits_for_health_and_reports_failures() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        condition(&broken, "Stalled").map(|c| c.1),
-        Some("ConfigNotFound".into()),
+        condition(&broken, CondType::Stalled).map(|c| c.1),
+        Some(Reason::ConfigNotFound.to_string()),
         "{broken:#}"
     );
     let reply = gw.call(&tenant, "POST", "/helloworld/call", r#"{"name":"still"}"#);
@@ -264,15 +265,15 @@ async fn flux_applies_waits_for_health_and_reports_failures() {
             .await
             .unwrap()
             .unwrap_or_default();
-        if gitops::observed(&ms) && condition(&ms, "Stalled").is_some_and(|(s, _, _)| s == "True") {
+        if gitops::observed(&ms) && condition(&ms, CondType::Stalled).is_some_and(|(s, _, _)| s == "True") {
             break ms;
         }
         assert!(start.elapsed() < T, "build-fails never stalled: {ms:#}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(
-        condition(&failed, "Stalled").map(|c| c.1),
-        Some("BuildFailed".into()),
+        condition(&failed, CondType::Stalled).map(|c| c.1),
+        Some(Reason::BuildFailed.to_string()),
         "{failed:#}"
     );
     // ... and the Kustomization's failure names it (Flux retries every 5 s).

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use microplane_crds::{CondType, Reason};
 use microplane_e2e::gateway::with_tenant;
 use microplane_e2e::gitops::{self, Verdict, argocd_health, condition, get_json, kstatus_one, observed};
 use microplane_e2e::{Cluster, apply_helloworld, apply_microservice, node};
@@ -79,22 +80,21 @@ async fn snapshots(
 
 async fn wait_verdict(c: &Cluster, kind: &str, ns: Option<&str>, name: &str, kstatus: &str) -> Value {
     let seen = snapshots(c, kind, ns, name, T, |o| {
-        observed(o) && condition(o, "Ready").is_some() && kstatus_one(o).unwrap().status == kstatus
+        observed(o) && condition(o, CondType::Ready).is_some() && kstatus_one(o).unwrap().status == kstatus
     })
     .await;
     seen.into_iter().next_back().unwrap()
 }
 
 fn is_ready(o: &Value) -> bool {
-    observed(o) && condition(o, "Ready").is_some_and(|(s, _, _)| s == "True")
+    observed(o) && condition(o, CondType::Ready).is_some_and(|(s, _, _)| s == "True")
 }
 
 /// The checks against fixtures: every case kstatus and the Lua checks agree on, and the one place
 /// they differ by design (no conditions at all: kstatus assumes Current, Argo CD waits).
 #[test]
 fn kstatus_and_argocd_agree_on_fixtures() {
-    let cond =
-        |t: &str, s: &str, r: &str| json!({"type": t, "status": s, "reason": r, "message": format!("{r} message")});
+    let cond = |t: CondType, s: &str, r: Reason| json!({"type": t.as_str(), "status": s, "reason": r.as_str(), "message": format!("{r} message")});
     let obj = |kind: &str, gen_: i64, observed: Option<i64>, conds: Vec<Value>, spec: Value| {
         let mut o = json!({
             "apiVersion": V1, "kind": kind,
@@ -107,7 +107,7 @@ fn kstatus_and_argocd_agree_on_fixtures() {
         }
         o
     };
-    let ready = || vec![cond("Ready", "True", "Running")];
+    let ready = || vec![cond(CondType::Ready, "True", Reason::Running)];
     for kind in gitops::KINDS {
         let spec = json!({"replicas": 1});
         let cases = [
@@ -123,8 +123,8 @@ fn kstatus_and_argocd_agree_on_fixtures() {
                     1,
                     Some(1),
                     vec![
-                        cond("Ready", "False", "Deploying"),
-                        cond("Reconciling", "True", "Deploying"),
+                        cond(CondType::Ready, "False", Reason::Deploying),
+                        cond(CondType::Reconciling, "True", Reason::Deploying),
                     ],
                     spec.clone(),
                 ),
@@ -137,8 +137,8 @@ fn kstatus_and_argocd_agree_on_fixtures() {
                     1,
                     Some(1),
                     vec![
-                        cond("Ready", "False", "ConfigNotFound"),
-                        cond("Stalled", "True", "ConfigNotFound"),
+                        cond(CondType::Ready, "False", Reason::ConfigNotFound),
+                        cond(CondType::Stalled, "True", Reason::ConfigNotFound),
                     ],
                     spec.clone(),
                 ),
@@ -147,7 +147,13 @@ fn kstatus_and_argocd_agree_on_fixtures() {
             ),
             // Ready=False without either abnormal-true condition: kstatus reads it as in progress.
             (
-                obj(kind, 1, Some(1), vec![cond("Ready", "False", "Pending")], spec.clone()),
+                obj(
+                    kind,
+                    1,
+                    Some(1),
+                    vec![cond(CondType::Ready, "False", Reason::Pending)],
+                    spec.clone(),
+                ),
                 "InProgress",
                 "Progressing",
             ),
@@ -173,7 +179,7 @@ fn kstatus_and_argocd_agree_on_fixtures() {
         "MicroService",
         1,
         Some(1),
-        vec![cond("Ready", "True", "ScaledToZero")],
+        vec![cond(CondType::Ready, "True", Reason::ScaledToZero)],
         json!({"replicas": 0}),
     );
     assert_verdicts(&zero, "Current", "Suspended");
@@ -187,7 +193,7 @@ async fn microservice_rollout_is_progressing_then_healthy() {
     apply_helloworld(&c, &tenant, "helloworld", 1).await.unwrap();
     let check = |seen: &[Value]| {
         let mut words = Vec::new();
-        for o in seen.iter().filter(|o| condition(o, "Ready").is_some()) {
+        for o in seen.iter().filter(|o| condition(o, CondType::Ready).is_some()) {
             let (k, _) = verdicts(o);
             words.push(k.status);
         }
@@ -225,8 +231,8 @@ async fn missing_config_is_failed_and_degraded() {
     let obj = wait_verdict(&c, "MicroService", Some(&tenant), "helloworld", "Failed").await;
     let (k, a) = assert_verdicts(&obj, "Failed", "Degraded");
     assert_eq!(
-        condition(&obj, "Stalled").map(|c| c.1),
-        Some("ConfigNotFound".into()),
+        condition(&obj, CondType::Stalled).map(|c| c.1),
+        Some(Reason::ConfigNotFound.to_string()),
         "{obj:#}"
     );
     assert!(k.message.contains("nosuch"), "{k}");
@@ -263,7 +269,7 @@ async fn config_secret_tenant_and_authrule() {
         .await
         .unwrap();
     let ms = snapshots(&c, "MicroService", Some(t), "helloworld", T, |o| {
-        observed(o) && condition(o, "Ready").is_some_and(|(_, r, _)| r == "ConfigNotReady")
+        observed(o) && condition(o, CondType::Ready).is_some_and(|(_, r, _)| r == Reason::ConfigNotReady)
     })
     .await
     .pop()
@@ -324,21 +330,26 @@ async fn git_sources_progressing_and_failed() {
             "unreachable",
             json!({"url": "http://127.0.0.1:1/nothing.git"}),
             "InProgress",
-            "SourceUnreachable",
+            Reason::SourceUnreachable,
         ),
         (
             "no-branch",
             json!({"url": url, "ref": {"branch": "nope"}}),
             "Failed",
-            "RevisionNotFound",
+            Reason::RevisionNotFound,
         ),
         (
             "nothing",
             json!({"url": url, "path": "docs"}),
             "Failed",
-            "NothingToBuild",
+            Reason::NothingToBuild,
         ),
-        ("broken", json!({"url": url, "path": "broken"}), "Failed", "BuildFailed"),
+        (
+            "broken",
+            json!({"url": url, "path": "broken"}),
+            "Failed",
+            Reason::BuildFailed,
+        ),
     ];
     for (name, git, _, _) in &cases {
         apply_microservice(&c, t, name, json!({"source": {"git": git}}))
@@ -347,7 +358,7 @@ async fn git_sources_progressing_and_failed() {
     }
     for (name, _, kstatus, reason) in cases {
         let seen = snapshots(&c, "MicroService", Some(t), name, Duration::from_secs(300), |o| {
-            observed(o) && condition(o, "Ready").is_some_and(|(_, r, _)| r == reason)
+            observed(o) && condition(o, CondType::Ready).is_some_and(|(_, r, _)| r == reason)
         })
         .await;
         let obj = seen.last().unwrap();

@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
-use microplane_crds::{AuthRule, Config, MicroService, Namespace};
+use microplane_crds::{AuthRule, CondType, Config, MicroService, Namespace, Reason};
 use microplane_e2e::operator::{Operator, metric_sum};
 use microplane_e2e::{Cluster, create_tenant, install_crds, node, unique_name, wait_for, wait_gone};
 use serde_json::json;
@@ -34,19 +34,17 @@ async fn cluster() -> Cluster {
 
 /// A condition on a Microplane object's `status.conditions[type]`.
 fn condition<K: serde::Serialize>(
-    type_: &'static str,
+    type_: CondType,
     status: &'static str,
-    reason: Option<&'static str>,
+    reason: Option<Reason>,
 ) -> impl Fn(Option<&K>) -> bool {
     move |obj: Option<&K>| {
         let Some(v) = obj.and_then(|o| serde_json::to_value(o).ok()) else {
             return false;
         };
-        v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == type_ && c["status"] == status && reason.is_none_or(|r| c["reason"] == r))
+        v["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == type_.as_str() && c["status"] == status && reason.is_none_or(|r| c["reason"] == r.as_str())
+        })
     }
 }
 
@@ -56,7 +54,7 @@ fn ready_now<K: serde::Serialize + Resource>() -> impl Fn(Option<&K>) -> bool {
         let Some(o) = obj else { return false };
         let v = serde_json::to_value(o).unwrap_or_default();
         v["status"]["observedGeneration"] == json!(o.meta().generation)
-            && condition::<K>("Ready", "True", None)(Some(o))
+            && condition::<K>(CondType::Ready, "True", None)(Some(o))
     }
 }
 
@@ -172,7 +170,7 @@ async fn missing_config_is_reported_and_recovers_without_touching_the_service() 
     let blocked = wait_for(
         &api,
         "greeter",
-        condition::<MicroService>("Ready", "False", Some("ConfigNotFound")),
+        condition::<MicroService>(CondType::Ready, "False", Some(Reason::ConfigNotFound)),
         T,
     )
     .await
@@ -419,7 +417,7 @@ async fn tenant_provisions_its_namespace_and_reports_conflicts() {
     wait_for(
         &tenants,
         &taken,
-        condition::<Namespace>("Ready", "False", Some("NamespaceConflict")),
+        condition::<Namespace>(CondType::Ready, "False", Some(Reason::NamespaceConflict)),
         T,
     )
     .await
@@ -457,7 +455,7 @@ async fn microservice_outside_a_tenant_waits_for_one() {
     wait_for(
         &api,
         "lonely",
-        condition::<MicroService>("Ready", "False", Some("TenantNotFound")),
+        condition::<MicroService>(CondType::Ready, "False", Some(Reason::TenantNotFound)),
         T,
     )
     .await
@@ -481,7 +479,7 @@ async fn idle_resync_writes_nothing() {
         m.and_then(|m| m.status.as_ref()).is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.type_ == "Routed" && c.reason != "DiscoveryPending")
+                .any(|c| c.type_ == CondType::Routed && c.reason != Reason::DiscoveryPending)
         })
     };
     wait_for(&api, "idle", settled, T).await.unwrap();

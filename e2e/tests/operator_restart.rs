@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use microplane_crds::MicroService;
+use microplane_crds::{CondType, MicroService};
 use microplane_e2e::operator::Operator;
 use microplane_e2e::{Cluster, create_tenant, install_crds, wait_for};
 use serde_json::json;
@@ -19,7 +19,9 @@ const COUNT: usize = 20;
 fn ready_now(m: &MicroService) -> bool {
     m.status.as_ref().is_some_and(|s| {
         s.observed_generation == m.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == CondType::Ready && c.status == "True")
     })
 }
 

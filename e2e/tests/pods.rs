@@ -13,7 +13,7 @@ use helloworld::pb::helloworld_client::HelloworldClient;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
-use microplane_crds::MicroService;
+use microplane_crds::{CondType, MicroService, Reason};
 use microplane_e2e::gateway::Gateway;
 use microplane_e2e::node::{self, NODE};
 use microplane_e2e::operator::Operator;
@@ -128,7 +128,7 @@ async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
 
 /// Applies MicroService `name` running `image` and waits until its Ready condition is False for
 /// one of `reasons`; that condition's message.
-async fn not_ready_because(c: &Cluster, ns: &str, name: &str, image: &str, reasons: &[&str]) -> String {
+async fn not_ready_because(c: &Cluster, ns: &str, name: &str, image: &str, reasons: &[Reason]) -> String {
     apply_microservice(c, ns, name, json!({"image": image})).await.unwrap();
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), ns);
     let ready = |m: &MicroService| {
@@ -136,7 +136,7 @@ async fn not_ready_because(c: &Cluster, ns: &str, name: &str, image: &str, reaso
             .as_ref()?
             .conditions
             .iter()
-            .find(|c| c.type_ == "Ready" && c.status == "False" && reasons.contains(&c.reason.as_str()))
+            .find(|c| c.type_ == CondType::Ready && c.status == "False" && reasons.iter().any(|r| c.reason == *r))
             .cloned()
     };
     let m = wait_for(&api, name, |m: Option<&MicroService>| m.and_then(ready).is_some(), T)
@@ -187,7 +187,7 @@ async fn the_node_is_a_kubelet_on_containerd_with_its_add_ons() {
             .conditions
             .unwrap()
             .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .any(|c| c.type_ == CondType::Ready && c.status == "True")
     );
     let ip = &status.addresses.unwrap()[0];
     assert_eq!(ip.type_, "InternalIP");
@@ -420,7 +420,7 @@ async fn a_pod_reaches_the_api_server_with_its_service_account_token() {
 async fn a_crash_loop_shows_in_the_microservice_status() {
     let (c, ns) = setup("pods-crash").await;
     let crasher = node::crasher().unwrap();
-    let message = not_ready_because(&c, &ns, "crasher", &crasher, &["CrashLoopBackOff"]).await;
+    let message = not_ready_because(&c, &ns, "crasher", &crasher, &[Reason::CrashLoopBackOff]).await;
     assert!(message.contains("crasher-"), "names the pod: {message}");
 }
 
@@ -428,7 +428,14 @@ async fn a_crash_loop_shows_in_the_microservice_status() {
 async fn an_image_that_cannot_be_pulled_is_reported() {
     let (c, ns) = setup("pods-pull").await;
     let image = "localhost:5000/e2e/never-pushed:1";
-    let message = not_ready_because(&c, &ns, "foreign", image, &["ErrImagePull", "ImagePullBackOff"]).await;
+    let message = not_ready_because(
+        &c,
+        &ns,
+        "foreign",
+        image,
+        &[Reason::ErrImagePull, Reason::ImagePullBackOff],
+    )
+    .await;
     assert!(message.contains("never-pushed"), "{message}");
 }
 

@@ -1,6 +1,6 @@
-//! Typed conditions: the condition types and reasons the operator sets, how a reason reads in
-//! kstatus terms, and building `metav1.Condition` lists (a transition time only when the status
-//! changes).
+//! Conditions as the operator sets them: how a reason ([`Reason`], from `microplane-crds` with the
+//! condition types) reads in kstatus terms, and building `metav1.Condition` lists (a transition
+//! time only when the status changes).
 //!
 //! Every kind's status follows kstatus (sigs.k8s.io/cli-utils/pkg/kstatus): `Ready=True` alone when
 //! the object is done and healthy; `Reconciling=True` (with `Ready=False`) while work is in
@@ -8,187 +8,7 @@
 //! not progress without a change somewhere. [`kstatus`] derives the two from the `Ready` condition.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-/// Declares a closed set of CamelCase names: the enum, `as_str`, `ALL`, and comparisons with text.
-macro_rules! names {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant,)+
-        }
-
-        impl $name {
-            /// Every value.
-            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
-
-            /// The wire spelling (the variant's name).
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => stringify!($variant),)+
-                }
-            }
-
-            /// The value spelled `s`.
-            pub fn parse(s: &str) -> Option<Self> {
-                Self::ALL.iter().copied().find(|v| v.as_str() == s)
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-    };
-}
-
-names! {
-    /// Condition types the operator sets.
-    CondType {
-        /// kstatus summary: the object is done and healthy for its current generation.
-        Ready,
-        /// kstatus: work is in progress (abnormal-true).
-        Reconciling,
-        /// kstatus: failed, no progress without a change (abnormal-true).
-        Stalled,
-        /// MicroService: the Deployment's pods are available.
-        Available,
-        /// MicroService (source mode): the git source resolved to a commit.
-        SourceReady,
-        /// MicroService (source mode): the commit's image was built.
-        BuildSucceeded,
-        /// MicroService: the gateway routes it.
-        Routed,
-        /// AuthRule: the rule is valid.
-        Accepted,
-    }
-}
-
-names! {
-    /// Every condition reason the operator sets. docs/troubleshooting.md has an entry for each (a
-    /// test says so).
-    Reason {
-        // --- MicroService: done
-        /// Rolled out and available.
-        Running,
-        /// Rolled out to zero replicas.
-        ScaledToZero,
-        // --- MicroService: in progress
-        /// No Deployment observed yet.
-        Pending,
-        /// The Deployment is rolling out.
-        Deploying,
-        /// The git source is being resolved.
-        Resolving,
-        /// The commit's image is being built.
-        Building,
-        /// A listed Config is not delivered yet.
-        ConfigNotReady,
-        // --- MicroService: stalled
-        /// The namespace has no tenant.
-        TenantNotFound,
-        /// A listed Config does not exist.
-        ConfigNotFound,
-        /// The Deployment exceeded its progress deadline.
-        ProgressDeadlineExceeded,
-        /// Container waiting reason: the image cannot be pulled (backing off).
-        ImagePullBackOff,
-        /// Container waiting reason: the image pull failed.
-        ErrImagePull,
-        /// Container waiting reason: the image reference is invalid.
-        InvalidImageName,
-        /// Container waiting reason: the container keeps crashing.
-        CrashLoopBackOff,
-        /// Container waiting reason: the container's configuration is wrong.
-        CreateContainerConfigError,
-        /// Container waiting reason: the container cannot be created.
-        CreateContainerError,
-        /// The build Job failed.
-        BuildFailed,
-        // --- MicroService source step (SourceReady / BuildSucceeded, and Ready when they fail)
-        /// The source resolved to a commit.
-        Resolved,
-        /// The image of the commit exists.
-        Built,
-        /// The build waits for a source that did not resolve.
-        SourceNotReady,
-        /// The source spec cannot be used.
-        InvalidSource,
-        /// `http://`/`file://` without the operator's allow flag.
-        InsecureSourceRefused,
-        /// The git server refused the credentials.
-        AuthenticationFailed,
-        /// The ssh host key does not match `known_hosts`.
-        HostKeyMismatch,
-        /// ssh without pinned host keys.
-        HostKeyNotPinned,
-        /// The branch, tag or commit does not exist.
-        RevisionNotFound,
-        /// `source.git.path` does not exist at the commit.
-        PathNotFound,
-        /// `source.git.path` leaves the repository.
-        PathEscapesRepository,
-        /// No Dockerfile and no language the Auto strategy knows.
-        NothingToBuild,
-        /// The repository is larger than the operator allows.
-        RepositoryTooLarge,
-        /// The credentials Secret is missing keys or malformed.
-        SecretInvalid,
-        /// A referenced Secret does not exist (source credentials, Config secrets).
-        SecretNotFound,
-        /// Transient: the git server cannot be reached.
-        SourceUnreachable,
-        /// Transient: resolving took longer than the operator's timeout.
-        SourceTimeout,
-        /// Transient: the operator's git cache failed.
-        SourceCacheError,
-        // --- MicroService routing
-        /// The gateway routes it.
-        Routed,
-        /// `spec.expose` is false.
-        NotExposed,
-        /// Waiting for a ready pod to answer gRPC reflection.
-        DiscoveryPending,
-        /// gRPC reflection failed.
-        ReflectionFailed,
-        // --- Namespace (tenant)
-        /// Namespace and children exist.
-        Provisioned,
-        /// A core Namespace of that name exists and is not the tenant's.
-        NamespaceConflict,
-        /// The core Namespace is being deleted.
-        NamespaceTerminating,
-        /// The quota controller has not counted the namespace yet.
-        QuotaPending,
-        // --- Config
-        /// Delivered as ConfigMap and Secret.
-        Delivered,
-        /// A referenced Secret lacks the key.
-        SecretKeyNotFound,
-        /// A secret value is not UTF-8.
-        SecretValueNotText,
-        /// Two values claim clashing paths.
-        PathConflict,
-        // --- AuthRule
-        /// The rule is valid (`Accepted`).
-        Valid,
-        /// The rule is accepted (`Ready`).
-        Accepted,
-    }
-}
+use microplane_crds::{CondType, ConditionStatus, Reason};
 
 /// What a `Ready` reason means in kstatus terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,58 +21,56 @@ pub enum Progress {
     Stalled,
 }
 
-impl Reason {
-    /// What `Ready=False` with this reason means for kstatus.
-    pub const fn progress(self) -> Progress {
-        use Reason as R;
-        match self {
-            R::Running | R::ScaledToZero | R::Provisioned | R::Delivered | R::Accepted | R::Valid | R::Routed => {
-                Progress::Done
-            }
-            R::Pending
-            | R::Deploying
-            | R::Resolving
-            | R::Building
-            | R::ConfigNotReady
-            | R::Resolved
-            | R::Built
-            | R::SourceNotReady
-            | R::DiscoveryPending
-            | R::NamespaceTerminating
-            | R::QuotaPending
-            // Retried with backoff: a network or cache hiccup is progress, not a failure.
-            | R::SourceUnreachable
-            | R::SourceTimeout
-            | R::SourceCacheError => Progress::Reconciling,
-            R::TenantNotFound
-            | R::ConfigNotFound
-            | R::ProgressDeadlineExceeded
-            | R::ImagePullBackOff
-            | R::ErrImagePull
-            | R::InvalidImageName
-            | R::CrashLoopBackOff
-            | R::CreateContainerConfigError
-            | R::CreateContainerError
-            | R::BuildFailed
-            | R::InvalidSource
-            | R::InsecureSourceRefused
-            | R::AuthenticationFailed
-            | R::HostKeyMismatch
-            | R::HostKeyNotPinned
-            | R::RevisionNotFound
-            | R::PathNotFound
-            | R::PathEscapesRepository
-            | R::NothingToBuild
-            | R::RepositoryTooLarge
-            | R::SecretInvalid
-            | R::SecretNotFound
-            | R::NotExposed
-            | R::ReflectionFailed
-            | R::NamespaceConflict
-            | R::SecretKeyNotFound
-            | R::SecretValueNotText
-            | R::PathConflict => Progress::Stalled,
+/// What `Ready=False` with `reason` means for kstatus.
+pub const fn progress(reason: Reason) -> Progress {
+    use Reason as R;
+    match reason {
+        R::Running | R::ScaledToZero | R::Provisioned | R::Delivered | R::Accepted | R::Valid | R::Routed => {
+            Progress::Done
         }
+        R::Pending
+        | R::Deploying
+        | R::Resolving
+        | R::Building
+        | R::ConfigNotReady
+        | R::Resolved
+        | R::Built
+        | R::SourceNotReady
+        | R::DiscoveryPending
+        | R::NamespaceTerminating
+        | R::QuotaPending
+        // Retried with backoff: a network or cache hiccup is progress, not a failure.
+        | R::SourceUnreachable
+        | R::SourceTimeout
+        | R::SourceCacheError => Progress::Reconciling,
+        R::TenantNotFound
+        | R::ConfigNotFound
+        | R::ProgressDeadlineExceeded
+        | R::ImagePullBackOff
+        | R::ErrImagePull
+        | R::InvalidImageName
+        | R::CrashLoopBackOff
+        | R::CreateContainerConfigError
+        | R::CreateContainerError
+        | R::BuildFailed
+        | R::InvalidSource
+        | R::InsecureSourceRefused
+        | R::AuthenticationFailed
+        | R::HostKeyMismatch
+        | R::HostKeyNotPinned
+        | R::RevisionNotFound
+        | R::PathNotFound
+        | R::PathEscapesRepository
+        | R::NothingToBuild
+        | R::RepositoryTooLarge
+        | R::SecretInvalid
+        | R::SecretNotFound
+        | R::NotExposed
+        | R::ReflectionFailed
+        | R::NamespaceConflict
+        | R::SecretKeyNotFound
+        | R::SecretValueNotText
+        | R::PathConflict => Progress::Stalled,
     }
 }
 
@@ -302,7 +120,7 @@ pub fn kstatus(mut wanted: Vec<Cond>) -> Vec<Cond> {
     if ready.status {
         return wanted;
     }
-    let type_ = match ready.reason.progress() {
+    let type_ = match progress(ready.reason) {
         // A false Ready is never "done": a reason of the done kind here still means work to do.
         Progress::Done | Progress::Reconciling => CondType::Reconciling,
         Progress::Stalled => CondType::Stalled,
@@ -317,7 +135,7 @@ pub fn merge(previous: &[Condition], wanted: &[Cond], generation: Option<i64>, n
     wanted
         .iter()
         .map(|w| {
-            let status = if w.status { "True" } else { "False" }.to_string();
+            let status = ConditionStatus::from(w.status).as_str().to_string();
             let last = previous
                 .iter()
                 .find(|c| c.type_ == w.type_.as_str() && c.status == status)
@@ -445,31 +263,5 @@ mod tests {
             let out = kstatus(vec![Cond::fail(T::Ready, r, "")]);
             assert_eq!(out.len(), 2, "{r}");
         }
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for &r in Reason::ALL {
-            assert_eq!(Reason::parse(r.as_str()), Some(r));
-        }
-        for &t in CondType::ALL {
-            assert_eq!(CondType::parse(t.as_str()), Some(t));
-        }
-        assert_eq!(R::ImagePullBackOff, "ImagePullBackOff");
-    }
-
-    /// docs/troubleshooting.md explains every reason: a `### \`Reason\`` heading each.
-    #[test]
-    fn every_reason_is_documented() {
-        let doc = include_str!("../../docs/troubleshooting.md");
-        let missing: Vec<&str> = Reason::ALL
-            .iter()
-            .map(|r| r.as_str())
-            .filter(|r| !doc.contains(&format!("### `{r}`")))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "reasons without an entry in docs/troubleshooting.md: {missing:?}"
-        );
     }
 }

@@ -26,7 +26,7 @@ use crate::{Error, Result};
 type AppliedKey = (&'static str, String, String);
 
 /// Field manager of everything the operator applies.
-pub const FIELD_MANAGER: &str = "microplane.dev/operator";
+pub(crate) const FIELD_MANAGER: &str = "microplane.dev/operator";
 
 /// Settings from flags.
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct Settings {
     /// Base URL of the gateway, for `status.url` (e.g. `http://localhost:8080`); none: no URL.
     pub gateway_url: Option<String>,
     /// Rotation of tenants' signing keys.
-    pub key_rotation: crate::controller::issuer::Rotation,
+    pub key_rotation: crate::issuer::Rotation,
 }
 
 impl Default for Settings {
@@ -100,9 +100,9 @@ pub struct Context {
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Descriptors discovered through gRPC reflection.
-    pub discovery: std::sync::Arc<crate::sync::Discovery>,
+    pub(crate) discovery: std::sync::Arc<crate::discovery::Discovery>,
     /// Git resolutions of source-mode MicroServices.
-    pub resolver: crate::source::Resolver,
+    pub(crate) resolver: crate::source::Resolver,
 }
 
 impl Context {
@@ -112,7 +112,7 @@ impl Context {
     }
 
     /// A context with the given metrics (whose request counter the client's layer feeds).
-    pub fn with_metrics(
+    pub(crate) fn with_metrics(
         client: Client,
         settings: Settings,
         stores: Stores,
@@ -148,7 +148,7 @@ impl Context {
     }
 
     /// Forgets the failures of an object that reconciled.
-    pub fn succeeded(&self, key: &str) {
+    pub(crate) fn succeeded(&self, key: &str) {
         if let Ok(mut m) = self.failures.lock() {
             m.remove(key);
         }
@@ -156,7 +156,7 @@ impl Context {
 
     /// Runs one reconcile of `obj` the way every controller does: nothing on a standby (it keeps
     /// watching, never writes), then metrics and the object's backoff bookkeeping.
-    pub async fn instrumented<K: Resource<DynamicType = ()>>(
+    pub(crate) async fn instrumented<K: Resource<DynamicType = ()>>(
         &self,
         controller: &'static str,
         obj: &K,
@@ -176,13 +176,13 @@ impl Context {
     }
 
     /// Whether this replica holds the lease (standbys watch but never write).
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
 
     /// Checked right before every write: leadership can be lost (or given up on SIGTERM) in the
     /// middle of a reconcile, and from then on this replica must not write.
-    pub fn ensure_leader(&self) -> Result<()> {
+    pub(crate) fn ensure_leader(&self) -> Result<()> {
         if self.is_leader() {
             Ok(())
         } else {
@@ -193,7 +193,7 @@ impl Context {
     /// Server-side applies `desired` unless this process already applied the same object and the
     /// child has not changed since (`current` from a cache). Returns the object as the API server
     /// has it, or `current` when nothing was sent.
-    pub async fn apply<K>(&self, controller: &'static str, current: Option<&K>, desired: &K) -> Result<K>
+    pub(crate) async fn apply<K>(&self, controller: &'static str, current: Option<&K>, desired: &K) -> Result<K>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
         K::Scope: ApiScope,
@@ -243,7 +243,7 @@ impl Context {
 
     /// Server-side applies the whole `status` of an object (field manager [`FIELD_MANAGER`]). An
     /// object deleted meanwhile is fine: there is nothing left to report on.
-    pub async fn patch_status<K>(&self, controller: &'static str, obj: &K, status: &impl Serialize) -> Result<()>
+    pub(crate) async fn patch_status<K>(&self, controller: &'static str, obj: &K, status: &impl Serialize) -> Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
         K::Scope: ApiScope,
@@ -271,7 +271,7 @@ impl Context {
 
     /// Like [`Context::apply`] for objects without a cache: reads the current object first, so an
     /// unchanged one is not written again (a read, never a write, on an idle resync).
-    pub async fn apply_read<K>(&self, controller: &'static str, desired: &K) -> Result<K>
+    pub(crate) async fn apply_read<K>(&self, controller: &'static str, desired: &K) -> Result<K>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
         K::Scope: ApiScope,
@@ -290,7 +290,7 @@ impl Context {
     }
 
     /// Deletes an object if it exists (orphan cleanup); a missing object is fine.
-    pub async fn delete_if_exists<K>(&self, controller: &'static str, namespace: &str, name: &str) -> Result<()>
+    pub(crate) async fn delete_if_exists<K>(&self, controller: &'static str, namespace: &str, name: &str) -> Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
         K::Scope: ApiScope,
@@ -308,11 +308,11 @@ impl Context {
     }
 
     /// Publishes an event about `obj`; failures are logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
+    pub(crate) async fn event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         warning: bool,
-        reason: crate::conditions::Reason,
+        reason: microplane_crds::Reason,
         note: String,
         action: &str,
     ) {
@@ -333,7 +333,7 @@ impl Context {
 }
 
 /// Namespaced or cluster-scoped `Api` construction from the resource scope.
-pub trait ApiScope {
+pub(crate) trait ApiScope {
     /// The `Api` of `K` in `namespace` (ignored for cluster-scoped kinds).
     fn api<K: Resource<Scope = Self, DynamicType = ()>>(client: Client, namespace: &str) -> Api<K>
     where
@@ -369,18 +369,18 @@ fn hash_of<K: Serialize>(obj: &K) -> Result<u64> {
 }
 
 /// The name of an object, or a malformed-object error.
-pub fn name_of<K: Resource>(obj: &K) -> Result<String> {
+pub(crate) fn name_of<K: Resource>(obj: &K) -> Result<String> {
     obj.meta().name.clone().ok_or(Error::Malformed("object without a name"))
 }
 
 /// The namespace of a namespaced object, or a malformed-object error.
-pub fn namespace_of<K: ResourceExt>(obj: &K) -> Result<String> {
+pub(crate) fn namespace_of<K: ResourceExt>(obj: &K) -> Result<String> {
     obj.namespace()
         .ok_or(Error::Malformed("namespaced object without a namespace"))
 }
 
 /// The key of an object in backoff bookkeeping and logs: `Kind/namespace/name`.
-pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+pub(crate) fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
         K::kind(&()),

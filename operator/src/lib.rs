@@ -3,15 +3,32 @@
 //!
 //! Each controller follows `dereference → validate → build → apply → update_status`; the build and
 //! status steps are pure functions (`controller::*::build`, `controller::microservice::status`).
+//!
+//! Items are `pub(crate)` unless the binary, the tests or the e2e crate use them
+//! (`unreachable_pub` says so).
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod conditions;
 pub mod context;
 pub mod controller;
+pub(crate) mod discovery;
 mod error;
+pub mod issuer;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod publish;
+pub(crate) mod snapshot;
 pub mod source;
-pub mod sync;
+
+/// The former paths of [`discovery::reflection`] and [`publish::server`], for
+/// `e2e/src/bin/bench-gateway.rs` until it imports the new ones.
+#[doc(hidden)]
+pub mod sync {
+    pub use crate::discovery::reflection;
+    pub use crate::publish::server;
+}
 
 pub use error::{Error, Result};

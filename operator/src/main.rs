@@ -9,10 +9,10 @@ use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
 use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
+use microplane_operator::publish::auth::{SyncAuth, TokenReviewer};
+use microplane_operator::publish::server::{self as sync_server, SyncService};
 use microplane_operator::source::SourceSettings;
 use microplane_operator::source::job::BuildSettings;
-use microplane_operator::sync::auth::{SyncAuth, TokenReviewer};
-use microplane_operator::sync::server::{self as sync_server, SyncService};
 use microplane_operator::{controller, leader};
 
 /// The Microplane operator. Every flag can also be set by the environment variable shown.
@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
         },
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
         gateway_url: args.gateway_url,
-        key_rotation: microplane_operator::controller::issuer::Rotation {
+        key_rotation: microplane_operator::issuer::Rotation {
             every_seconds: args.key_rotation_hours.max(1) * 3600,
             overlap_seconds: args.key_overlap_hours.max(1) * 3600,
         },
@@ -269,8 +269,7 @@ async fn main() -> anyhow::Result<()> {
                 client.clone(),
                 args.sync_audience.clone(),
                 &args.sync_allowed_service_accounts,
-            )
-            .map_err(anyhow::Error::msg)?;
+            )?;
             tracing::info!(
                 audience = %args.sync_audience,
                 allowed = ?args.sync_allowed_service_accounts,

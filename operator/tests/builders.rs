@@ -9,6 +9,7 @@ use microplane_crds::{MicroService, Namespace, Phase};
 use microplane_operator::controller::microservice::build::{self, ListedConfig};
 use microplane_operator::controller::microservice::status::{self, Blocked, Rollout};
 use microplane_operator::controller::tenant;
+use microplane_operator::labels;
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -200,9 +201,9 @@ fn image_versions_and_label_values() {
     assert_eq!(build::image_version("nginx:1.27"), "1.27");
     assert_eq!(build::image_version("localhost:5000/a/b"), "latest");
     assert_eq!(build::image_version("localhost:5000/a/b:v2"), "v2");
-    assert_eq!(build::label_value("v1+build/7"), "v1-build-7");
-    assert_eq!(build::label_value(&"x".repeat(80)).len(), 63);
-    assert_eq!(build::label_value("-a-"), "a");
+    assert_eq!(labels::label_value("v1+build/7"), "v1-build-7");
+    assert_eq!(labels::label_value(&"x".repeat(80)).len(), 63);
+    assert_eq!(labels::label_value("-a-"), "a");
 }
 
 fn deployment(desired: i32, updated: i32, available: i32, replicas: i32) -> Deployment {
@@ -334,7 +335,7 @@ fn tenant_gets_namespace_quota_isolation_owners_and_public_default_rule() {
     let d = tenant::desired(&t, "microplane-system").unwrap();
     let labels = d.namespace.metadata.labels.as_ref().unwrap();
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
-    assert_eq!(labels[tenant::TENANT_LABEL], "acme");
+    assert_eq!(labels[labels::TENANT_LABEL], "acme");
     assert_eq!(
         d.namespace.metadata.owner_references.as_ref().unwrap()[0].kind,
         "Namespace"

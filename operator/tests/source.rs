@@ -9,6 +9,7 @@ use git2::{Repository, Signature};
 use microplane_crds::{BuildStrategy, MicroService};
 use microplane_operator::controller::microservice::source::{Run, SourceState};
 use microplane_operator::controller::microservice::status;
+use microplane_operator::labels;
 use microplane_operator::source::git::{self, Credentials, Limits, Request, Revision, Transport};
 use microplane_operator::source::job::{self, Build, BuildSettings, Outcome};
 use microplane_operator::source::strategy::Strategy;
@@ -428,8 +429,8 @@ fn build_job_shape() {
     assert_eq!(spec.active_deadline_seconds, Some(1800));
     assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
     let labels = job.metadata.labels.as_ref().unwrap();
-    assert_eq!(labels.get(job::BUILD_OF_LABEL).map(String::as_str), Some("hello"));
-    assert_eq!(labels.get(job::TENANT_LABEL).map(String::as_str), Some("acme"));
+    assert_eq!(labels.get(labels::BUILD_OF_LABEL).map(String::as_str), Some("hello"));
+    assert_eq!(labels.get(labels::TENANT_LABEL).map(String::as_str), Some("acme"));
     assert!(
         !labels.contains_key("microplane.dev/service"),
         "build pods must never match the service's selector"
@@ -700,7 +701,7 @@ fn status_of_the_source_step() {
         &mut st,
         wanted,
         &SourceState::Failed(git::SourceError::new(
-            microplane_operator::conditions::Reason::AuthenticationFailed,
+            microplane_crds::Reason::AuthenticationFailed,
             "refused",
         )),
         None,

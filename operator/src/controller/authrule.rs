@@ -7,17 +7,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use microplane_crds::{AuthRule, AuthRuleStatus};
+use microplane_crds::{AuthRule, AuthRuleStatus, CondType, Reason};
 
 use crate::Result;
-use crate::conditions::{self, Cond, CondType, Reason};
+use crate::conditions::{self, Cond};
 use crate::context::{Context, namespace_of};
 
 /// Name of this controller in metrics.
-pub const CONTROLLER: &str = "authrule";
+pub(crate) const CONTROLLER: &str = "authrule";
 
 /// Reconciles one AuthRule.
-pub async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(rule: Arc<AuthRule>, ctx: Arc<Context>) -> Result<Action> {
     ctx.instrumented(CONTROLLER, rule.as_ref(), reconcile_inner(&rule, &ctx))
         .await
 }

@@ -11,29 +11,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use microplane_crds::{Config, ConfigStatus};
+use microplane_crds::{CondType, Config, ConfigStatus, Reason};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::conditions::{self, Cond, CondType, Reason};
+use crate::conditions::{self, Cond};
 use crate::context::{Context, name_of, namespace_of};
+use crate::labels::CONFIG_LABEL;
 use crate::{Error, Result};
 
 /// Name of this controller in metrics.
-pub const CONTROLLER: &str = "config";
+pub(crate) const CONTROLLER: &str = "config";
 /// ConfigMap key of the JSON document.
-pub const DOCUMENT_KEY: &str = "config.json";
+pub(crate) const DOCUMENT_KEY: &str = "config.json";
 /// Secret key of the JSON document holding only the secret values, at their paths.
-pub const SECRETS_KEY: &str = "secrets.json";
+pub(crate) const SECRETS_KEY: &str = "secrets.json";
 
 /// Name of the ConfigMap and Secret delivering a Config.
-pub fn child_name(config: &str) -> String {
+pub(crate) fn child_name(config: &str) -> String {
     format!("microplane-config-{config}")
 }
 
 /// Why a Config cannot be delivered. Messages name Secrets and keys, never values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// A referenced Secret does not exist.
     SecretNotFound(String),
     /// A referenced Secret lacks the key.
@@ -65,7 +66,7 @@ impl Problem {
 
 /// Places `value` at the dot-separated `path` of `doc`, creating objects on the way. Fails when a
 /// non-object value is in the way.
-pub fn place(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), Problem> {
+pub(crate) fn place(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(), Problem> {
     let mut parts = path.split('.').peekable();
     let mut node = doc;
     while let Some(part) = parts.next() {
@@ -85,7 +86,7 @@ pub fn place(doc: &mut Map<String, Value>, path: &str, value: Value) -> Result<(
 }
 
 /// The secrets document: each entry's value at its path. `lookup(secret, key)` reads a value.
-pub fn secrets_document(
+pub(crate) fn secrets_document(
     config: &Config,
     lookup: impl Fn(&str, &str) -> Result<Vec<u8>, Problem>,
 ) -> Result<Map<String, Value>, Problem> {
@@ -103,7 +104,7 @@ pub fn secrets_document(
 /// Content hash of a delivery: the document and the identity and version of each secret value's
 /// Secret. Secret values are not hashed, so the hash reveals nothing about them (a hash of a short
 /// secret could be brute-forced).
-pub fn content_hash(document: &str, secret_versions: &[(String, String, String)]) -> String {
+pub(crate) fn content_hash(document: &str, secret_versions: &[(String, String, String)]) -> String {
     let mut h = Sha256::new();
     h.update(document.as_bytes());
     for (name, key, version) in secret_versions {
@@ -118,7 +119,7 @@ pub fn content_hash(document: &str, secret_versions: &[(String, String, String)]
 }
 
 /// The ConfigMap and Secret delivering a Config.
-pub fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -> Result<(ConfigMap, Secret)> {
+pub(crate) fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -> Result<(ConfigMap, Secret)> {
     let name = name_of(config)?;
     let owner = config
         .controller_owner_ref(&())
@@ -128,7 +129,7 @@ pub fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -
         namespace: config.namespace(),
         labels: Some(BTreeMap::from([
             ("app.kubernetes.io/managed-by".into(), "microplane-operator".into()),
-            ("microplane.dev/config".into(), name.clone()),
+            (CONFIG_LABEL.into(), name.clone()),
         ])),
         owner_references: Some(vec![owner]),
         ..ObjectMeta::default()
@@ -151,7 +152,7 @@ pub fn children(config: &Config, document: &str, secrets: &Map<String, Value>) -
 }
 
 /// Reconciles one Config.
-pub async fn reconcile(config: Arc<Config>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(config: Arc<Config>, ctx: Arc<Context>) -> Result<Action> {
     ctx.instrumented(CONTROLLER, config.as_ref(), reconcile_inner(&config, &ctx))
         .await
 }

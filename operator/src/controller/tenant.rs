@@ -18,20 +18,20 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use microplane_crds::{
-    Access, AuthRule, AuthRuleSpec, DefaultAccess, Isolation, Namespace, NamespaceStatus, OwnerKind, RuleResource,
+    Access, AuthRule, AuthRuleSpec, CondType, DefaultAccess, Isolation, Namespace, NamespaceStatus, OwnerKind, Reason,
+    RuleResource,
 };
 
 use kube::runtime::reflector::ObjectRef;
 
-use super::issuer;
-use crate::conditions::{self, Cond, CondType, Reason};
+use crate::conditions::{self, Cond};
 use crate::context::{Context, name_of};
+use crate::issuer;
+use crate::labels::TENANT_LABEL;
 use crate::{Error, Result};
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "tenant";
-/// Label on every object the tenant controller manages, naming the tenant.
-pub const TENANT_LABEL: &str = "microplane.dev/tenant";
 /// The ClusterRole tenant owners are bound to (shipped in config/rbac).
 pub const TENANT_ADMIN_ROLE: &str = "microplane-tenant-admin";
 /// Name of the default AuthRule, and its priority: below the default priority (0) of user rules,
@@ -373,7 +373,7 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     );
     if previous != Some(&next) {
         if !wanted.status {
-            let warning = wanted.reason.progress() == conditions::Progress::Stalled;
+            let warning = conditions::progress(wanted.reason) == conditions::Progress::Stalled;
             ctx.event(tenant, warning, wanted.reason, wanted.message.clone(), "Provision")
                 .await;
         }

@@ -13,7 +13,7 @@ use git2::{FetchOptions, Oid, RemoteCallbacks, Repository};
 use microplane_crds::BuildStrategy;
 
 use super::strategy::{self, Strategy};
-use crate::conditions::Reason;
+use microplane_crds::Reason;
 
 /// Why a source cannot be resolved. `reason` is the condition reason.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,13 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use sha2::Digest as _;
 
 use super::strategy::Strategy;
+use crate::labels::{BUILD_OF_LABEL, COMMIT_LABEL, TENANT_LABEL, label_value};
 
-/// Label on build Jobs and their pods: the MicroService built.
-pub const BUILD_OF_LABEL: &str = "microplane.dev/build-of";
-/// Label on build Jobs and their pods: the tenant (namespace) of the MicroService.
-pub const TENANT_LABEL: &str = "microplane.dev/tenant";
-/// Label on build Jobs and their pods: the commit built.
-pub const COMMIT_LABEL: &str = "microplane.dev/commit";
 /// Name of the container that builds; its termination message is the digest or the log tail.
 pub const BUILD_CONTAINER: &str = "build";
 /// Name of the init container that checks out the commit.
@@ -314,14 +309,8 @@ pub fn labels(build: &Build<'_>) -> BTreeMap<String, String> {
         ("app.kubernetes.io/component".into(), "build".into()),
         ("app.kubernetes.io/part-of".into(), "microplane".into()),
         ("app.kubernetes.io/managed-by".into(), "microplane-operator".into()),
-        (
-            BUILD_OF_LABEL.into(),
-            crate::controller::microservice::build::label_value(build.service),
-        ),
-        (
-            TENANT_LABEL.into(),
-            crate::controller::microservice::build::label_value(build.tenant),
-        ),
+        (BUILD_OF_LABEL.into(), label_value(build.service)),
+        (TENANT_LABEL.into(), label_value(build.tenant)),
         (COMMIT_LABEL.into(), build.commit.into()),
     ])
 }
@@ -696,16 +685,32 @@ pub fn tail(text: &str, lines: usize, bytes: usize) -> String {
     out
 }
 
+/// Why the value of a build flag (`--build-toleration`, `--build-node-selector`,
+/// `--build-mirror`) cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    /// A toleration's effect is not one Kubernetes knows.
+    #[error("toleration {0:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute")]
+    TolerationEffect(String),
+    /// A toleration without a key.
+    #[error("toleration {0:?}: the key is empty")]
+    TolerationKey(String),
+    /// A node selector entry that is not `key=value`.
+    #[error("node selector {0:?}: expected key=value")]
+    NodeSelector(String),
+    /// A mirror that is not `registry=host[:port][/path]`.
+    #[error("mirror {0:?}: expected registry=host[:port][/path]")]
+    Mirror(String),
+}
+
 /// Parses a toleration as the flag `--build-toleration` takes it: `key[=value]:Effect`, or
 /// `key[=value]` for every effect. Without a value the toleration matches any value (`Exists`).
-pub fn parse_toleration(s: &str) -> Result<Toleration, String> {
+pub fn parse_toleration(s: &str) -> Result<Toleration, FlagError> {
     let (kv, effect) = match s.rsplit_once(':') {
         Some((kv, e)) => match e {
             "NoSchedule" | "PreferNoSchedule" | "NoExecute" => (kv, Some(e.to_string())),
             _ => {
-                return Err(format!(
-                    "toleration {s:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
-                ));
+                return Err(FlagError::TolerationEffect(s.to_string()));
             }
         },
         None => (s, None),
@@ -715,7 +720,7 @@ pub fn parse_toleration(s: &str) -> Result<Toleration, String> {
         None => (kv, None),
     };
     if key.is_empty() {
-        return Err(format!("toleration {s:?}: the key is empty"));
+        return Err(FlagError::TolerationKey(s.to_string()));
     }
     Ok(Toleration {
         key: Some(key.to_string()),
@@ -727,18 +732,18 @@ pub fn parse_toleration(s: &str) -> Result<Toleration, String> {
 }
 
 /// Parses a node selector entry as the flag `--build-node-selector` takes it: `key=value`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
+pub fn parse_label(s: &str) -> Result<(String, String), FlagError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("node selector {s:?}: expected key=value")),
+        _ => Err(FlagError::NodeSelector(s.to_string())),
     }
 }
 
 /// Parses a registry mirror as the flag `--build-mirror` takes it: `registry=host[:port][/path]`.
-pub fn parse_mirror(s: &str) -> Result<(String, String), String> {
+pub fn parse_mirror(s: &str) -> Result<(String, String), FlagError> {
     match s.split_once('=') {
         Some((r, m)) if !r.is_empty() && !m.is_empty() && !r.contains('/') => Ok((r.to_string(), m.to_string())),
-        _ => Err(format!("mirror {s:?}: expected registry=host[:port][/path]")),
+        _ => Err(FlagError::Mirror(s.to_string())),
     }
 }
 
@@ -756,8 +761,18 @@ mod placement_tests {
         let any = parse_toleration("dedicated").unwrap();
         assert_eq!(any.operator.as_deref(), Some("Exists"));
         assert_eq!((any.value, any.effect), (None, None));
-        assert!(parse_toleration("k=v:Sometimes").unwrap_err().contains("effect"));
-        assert!(parse_toleration("=v:NoSchedule").unwrap_err().contains("key"));
+        assert!(
+            parse_toleration("k=v:Sometimes")
+                .unwrap_err()
+                .to_string()
+                .contains("effect")
+        );
+        assert!(
+            parse_toleration("=v:NoSchedule")
+                .unwrap_err()
+                .to_string()
+                .contains("key")
+        );
         assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
         assert!(parse_label("ab").is_err());
     }
@@ -769,7 +784,10 @@ mod placement_tests {
             ("docker.io".into(), "reg:5000/mirror/docker.io".into())
         );
         for bad in ["docker.io", "=reg:5000", "docker.io=", "a/b=reg"] {
-            assert!(parse_mirror(bad).unwrap_err().contains("registry=host"), "{bad}");
+            assert!(
+                parse_mirror(bad).unwrap_err().to_string().contains("registry=host"),
+                "{bad}"
+            );
         }
     }
 

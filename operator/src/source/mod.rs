@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use microplane_crds::{GitSource, Source};
 
 use self::git::{Credentials, Request, Resolved, Revision, SourceError};
-use crate::conditions::Reason;
+use microplane_crds::Reason;
 
 /// Settings of source mode, from flags.
 #[derive(Clone, Debug)]
@@ -48,31 +48,6 @@ impl Default for SourceSettings {
             build: job::BuildSettings::default(),
         }
     }
-}
-
-/// Parses a `pollInterval` such as `30s`, `1m` or `1h30m` (the CRD admits `([0-9]+(ms|s|m|h))+`).
-pub fn parse_interval(s: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else {
-            return None;
-        };
-        total = total.checked_add(unit.checked_mul(u32::try_from(n).ok()?)?)?;
-        rest = &rest[len..];
-    }
-    (!total.is_zero()).then_some(total)
 }
 
 /// The resolution request of a source, or why the spec itself is unusable.
@@ -310,6 +285,12 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_interval(s: &str) -> Option<Duration> {
+        microplane_crds::Duration::parse(s)
+            .ok()
+            .map(microplane_crds::Duration::get)
+    }
 
     #[test]
     fn intervals() {

@@ -21,10 +21,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use microplane_crds::{MicroService, Protocol};
 
+use crate::labels::{SERVICE_LABEL, label_value};
 use crate::{Error, Result};
 
-/// Label naming the MicroService of an object; the selector of its pods.
-pub const SERVICE_LABEL: &str = "microplane.dev/service";
 /// Pod-template annotation carrying the hash of `Restart`-mode Configs: a change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "microplane.dev/config-hash";
 /// Where Config documents are mounted: `<dir>/<config>/config.json` and `secrets.json`.
@@ -75,22 +74,6 @@ pub fn image_version(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     last.split_once(':')
         .map_or_else(|| "latest".to_string(), |(_, tag)| tag.to_string())
-}
-
-/// A string made fit for a label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
-pub fn label_value(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let cut: String = cleaned.chars().take(63).collect();
-    cut.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
 /// The selector of a MicroService's pods.

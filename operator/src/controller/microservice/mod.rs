@@ -19,9 +19,9 @@ use microplane_crds::{MicroService, Rollout as ConfigRollout};
 
 use self::build::ListedConfig;
 use self::status::{Blocked, Rollout};
-use crate::conditions::CondType;
 use crate::context::{Context, name_of, namespace_of};
 use crate::{Result, conditions};
+use microplane_crds::CondType;
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "microservice";
@@ -107,7 +107,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
                 let pods = ctx.stores.pods.state();
                 status::pod_problem(pods.iter().map(AsRef::as_ref).filter(|p| {
                     p.namespace().as_deref() == Some(namespace.as_str())
-                        && p.labels().get(build::SERVICE_LABEL) == Some(&name)
+                        && p.labels().get(crate::labels::SERVICE_LABEL) == Some(&name)
                 }))
             })
             .flatten();
@@ -131,7 +131,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         wanted = status::with_source(&mut next, wanted, &p.state, p.run.as_ref(), p.builds.clone());
     }
     if blocked.is_none() {
-        let state = crate::sync::snapshot::discovery_key(ms).map(|k| ctx.discovery.state(&k));
+        let state = crate::discovery::key_of(ms).map(|k| ctx.discovery.state(&k));
         let (endpoints, url, routed) = status::routing(
             &name,
             ms.spec.expose,
@@ -159,7 +159,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
             && old_reason.as_deref() != Some(ready.reason.as_str())
         {
             // Warnings for what a user must fix (Stalled); progress is Normal.
-            let warning = !ready.status && ready.reason.progress() == conditions::Progress::Stalled;
+            let warning = !ready.status && conditions::progress(ready.reason) == conditions::Progress::Stalled;
             ctx.event(ms, warning, ready.reason, ready.message.clone(), "Reconcile")
                 .await;
         }
@@ -245,8 +245,8 @@ pub async fn collect_orphan_builds(ctx: Arc<Context>, services: kube::runtime::r
         for job in ctx.stores.jobs.state() {
             let labels = job.labels();
             let (Some(ns), Some(name)) = (
-                labels.get(crate::source::job::TENANT_LABEL),
-                labels.get(crate::source::job::BUILD_OF_LABEL),
+                labels.get(crate::labels::TENANT_LABEL),
+                labels.get(crate::labels::BUILD_OF_LABEL),
             ) else {
                 continue;
             };

@@ -12,10 +12,10 @@ use kube::runtime::reflector::ObjectRef;
 use microplane_crds::{BuiltImage, MicroService, Source};
 
 use crate::Result;
-use crate::conditions::Reason;
 use crate::context::Context;
 use crate::source::git::{Credentials, SourceError};
 use crate::source::{self, job};
+use microplane_crds::Reason;
 
 /// Builds kept in `status.builds`.
 pub const HISTORY: usize = 10;
@@ -118,7 +118,12 @@ pub async fn plan(ms: &MicroService, source: &Source, ctx: &Context, name: &str,
         Err(e) => return Ok(failed(e, builds, None)),
     };
     let secret = source.git.secret_ref.as_ref().map(|s| s.name.clone());
-    let poll = source.git.poll_interval.as_deref().and_then(source::parse_interval);
+    let poll = source
+        .git
+        .poll_interval
+        .as_deref()
+        .and_then(|s| microplane_crds::Duration::parse(s).ok())
+        .map(microplane_crds::Duration::get);
     let credentials = async {
         match &secret {
             None => Ok(Credentials::None),

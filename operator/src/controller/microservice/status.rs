@@ -2,9 +2,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use microplane_crds::{MicroServiceStatus, Phase};
+use microplane_crds::{CondType, MicroServiceStatus, Phase, Reason};
 
-use crate::conditions::{Cond, CondType, Reason};
+use crate::conditions::Cond;
 
 /// Why a MicroService cannot be deployed at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,7 +269,7 @@ pub fn with_source(
             ),
             Some((
                 // A transient error is retried: still resolving, not failed.
-                if e.reason.progress() == crate::conditions::Progress::Reconciling {
+                if crate::conditions::progress(e.reason) == crate::conditions::Progress::Reconciling {
                     Phase::Resolving
                 } else {
                     Phase::Failed
@@ -319,14 +319,14 @@ pub fn with_source(
 /// What the gateway makes of a MicroService: `status.endpoints`, `status.url` and the `Routed`
 /// condition. `Routed` informs; it does not gate `Ready`, which says the workload runs (a service
 /// whose pods serve but do not offer reflection is still deployed).
-pub fn routing(
+pub(crate) fn routing(
     name: &str,
     expose: bool,
     protocol: microplane_crds::Protocol,
-    discovery: Option<&crate::sync::DiscoveryState>,
+    discovery: Option<&crate::discovery::DiscoveryState>,
     gateway_url: Option<&str>,
 ) -> (Vec<String>, Option<String>, Cond) {
-    use crate::sync::DiscoveryState;
+    use crate::discovery::DiscoveryState;
     if !expose {
         return (
             Vec::new(),

@@ -1,36 +1,50 @@
-//! The operator → gateway routing sync (docs/gateway.md): caches → snapshot → gRPC stream.
+//! What each MicroService serves, learnt through gRPC server reflection ([`reflection`]) from one
+//! of its ready endpoints and cached per image (or commit): the snapshot asks for what it misses
+//! ([`Discovery::want`]), and the MicroService controller reports the state as `Routed`.
 //!
-//! Every replica runs it (standbys keep their caches warm), so any replica can serve gateways.
-//! Nothing here writes to the API server; MicroService status (`endpoints`, `Routed`) is written by
-//! the MicroService controller from what [`Discovery`] knows.
+//! Nothing here writes to the API server.
 
-pub mod auth;
 pub mod reflection;
-pub mod server;
-pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{ObjectRef, Store};
-use microplane_crds::{MicroService, Namespace};
-use microplane_sync::v1;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use kube::runtime::reflector::ObjectRef;
+use microplane_crds::MicroService;
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use self::reflection::Discovered;
 
 /// How long one discovery may take.
-pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Discoveries running at once.
-pub const DISCOVERY_CONCURRENCY: usize = 8;
-/// Quiet time that coalesces a burst of changes into one snapshot.
-pub const DEBOUNCE: Duration = Duration::from_millis(10);
+pub(crate) const DISCOVERY_CONCURRENCY: usize = 8;
 
 /// Wait before retrying a failed discovery: 2 s doubling to 5 min.
-pub fn retry_after(attempts: u32) -> Duration {
+pub(crate) fn retry_after(attempts: u32) -> Duration {
     Duration::from_secs(2u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Descriptors are cached per image (or per commit for source builds): one discovery serves every
+/// MicroService running the same build.
+pub(crate) fn key_of(ms: &MicroService) -> Option<String> {
+    let status = ms.status.as_ref();
+    if ms.spec.source.is_some() {
+        return status.and_then(|s| s.commit.clone()).map(|c| format!("commit:{c}"));
+    }
+    ms.spec.image.clone().map(|i| format!("image:{i}"))
+}
+
+/// A discovery the snapshot needs: the key, an endpoint to ask, and who waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    /// The cache key.
+    pub(crate) key: String,
+    /// A ready endpoint, `ip:port`.
+    pub(crate) address: String,
+    /// MicroServices using this key.
+    pub(crate) services: Vec<ObjectRef<MicroService>>,
 }
 
 #[derive(Clone, Debug)]
@@ -46,7 +60,7 @@ enum Entry {
 
 /// What is known about a MicroService's descriptors.
 #[derive(Clone, Debug, PartialEq)]
-pub enum DiscoveryState {
+pub(crate) enum DiscoveryState {
     /// Not asked yet (no ready endpoint) or in flight.
     Pending,
     /// Known.
@@ -56,7 +70,7 @@ pub enum DiscoveryState {
 }
 
 /// The descriptor cache, keyed by image (or commit), and the discoveries in flight.
-pub struct Discovery {
+pub(crate) struct Discovery {
     entries: Mutex<HashMap<String, Entry>>,
     limit: Arc<Semaphore>,
     changed: Arc<Notify>,
@@ -78,7 +92,7 @@ impl Default for Discovery {
 impl Discovery {
     /// A cache that wakes `changed` and asks for reconciles of the waiting MicroServices when a
     /// discovery ends.
-    pub fn new(changed: Arc<Notify>, reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>) -> Self {
+    pub(crate) fn new(changed: Arc<Notify>, reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(DISCOVERY_CONCURRENCY)),
@@ -92,7 +106,7 @@ impl Discovery {
     }
 
     /// The state for a key.
-    pub fn state(&self, key: &str) -> DiscoveryState {
+    pub(crate) fn state(&self, key: &str) -> DiscoveryState {
         match self.lock().get(key) {
             Some(Entry::Ready(d)) => DiscoveryState::Ready(d.clone()),
             Some(Entry::Failed { error, .. }) => DiscoveryState::Failed(error.clone()),
@@ -101,7 +115,7 @@ impl Discovery {
     }
 
     /// Every known descriptor set.
-    pub fn ready(&self) -> HashMap<String, Arc<Discovered>> {
+    pub(crate) fn ready(&self) -> HashMap<String, Arc<Discovered>> {
         self.lock()
             .iter()
             .filter_map(|(k, e)| match e {
@@ -112,7 +126,7 @@ impl Discovery {
     }
 
     /// Records a result (also used by tests).
-    pub fn record(&self, key: &str, result: Result<Discovered, String>) {
+    pub(crate) fn record(&self, key: &str, result: Result<Discovered, String>) {
         let mut map = self.lock();
         let attempts = match map.get(key) {
             Some(Entry::Failed { attempts, .. }) => *attempts,
@@ -130,7 +144,7 @@ impl Discovery {
     }
 
     /// Starts the discovery `w` unless it is known, running, or waiting out its backoff.
-    pub fn want(self: &Arc<Self>, w: snapshot::Wanted) {
+    pub(crate) fn want(self: &Arc<Self>, w: Wanted) {
         {
             let mut map = self.lock();
             match map.get(&w.key) {
@@ -178,88 +192,6 @@ impl Discovery {
                 this.changed.notify_one();
             }
         });
-    }
-}
-
-/// The caches the snapshot is built from.
-#[derive(Clone)]
-pub struct Sources {
-    /// Tenants.
-    pub tenants: Store<Namespace>,
-    /// MicroServices.
-    pub services: Store<MicroService>,
-    /// EndpointSlices of MicroServices' Services.
-    pub slices: Store<EndpointSlice>,
-    /// AuthRules.
-    pub rules: Store<microplane_crds::AuthRule>,
-    /// Tenants' issuer-key Secrets.
-    pub keys: Store<k8s_openapi::api::core::v1::Secret>,
-    /// Account Secrets (hashed).
-    pub accounts: Store<k8s_openapi::api::core::v1::Secret>,
-    /// Base of tenants' issuer URLs.
-    pub issuer_base: Option<String>,
-}
-
-/// Builds a snapshot whenever `changed` fires (after the caches are synced), and publishes it with a
-/// new version when its content differs from the last one.
-pub async fn publish(
-    sources: Sources,
-    discovery: Arc<Discovery>,
-    changed: Arc<Notify>,
-    source_id: String,
-    out: watch::Sender<Option<Arc<v1::Snapshot>>>,
-    metrics: crate::metrics::SyncMetrics,
-) {
-    // An empty snapshot from half-filled caches would wipe the gateways' routes.
-    // Sequential waits: each returns at once once its cache is synced.
-    let synced = sources.tenants.wait_until_ready().await.is_ok()
-        && sources.services.wait_until_ready().await.is_ok()
-        && sources.slices.wait_until_ready().await.is_ok()
-        && sources.rules.wait_until_ready().await.is_ok()
-        && sources.keys.wait_until_ready().await.is_ok()
-        && sources.accounts.wait_until_ready().await.is_ok();
-    if !synced {
-        return;
-    }
-    let mut version = 0u64;
-    let mut last: Option<v1::Snapshot> = None;
-    loop {
-        let (tenants, services, slices) = (
-            sources.tenants.state(),
-            sources.services.state(),
-            sources.slices.state(),
-        );
-        let (rules, keys, accounts) = (sources.rules.state(), sources.keys.state(), sources.accounts.state());
-        let discovered = discovery.ready();
-        let built = snapshot::build(snapshot::Inputs {
-            tenants: &tenants,
-            services: &services,
-            slices: &slices,
-            discovered: Some(&discovered),
-            rules: &rules,
-            keys: &keys,
-            accounts: &accounts,
-            issuer_base: sources.issuer_base.as_deref(),
-        });
-        for w in built.wanted {
-            discovery.want(w);
-        }
-        if last.as_ref() != Some(&built.snapshot) {
-            version += 1;
-            let mut s = built.snapshot.clone();
-            s.version = version;
-            s.source = source_id.clone();
-            s.built_unix_nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-                .unwrap_or(0);
-            tracing::debug!(version, services = s.services.len(), "snapshot published");
-            out.send_replace(Some(Arc::new(s)));
-            metrics.published(version);
-            last = Some(built.snapshot);
-        }
-        changed.notified().await;
-        tokio::time::sleep(DEBOUNCE).await;
     }
 }
 

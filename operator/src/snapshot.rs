@@ -9,39 +9,17 @@ use kube::{Resource, ResourceExt};
 use microplane_crds::{MicroService, Namespace, Protocol};
 use microplane_sync::v1;
 
-use super::reflection::Discovered;
-
-/// Label the EndpointSlice controller puts on every slice of a Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-/// Descriptors are cached per image (or per commit for source builds): one discovery serves every
-/// MicroService running the same build.
-pub fn discovery_key(ms: &MicroService) -> Option<String> {
-    let status = ms.status.as_ref();
-    if ms.spec.source.is_some() {
-        return status.and_then(|s| s.commit.clone()).map(|c| format!("commit:{c}"));
-    }
-    ms.spec.image.clone().map(|i| format!("image:{i}"))
-}
-
-/// A discovery the snapshot needs: the key, an endpoint to ask, and who waits for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Wanted {
-    /// The cache key.
-    pub key: String,
-    /// A ready endpoint, `ip:port`.
-    pub address: String,
-    /// MicroServices using this key.
-    pub services: Vec<ObjectRef<MicroService>>,
-}
+use crate::discovery::Wanted;
+use crate::discovery::reflection::Discovered;
+use crate::labels::SERVICE_NAME_LABEL;
 
 /// The snapshot (version and build time left at 0) and the discoveries it misses.
 #[derive(Debug, Default)]
-pub struct Built {
+pub(crate) struct Built {
     /// The content.
-    pub snapshot: v1::Snapshot,
+    pub(crate) snapshot: v1::Snapshot,
     /// Discoveries to start.
-    pub wanted: Vec<Wanted>,
+    pub(crate) wanted: Vec<Wanted>,
 }
 
 fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
@@ -87,13 +65,13 @@ fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
 }
 
 /// Type of the Secrets that are accounts of a tenant (docs/auth.md).
-pub const ACCOUNT_TYPE: &str = "microplane.dev/account";
+pub(crate) const ACCOUNT_TYPE: &str = "microplane.dev/account";
 /// Data key the operator puts in place of an account's secret: its SHA-256.
-pub const SECRET_SHA256: &str = "secret-sha256";
+pub(crate) const SECRET_SHA256: &str = "secret-sha256";
 
 /// Replaces an account Secret's `secret` by its SHA-256 before the Secret reaches a cache: the
 /// operator never holds account secrets, and the gateway gets only what checks them.
-pub fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
+pub(crate) fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
     use sha2::Digest;
     secret.metadata.managed_fields = None;
     secret.metadata.annotations = None;
@@ -109,49 +87,34 @@ pub fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
     }
 }
 
-/// `15m`, `1h30m`, `90s` → seconds.
-pub fn duration_seconds(s: &str) -> Option<i64> {
-    let mut total = 0i64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-        } else {
-            let n: i64 = num.parse().ok()?;
-            num.clear();
-            total = total.checked_add(n.checked_mul(match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                _ => return None,
-            })?)?;
-        }
-    }
-    (num.is_empty() && total > 0).then_some(total)
+/// A `tokenTTL` in whole seconds; none when it is not a duration of at least a second.
+fn ttl_seconds(s: &str) -> Option<i64> {
+    let d = microplane_crds::Duration::parse(s).ok()?;
+    i64::try_from(d.get().as_secs()).ok().filter(|&n| n > 0)
 }
 
 /// Default lifetime of platform-issued access tokens.
-pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+pub(crate) const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
 
 /// Everything a snapshot is built from.
 #[derive(Clone, Copy, Default)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Tenants.
-    pub tenants: &'a [Arc<Namespace>],
+    pub(crate) tenants: &'a [Arc<Namespace>],
     /// MicroServices.
-    pub services: &'a [Arc<MicroService>],
+    pub(crate) services: &'a [Arc<MicroService>],
     /// Their EndpointSlices.
-    pub slices: &'a [Arc<EndpointSlice>],
+    pub(crate) slices: &'a [Arc<EndpointSlice>],
     /// Descriptors by key.
-    pub discovered: Option<&'a HashMap<String, Arc<Discovered>>>,
+    pub(crate) discovered: Option<&'a HashMap<String, Arc<Discovered>>>,
     /// AuthRules.
-    pub rules: &'a [Arc<microplane_crds::AuthRule>],
+    pub(crate) rules: &'a [Arc<microplane_crds::AuthRule>],
     /// Tenants' issuer-key Secrets.
-    pub keys: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    pub(crate) keys: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
     /// Account Secrets, already hashed by [`hash_account`].
-    pub accounts: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
+    pub(crate) accounts: &'a [Arc<k8s_openapi::api::core::v1::Secret>],
     /// Base of tenants' issuer URLs (the gateway's URL).
-    pub issuer_base: Option<&'a str>,
+    pub(crate) issuer_base: Option<&'a str>,
 }
 
 fn text(data: &BTreeMap<String, k8s_openapi::ByteString>, key: &str) -> Option<String> {
@@ -175,8 +138,8 @@ fn tenant_auth(
     let keys = inputs
         .keys
         .iter()
-        .find(|s| s.namespace().as_deref() == Some(name) && s.name_any() == crate::controller::issuer::KEYS_SECRET)
-        .map(|s| crate::controller::issuer::read(Some(s)))
+        .find(|s| s.namespace().as_deref() == Some(name) && s.name_any() == crate::issuer::KEYS_SECRET)
+        .map(|s| crate::issuer::read(Some(s)))
         .unwrap_or_default()
         .into_iter()
         .filter_map(|k| {
@@ -261,7 +224,7 @@ fn tenant_auth(
 /// Builds the snapshot: every tenant with a Namespace object (its issuer, keys, rules, accounts),
 /// every exposed MicroService of those tenants with its ready endpoints, and the descriptors
 /// discovered for their images.
-pub fn build(inputs: Inputs<'_>) -> Built {
+pub(crate) fn build(inputs: Inputs<'_>) -> Built {
     let Inputs {
         tenants,
         services,
@@ -277,13 +240,13 @@ pub fn build(inputs: Inputs<'_>) -> Built {
             let name = t.name_any();
             let (signing_keys, rules, accounts, external_issuers) = tenant_auth(t, &name, &inputs);
             v1::Tenant {
-                issuer: crate::controller::issuer::issuer_url(inputs.issuer_base, &name),
+                issuer: crate::issuer::issuer_url(inputs.issuer_base, &name),
                 token_ttl_seconds: t
                     .spec
                     .auth
                     .as_ref()
                     .and_then(|a| a.token_ttl.as_deref())
-                    .and_then(duration_seconds)
+                    .and_then(ttl_seconds)
                     .unwrap_or(DEFAULT_TOKEN_TTL),
                 signing_keys,
                 rules,
@@ -334,7 +297,7 @@ pub fn build(inputs: Inputs<'_>) -> Built {
         let protocol = match ms.spec.protocol {
             Protocol::Http => v1::Protocol::Http,
             Protocol::Grpc => {
-                if let Some(key) = discovery_key(ms) {
+                if let Some(key) = crate::discovery::key_of(ms) {
                     if let Some(d) = discovered.get(&key) {
                         used.insert(key.clone(), d.clone());
                         descriptors = key;
@@ -514,10 +477,10 @@ mod tests {
         let t: Arc<Namespace> = yaml(
             "apiVersion: microplane.dev/v1alpha1\nkind: Namespace\nmetadata: {name: acme}\nspec: {auth: {tokenTTL: 1h30m, loginUrl: 'https://login.example/in?app=1', issuers: [{issuer: 'https://idp.example', jwksUri: 'https://idp.example/jwks', algorithms: [ES256]}]}}",
         );
-        let key = crate::controller::issuer::generate(5).unwrap();
+        let key = crate::issuer::generate(5).unwrap();
         let owner = Default::default();
         let keys = [Arc::new(
-            crate::controller::issuer::secret("acme", std::slice::from_ref(&key), owner).unwrap(),
+            crate::issuer::secret("acme", std::slice::from_ref(&key), owner).unwrap(),
         )];
         let mut account: Secret = serde_yaml::from_str(
             "metadata: {name: alice, namespace: acme}\ntype: microplane.dev/account\nstringData: {}\ndata: {secret: c2VjcmV0, scopes: YWRtaW4gcmVhZA==}",
@@ -566,11 +529,11 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(duration_seconds("15m"), Some(900));
-        assert_eq!(duration_seconds("1h30m"), Some(5400));
-        assert_eq!(duration_seconds("90s"), Some(90));
-        assert_eq!(duration_seconds("15"), None);
-        assert_eq!(duration_seconds("0s"), None);
-        assert_eq!(duration_seconds("5d"), None);
+        assert_eq!(ttl_seconds("15m"), Some(900));
+        assert_eq!(ttl_seconds("1h30m"), Some(5400));
+        assert_eq!(ttl_seconds("90s"), Some(90));
+        assert_eq!(ttl_seconds("15"), None);
+        assert_eq!(ttl_seconds("0s"), None);
+        assert_eq!(ttl_seconds("5d"), None);
     }
 }

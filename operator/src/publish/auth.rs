@@ -25,6 +25,20 @@ pub const REVIEW_TTL: Duration = Duration::from_secs(60);
 /// Most reviews cached at once.
 pub const REVIEW_CACHE_MAX: usize = 1024;
 
+/// Why a [`TokenReviewer`] cannot be made from the flags.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewerError {
+    /// An allowed entry is neither `namespace/name` nor a ServiceAccount's username.
+    #[error("not a ServiceAccount (namespace/name): {0}")]
+    NotServiceAccount(String),
+    /// No ServiceAccount is allowed.
+    #[error("no ServiceAccount is allowed to follow the sync stream")]
+    NoneAllowed,
+    /// The audience is empty.
+    #[error("the sync audience is empty")]
+    EmptyAudience,
+}
+
 /// Why a caller is refused. Never carries the token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -164,16 +178,16 @@ pub struct TokenReviewer {
 
 impl TokenReviewer {
     /// A reviewer admitting `allowed` (`ns/name` or full usernames) for `audience`.
-    pub fn new(client: Client, audience: String, allowed: &[String]) -> Result<Self, String> {
+    pub fn new(client: Client, audience: String, allowed: &[String]) -> Result<Self, ReviewerError> {
         let allowed = allowed
             .iter()
-            .map(|a| service_account_user(a).ok_or_else(|| format!("not a ServiceAccount (namespace/name): {a}")))
+            .map(|a| service_account_user(a).ok_or_else(|| ReviewerError::NotServiceAccount(a.clone())))
             .collect::<Result<HashSet<_>, _>>()?;
         if allowed.is_empty() {
-            return Err("no ServiceAccount is allowed to follow the sync stream".into());
+            return Err(ReviewerError::NoneAllowed);
         }
         if audience.is_empty() {
-            return Err("the sync audience is empty".into());
+            return Err(ReviewerError::EmptyAudience);
         }
         Ok(Self {
             client,

@@ -12,26 +12,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+use crate::labels::{KEYS_LABEL, TENANT_LABEL};
 use crate::{Error, Result};
 
 /// Name of the Secret holding a tenant's signing keys.
-pub const KEYS_SECRET: &str = "microplane-issuer-keys";
+pub(crate) const KEYS_SECRET: &str = "microplane-issuer-keys";
 /// Its type.
-pub const KEYS_TYPE: &str = "microplane.dev/issuer-keys";
-/// Label that lets the operator watch exactly these Secrets.
-pub const KEYS_LABEL: &str = "microplane.dev/issuer-keys";
+pub(crate) const KEYS_TYPE: &str = "microplane.dev/issuer-keys";
 /// The data key of the key list.
-pub const KEYS_FIELD: &str = "keys.json";
+pub(crate) const KEYS_FIELD: &str = "keys.json";
 
 /// One signing key as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredKey {
+pub(crate) struct StoredKey {
     /// Key id (`kid`): the first 16 hex digits of the SHA-256 of the public key.
-    pub kid: String,
+    pub(crate) kid: String,
     /// When it was made (Unix seconds).
-    pub created: i64,
+    pub(crate) created: i64,
     /// PKCS#8 DER of the ECDSA P-256 private key, base64 (standard alphabet).
-    pub pkcs8: String,
+    pub(crate) pkcs8: String,
 }
 
 /// When to rotate and how long an old key keeps verifying.
@@ -53,7 +52,7 @@ impl Default for Rotation {
 }
 
 /// A new key.
-pub fn generate(now: i64) -> Result<StoredKey> {
+pub(crate) fn generate(now: i64) -> Result<StoredKey> {
     use base64::Engine;
     let rng = SystemRandom::new();
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
@@ -70,7 +69,7 @@ pub fn generate(now: i64) -> Result<StoredKey> {
 }
 
 /// Reads the key list of a Secret (empty when absent or unreadable: new keys replace it).
-pub fn read(secret: Option<&Secret>) -> Vec<StoredKey> {
+pub(crate) fn read(secret: Option<&Secret>) -> Vec<StoredKey> {
     secret
         .and_then(|s| s.data.as_ref())
         .and_then(|d| d.get(KEYS_FIELD))
@@ -80,7 +79,7 @@ pub fn read(secret: Option<&Secret>) -> Vec<StoredKey> {
 
 /// The keys wanted now, newest first: a new key when there is none or the newest is due for
 /// rotation; keys replaced longer than the overlap ago are dropped. `None` when nothing changes.
-pub fn rotate(
+pub(crate) fn rotate(
     current: &[StoredKey],
     now: i64,
     rotation: Rotation,
@@ -108,7 +107,7 @@ pub fn rotate(
 }
 
 /// The Secret holding `keys` in the tenant namespace `ns`.
-pub fn secret(
+pub(crate) fn secret(
     ns: &str,
     keys: &[StoredKey],
     owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -120,7 +119,7 @@ pub fn secret(
             namespace: Some(ns.into()),
             labels: Some(BTreeMap::from([
                 (KEYS_LABEL.to_string(), "true".to_string()),
-                (super::tenant::TENANT_LABEL.to_string(), ns.to_string()),
+                (TENANT_LABEL.to_string(), ns.to_string()),
                 ("app.kubernetes.io/managed-by".to_string(), "microplane".to_string()),
             ])),
             owner_references: Some(vec![owner]),
@@ -134,13 +133,13 @@ pub fn secret(
 
 /// The tenant's issuer: `<base>/<tenant>`, where its OpenID discovery document and JWKS are served
 /// (`<issuer>/.well-known/openid-configuration`).
-pub fn issuer_url(base: Option<&str>, tenant: &str) -> String {
+pub(crate) fn issuer_url(base: Option<&str>, tenant: &str) -> String {
     let base = base.unwrap_or(DEFAULT_BASE).trim_end_matches('/');
     format!("{base}/{tenant}")
 }
 
 /// Issuer base when the operator is not told the gateway's URL.
-pub const DEFAULT_BASE: &str = "http://microplane-gateway.microplane-system";
+pub(crate) const DEFAULT_BASE: &str = "http://microplane-gateway.microplane-system";
 
 #[cfg(test)]
 mod tests {
