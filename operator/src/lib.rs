@@ -13,7 +13,7 @@ pub mod admin;
 pub mod conditions;
 pub mod context;
 pub mod controller;
-pub(crate) mod discovery;
+pub mod discovery;
 mod error;
 pub mod issuer;
 pub mod labels;
@@ -22,13 +22,5 @@ pub mod metrics;
 pub mod publish;
 pub(crate) mod snapshot;
 pub mod source;
-
-/// The former paths of [`discovery::reflection`] and [`publish::server`], for
-/// `e2e/src/bin/bench-gateway.rs` until it imports the new ones.
-#[doc(hidden)]
-pub mod sync {
-    pub use crate::discovery::reflection;
-    pub use crate::publish::server;
-}
 
 pub use error::{Error, Result};

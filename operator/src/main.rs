@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
+use microplane_runtime::{Format, Logging};
 use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
 use microplane_operator::publish::auth::{SyncAuth, TokenReviewer};
@@ -156,14 +157,9 @@ enum SyncAuthMode {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
-    }
+    Logging::new("MICROPLANE_LOG", "info,kube_runtime=warn")
+        .format(Format::json_if(args.log_json))
+        .init();
 
     // Every request the client sends is counted by method (microplane_operator_api_requests_total).
     let api_requests = ApiRequests::default();
@@ -180,12 +176,9 @@ async fn main() -> anyhow::Result<()> {
             },
         ))
         .build();
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
+    let signal = microplane_runtime::shutdown_signal().context("installing the signal handlers")?;
+    let shutdown = async move {
+        signal.await;
         tracing::info!("shutting down");
     }
     .shared();
@@ -212,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     let is_leader = leadership.is_leader.clone();
 
     let state = AdminState::default();
-    let admin = tokio::spawn(admin::serve(args.admin_address, state.clone(), shutdown.clone()));
+    let admin = tokio::spawn(admin::admin(state.clone()).serve(args.admin_address, shutdown.clone()));
     let settings = Settings {
         gateway_namespace: args.gateway_namespace,
         source: SourceSettings {

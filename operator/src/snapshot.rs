@@ -7,7 +7,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use microplane_crds::{MicroService, Namespace, Protocol};
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 
 use crate::discovery::Wanted;
 use crate::discovery::reflection::Discovered;

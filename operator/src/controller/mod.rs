@@ -19,7 +19,7 @@ use crate::discovery::Discovery;
 /// Where the routing snapshots for gateways go.
 pub struct Routing {
     /// Receives each new snapshot.
-    pub snapshots: watch::Sender<Option<Arc<microplane_sync::v1::Snapshot>>>,
+    pub snapshots: watch::Sender<Option<Arc<microplane_wire::sync::v1::Snapshot>>>,
     /// This process's identity in snapshots.
     pub source_id: String,
 }

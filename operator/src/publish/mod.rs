@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::Store;
 use microplane_crds::{MicroService, Namespace};
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use tokio::sync::{Notify, watch};
 
 use crate::discovery::Discovery;

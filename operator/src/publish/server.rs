@@ -9,8 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use microplane_sync::v1::routing_sync_server::{RoutingSync, RoutingSyncServer};
-use microplane_sync::v1::{GatewayMessage, Snapshot, gateway_message};
+use microplane_wire::sync::v1::routing_sync_server::{RoutingSync, RoutingSyncServer};
+use microplane_wire::sync::v1::{GatewayMessage, Snapshot, gateway_message};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -52,7 +52,7 @@ impl SyncService {
     async fn authorized<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let presented = req
             .metadata()
-            .get(microplane_sync::AUTHORIZATION)
+            .get(microplane_wire::sync::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("")

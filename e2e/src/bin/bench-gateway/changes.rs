@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use http::StatusCode;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use prost::Message as _;
 use tokio::sync::watch;
 

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use microplane_gateway::auth::token::{Claims, SigningKey};
 use microplane_operator::controller::tenant;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 
 /// The tenant of the public routes (a, b, c, d) and of auth off in (e).
 pub const TENANT: &str = "micro";

@@ -1,9 +1,9 @@
 //! `make bench-gateway`: the gateway's data path and routing sync, measured in one run on loopback.
 //!
 //! The bench plays the operator with the operator's own sync code: a
-//! `microplane_operator::sync::server::SyncService` fed hand-built `v1::Snapshot`s through a
+//! `microplane_operator::publish::server::SyncService` fed hand-built `v1::Snapshot`s through a
 //! `watch` channel: tenant `micro` with the operator's default public rule; `helloworld` as a gRPC
-//! service whose descriptors come from `microplane_operator::sync::reflection::discover`; `web` as
+//! service whose descriptors come from `microplane_operator::discovery::reflection::discover`; `web` as
 //! an HTTP service. A second tenant, `secure`, is what the operator makes of `defaultAccess:
 //! Authenticated` (the default rule with scope `*`) with a platform issuer and an ES256 signing key
 //! of its own, plus one AuthRule the bench flips; it has its own `web` on the same backend.
@@ -101,8 +101,9 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use http::StatusCode;
 use microplane_gateway::auth::token::SigningKey;
 use microplane_operator::metrics::SyncMetrics;
-use microplane_operator::sync::{reflection, server};
-use microplane_sync::v1;
+use microplane_operator::discovery::reflection;
+use microplane_operator::publish::server;
+use microplane_wire::sync::v1;
 use tokio::sync::watch;
 
 use crate::changes::{bulk_routes, route_changes, rule_changes};
