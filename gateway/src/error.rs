@@ -9,7 +9,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
+use microplane_wire::error::{Relayed, reason_phrase};
 
 /// The `id` of the errors the gateway makes itself.
 pub const GATEWAY_ID: &str = "microplane.gateway";
@@ -23,15 +23,6 @@ pub struct GatewayError {
     pub id: String,
     /// What went wrong, for a human.
     pub detail: String,
-}
-
-/// The error body (docs/gateway.md, "Errors"), fields in the order clients read them.
-#[derive(Serialize)]
-struct Body<'a> {
-    id: &'a str,
-    code: u16,
-    detail: &'a str,
-    status: &'a str,
 }
 
 impl GatewayError {
@@ -106,22 +97,13 @@ impl GatewayError {
 
     /// The canonical reason phrase of [`code`](Self::code) (`"Not Found"`), or `""` for a code
     /// without one, as Go's `http.StatusText` (which Micro uses) does.
-    pub(crate) fn status(&self) -> &'static str {
-        self.code.canonical_reason().unwrap_or("")
+    pub fn status(&self) -> &'static str {
+        reason_phrase(self.code.as_u16())
     }
 
     /// The JSON body of docs/gateway.md#errors: `{"id":"…","code":404,"detail":"…","status":"Not Found"}`.
     pub(crate) fn body(&self) -> Bytes {
-        let body = Body {
-            id: &self.id,
-            code: self.code.as_u16(),
-            detail: &self.detail,
-            status: self.status(),
-        };
-        // Serializing a struct of strings and an integer into a Vec cannot fail.
-        serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .unwrap_or_else(|_| Bytes::from_static(b"{}"))
+        Bytes::from(microplane_wire::error::body(&self.id, self.code.as_u16(), &self.detail))
     }
 
     /// Maps a gRPC status from a backend to the error the gateway writes (docs/gateway.md#errors).
@@ -145,9 +127,9 @@ impl GatewayError {
     /// client always reads something.
     pub fn from_grpc_status(status: &tonic::Status) -> GatewayError {
         let code = http_code_for_grpc(status.code());
-        match MicroError::parse(status.message()) {
+        match Relayed::parse(status.message()) {
             Some(micro) => {
-                let code = match (status.code(), micro.code) {
+                let code = match (status.code(), micro.code.and_then(|c| StatusCode::from_u16(c).ok())) {
                     (tonic::Code::Unknown | tonic::Code::Internal, Some(micro_code)) => micro_code,
                     _ => code,
                 };
@@ -163,62 +145,10 @@ impl GatewayError {
     }
 }
 
-/// The HTTP status for a gRPC code (docs/gateway.md#errors).
-pub(crate) fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
-    use tonic::Code;
-    match code {
-        Code::InvalidArgument => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists => StatusCode::CONFLICT,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Ok
-        | Code::Cancelled
-        | Code::Unknown
-        | Code::FailedPrecondition
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::Internal
-        | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-/// The parts of a Micro error JSON found in a gRPC message.
-struct MicroError {
-    id: Option<String>,
-    detail: Option<String>,
-    /// Only a code from 400 to 599.
-    code: Option<StatusCode>,
-}
-
-impl MicroError {
-    fn parse(message: &str) -> Option<MicroError> {
-        let serde_json::Value::Object(object) = serde_json::from_str(message).ok()? else {
-            return None;
-        };
-        let field = |name: &str| {
-            object
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        };
-        let string = |name: &str| field(name).and_then(serde_json::Value::as_str).map(str::to_owned);
-        let id = string("id");
-        let detail = string("detail");
-        if id.is_none() && detail.is_none() {
-            return None;
-        }
-        let code = field("code")
-            .and_then(serde_json::Value::as_u64)
-            .filter(|code| (400..=599).contains(code))
-            .and_then(|code| u16::try_from(code).ok())
-            .and_then(|code| StatusCode::from_u16(code).ok());
-        Some(MicroError { id, detail, code })
-    }
+/// The HTTP status for a gRPC code (docs/gateway.md#errors), from the table the services share
+/// ([`microplane_wire::error::http_code_for_grpc`]).
+fn http_code_for_grpc(code: tonic::Code) -> StatusCode {
+    StatusCode::from_u16(microplane_wire::error::http_code_for_grpc(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl fmt::Display for GatewayError {

@@ -25,7 +25,7 @@ pub enum Readiness {
 
 impl Readiness {
     /// The body `/readyz` answers with.
-    pub(crate) fn describe(self) -> String {
+    pub fn describe(self) -> String {
         match self {
             Self::Ready => "ready".into(),
             Self::NoSnapshot => "waiting for the first routing snapshot".into(),
@@ -135,7 +135,7 @@ impl Health {
     }
 
     /// Liveness: false only when the sync task stopped for good.
-    pub(crate) fn live(&self) -> bool {
+    pub fn live(&self) -> bool {
         !self.state.lock().unwrap_or_else(PoisonError::into_inner).task_dead
     }
 }

@@ -20,7 +20,6 @@
 
 #![warn(unreachable_pub)]
 
-pub mod admin;
 pub mod auth;
 pub(crate) mod body;
 pub(crate) mod call;

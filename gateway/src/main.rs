@@ -7,11 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
-use microplane_gateway::health::Health;
+use microplane_gateway::health::{Health, Readiness};
 use microplane_gateway::metrics::Metrics;
 use microplane_gateway::server::{self, Drain};
 use microplane_gateway::state::{Gateway, Settings};
-use microplane_gateway::{admin, sync};
+use microplane_gateway::sync;
+use microplane_runtime::admin::Admin;
+use microplane_runtime::{Format, Logging};
 
 /// mimalloc instead of the system allocator: the data path allocates and frees small buffers on
 /// every request (hyper's read buffers, header maps, bodies), where glibc's malloc spent about 8% of
@@ -79,42 +81,23 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // One worker: a current-thread runtime (no cross-thread wakeups); more: the multi-thread one.
-    let workers = args
-        .worker_threads
-        .or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = if workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-    }
-    .context("starting the runtime")?;
+    // One worker (or `--worker-threads 0`): a current-thread runtime (no cross-thread wakeups);
+    // more: the multi-thread one.
+    let runtime = microplane_runtime::runtime(args.worker_threads).context("starting the runtime")?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICROPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
-    if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
-    }
+    Logging::new("MICROPLANE_LOG", "info,h2=warn,hyper=warn,tower=warn")
+        .format(Format::json_if(args.log_json))
+        .init();
     // Fail fast on a missing file; it is read again on every connect.
     let token = sync::TokenSource::File(args.sync_token_file.clone());
     token.read().map_err(anyhow::Error::msg)?;
 
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
+    let signal = microplane_runtime::shutdown_signal().context("installing the signal handlers")?;
+    let shutdown = async move {
+        signal.await;
         tracing::info!("shutting down");
     }
     .shared();
@@ -144,7 +127,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     // The admin port outlives the drain: probes keep getting answers (not ready, but live).
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(admin::serve(args.admin_address, health.clone(), metrics, async {
+    let (live, ready) = (health.clone(), health.clone());
+    let admin = Admin::new()
+        .liveness(move || match live.live() {
+            true => Ok("ok".into()),
+            false => Err("sync task stopped".into()),
+        })
+        .readiness(move || match ready.readiness() {
+            Readiness::Ready => Ok("ready".into()),
+            r => Err(r.describe().into()),
+        })
+        .metrics(move || metrics.encode());
+    let admin = tokio::spawn(admin.serve(args.admin_address, async {
         let _ = drained_rx.await;
     }));
     let listener = tokio::net::TcpListener::bind(args.address)

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 
 use crate::auth::AuthState;
 use crate::auth::jwks::{JwksCache, JwksSettings};

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 use crate::upstream::{EndpointSet, Upstreams};

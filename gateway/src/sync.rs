@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use microplane_sync::v1::routing_sync_client::RoutingSyncClient;
-use microplane_sync::v1::{Ack, GatewayMessage, Hello, Snapshot as WireSnapshot, gateway_message};
+use microplane_wire::sync::v1::routing_sync_client::RoutingSyncClient;
+use microplane_wire::sync::v1::{Ack, GatewayMessage, Hello, Snapshot as WireSnapshot, gateway_message};
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
@@ -198,7 +198,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::state::Settings;
-    use microplane_sync::v1;
+    use microplane_wire::sync::v1;
 
     fn snap(source: &str, version: u64) -> WireSnapshot {
         v1::Snapshot {

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use microplane_gateway::health::{Health, Readiness};
 use microplane_gateway::server::{Drain, serve_graceful};
 use microplane_gateway::state::Gateway;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use tokio::net::TcpListener;
 
 /// A backend answering requests whose path has `slow` after `delay`, others at once.

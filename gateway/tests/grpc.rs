@@ -14,7 +14,7 @@ use http::{Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use microplane_gateway::state::Gateway;
 use microplane_gateway::transcode::{DynamicCodec, request_from_json};
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use serde_json::{Value, json};

@@ -11,9 +11,3 @@
 pub mod error;
 pub mod headers;
 pub mod sync;
-
-// Transitional: the crate was `microplane-sync`, whose root held `v1` and `AUTHORIZATION`. The
-// gateway, the operator and e2e still depend on it under that name (a Cargo package rename) and
-// write `microplane_sync::v1`; once they write `microplane_wire::sync::v1`, these go.
-#[doc(hidden)]
-pub use sync::{AUTHORIZATION, v1};

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use tokio::sync::{Notify, watch};
 
 use super::token::{PublicKey, parse_jwks};

@@ -22,20 +22,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 
 use self::rules::{Access, Account, Decision, Rule, RuleSet};
 use self::token::{Alg, Issuer, PublicKey, SigningKey, TokenCache, TokenError, Verified};
 use crate::error::GatewayError;
 
-/// Account id.
-pub(crate) const ACCOUNT_ID: &str = "micro-account-id";
-/// Account type.
-pub(crate) const ACCOUNT_TYPE: &str = "micro-account-type";
-/// Account scopes, space-separated.
-pub(crate) const ACCOUNT_SCOPES: &str = "micro-account-scopes";
-/// Metadata key of the tenant the request was resolved to, set by the gateway.
-pub(crate) const NAMESPACE: &str = "micro-namespace";
+/// The identity header names (account id, type and scopes) and the tenant's (set by the gateway),
+/// shared with the services (docs/auth.md).
+pub(crate) use microplane_wire::headers::{ACCOUNT_ID, ACCOUNT_SCOPES, ACCOUNT_TYPE, NAMESPACE};
 
 /// Headers (and gRPC metadata keys) that carry the verified caller to backends. The gateway removes
 /// any a client sent; only the gateway sets them (see the SDK's `identity` module).

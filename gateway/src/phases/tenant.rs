@@ -45,7 +45,9 @@ impl Gateway {
         headers: &HeaderMap,
         authority: Option<&str>,
     ) -> Result<Arc<Tenant>, GatewayError> {
-        let header = headers.get("micro-namespace").and_then(|v| v.to_str().ok());
+        let header = headers
+            .get(microplane_wire::headers::NAMESPACE)
+            .and_then(|v| v.to_str().ok());
         let host = resolve::host_of(headers.get(header::HOST).and_then(|v| v.to_str().ok()), authority);
         let name: Cow<'_, str> = match resolve::tenant_source(header, host, |h| snap.hosts.contains_key(h)) {
             TenantSource::Header(h) => Cow::Borrowed(h),
@@ -78,7 +80,7 @@ mod tests {
     async fn external_key_rotation_is_followed_on_demand() {
         use crate::auth::jwks::testing::{Serve, Server, jwks};
         use crate::auth::token::{Claims, SigningKey};
-        use microplane_sync::v1;
+        use microplane_wire::sync::v1;
 
         const ISS: &str = "https://idp.rotation.test";
         let (k1, k2, k3) = (

@@ -15,7 +15,7 @@ use microplane_gateway::metrics::Metrics;
 use microplane_gateway::server::serve;
 use microplane_gateway::state::{Gateway, Settings};
 use microplane_gateway::sync;
-use microplane_sync::v1;
+use microplane_wire::sync::v1;
 use tokio::net::{TcpListener, TcpStream};
 
 /// A gateway serving tenant `micro` (the default, with a public rule) and its one `service`.
