@@ -375,7 +375,7 @@ impl GitServer {
         let log = self.state.log.lock().map(|l| l.clone()).unwrap_or_default();
         let mut starts: Vec<std::time::Instant> = Vec::new();
         let mut last: Option<std::time::Instant> = None;
-        for (at, path) in log.iter().filter(|(_, p)| p.starts_with(&prefix)) {
+        for (at, _) in log.iter().filter(|(_, p)| p.starts_with(&prefix)) {
             if last.is_none_or(|l| at.duration_since(l) > Duration::from_secs(1)) {
                 starts.push(*at);
             }

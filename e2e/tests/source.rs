@@ -411,7 +411,11 @@ async fn bad_sources_say_why_and_back_off() {
         if a.len() >= 3 {
             break a;
         }
-        assert!(waiting.elapsed() < Duration::from_secs(60), "only {} attempts on missing.git", a.len());
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "only {} attempts on missing.git",
+            a.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let (first, second) = (attempts[1] - attempts[0], attempts[2] - attempts[1]);
@@ -424,7 +428,10 @@ async fn bad_sources_say_why_and_back_off() {
     // Nor does any other failing source loop meanwhile (a loop at once per second makes hundreds).
     let asked = server.requests() - before;
     let secs = waiting.elapsed().as_secs();
-    assert!(asked <= 5 * secs, "{asked} requests in {secs} s for the failing sources: a loop");
+    assert!(
+        asked <= 5 * secs,
+        "{asked} requests in {secs} s for the failing sources: a loop"
+    );
 
     // The neighbour is unaffected and serves.
     wait_condition(&c, &ns, "neighbour", "Ready", "True", "Running", T).await;

@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt;
 use microplane_operator::admin::{self, AdminState};
-use microplane_runtime::{Format, Logging};
 use microplane_operator::context::Settings;
 use microplane_operator::metrics::{ApiRequests, Metrics};
 use microplane_operator::publish::auth::{SyncAuth, TokenReviewer};
@@ -15,6 +14,7 @@ use microplane_operator::publish::server::{self as sync_server, SyncService};
 use microplane_operator::source::SourceSettings;
 use microplane_operator::source::job::BuildSettings;
 use microplane_operator::{controller, leader};
+use microplane_runtime::{Format, Logging};
 
 /// The Microplane operator. Every flag can also be set by the environment variable shown.
 #[derive(Parser, Debug)]

@@ -90,7 +90,10 @@ impl Crate {
         for (from, targets) in &self.uses {
             for target in targets {
                 // The module that defines what `target` names: its longest prefix that is a module.
-                let Some(to) = (0..=target.len()).rev().map(|n| &target[..n]).find(|p| modules.contains(&p.to_vec()))
+                let Some(to) = (0..=target.len())
+                    .rev()
+                    .map(|n| &target[..n])
+                    .find(|p| modules.contains(&p.to_vec()))
                 else {
                     continue;
                 };
@@ -119,10 +122,7 @@ impl Crate {
 
 /// The module a file under `src/` defines: `lib.rs` → root, `a.rs` and `a/mod.rs` → `a`.
 fn file_module(rel: &Path) -> Option<ModPath> {
-    let mut parts: Vec<String> = rel
-        .iter()
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect();
+    let mut parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
     let file = parts.pop()?;
     let stem = file.strip_suffix(".rs")?;
     match stem {
@@ -134,9 +134,9 @@ fn file_module(rel: &Path) -> Option<ModPath> {
 }
 
 fn is_test(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(|a| {
-        a.path().is_ident("cfg") && a.parse_args::<syn::Meta>().is_ok_and(|m| m.path().is_ident("test"))
-    })
+    attrs
+        .iter()
+        .any(|a| a.path().is_ident("cfg") && a.parse_args::<syn::Meta>().is_ok_and(|m| m.path().is_ident("test")))
 }
 
 struct Collector<'a> {
@@ -262,7 +262,13 @@ impl<'ast> Visit<'ast> for Collector<'_> {
 pub fn render(cycle: &[ModPath]) -> String {
     cycle
         .iter()
-        .map(|m| if m.is_empty() { "crate".to_string() } else { m.join("::") })
+        .map(|m| {
+            if m.is_empty() {
+                "crate".to_string()
+            } else {
+                m.join("::")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ↔ ")
 }

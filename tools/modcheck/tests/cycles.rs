@@ -1,5 +1,6 @@
 //! The workspace's crates import their modules without cycles (docs/architecture.md), and the check
 //! finds the cycles it exists for.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 
@@ -15,7 +16,14 @@ fn cycles_of(src: &Path) -> Vec<String> {
 fn the_workspace_crates_have_no_module_cycles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let crates = [
-        "crds", "operator", "gateway", "wire", "runtime", "e2e", "e2e/nodeagent", "services/sdk",
+        "crds",
+        "operator",
+        "gateway",
+        "wire",
+        "runtime",
+        "e2e",
+        "e2e/nodeagent",
+        "services/sdk",
         "services/helloworld",
         "tools/modcheck",
     ];
@@ -76,7 +84,13 @@ fn nested_siblings_count_parents_and_test_code_do_not() {
             ("q.rs", "use crate::p::P;\n#[cfg(test)]\nmod tests { use crate::p::P; }"),
         ],
     );
-    write(dir.path(), &[("p/mod.rs", "mod x; mod y; pub use self::x::X; pub struct P;\n#[cfg(test)]\nfn t() { crate::q::f(); }")]);
+    write(
+        dir.path(),
+        &[(
+            "p/mod.rs",
+            "mod x; mod y; pub use self::x::X; pub struct P;\n#[cfg(test)]\nfn t() { crate::q::f(); }",
+        )],
+    );
     assert_eq!(cycles_of(dir.path()), vec!["p::x ↔ p::y".to_string()]);
 }
 
