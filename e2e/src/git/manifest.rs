@@ -16,13 +16,14 @@ const HEADER: &str = "# A workspace of the helloworld service and its SDK, writt
 const DEPENDENCY_TABLES: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
 
 /// Writes into `dir` a repository tree that builds this workspace's helloworld service on its own,
-/// offline: `services/sdk` and `services/helloworld` as they are here, a root `Cargo.toml` declaring
-/// a workspace of those two with the `[workspace.package]`, `[workspace.lints]` and profiles of the
-/// real root manifest and the `[workspace.dependencies]` entries the two inherit, and the real
-/// `Cargo.lock`. `cargo build --offline -p helloworld` works in a clone of it.
+/// offline: `services/sdk`, `services/helloworld` and the crates the SDK builds on (`wire`,
+/// `runtime`) as they are here, a root `Cargo.toml` declaring a workspace of those with the
+/// `[workspace.package]`, `[workspace.lints]` and profiles of the real root manifest and the
+/// `[workspace.dependencies]` entries they inherit, and the real `Cargo.lock`.
+/// `cargo build --offline -p helloworld` works in a clone of it.
 pub fn helloworld_source(dir: &Path) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let members = ["services/sdk", "services/helloworld"];
+    let members = ["wire", "runtime", "services/sdk", "services/helloworld"];
     let read = |p: &Path| std::fs::read_to_string(p).map_err(io(p.display()));
     let workspace = read(&root.join("Cargo.toml"))?;
     let mut manifests = Vec::new();
@@ -370,6 +371,6 @@ tables = { workspace = true }
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let members = meta["workspace_members"].as_array().unwrap();
-        assert_eq!(members.len(), 2, "{members:?}");
+        assert_eq!(members.len(), 4, "{members:?}");
     }
 }
