@@ -52,10 +52,11 @@ impl TokenSource {
     }
 }
 
-/// Backoff between reconnects: 100 ms doubling to 5 s, with jitter.
+/// Backoff between reconnects: 100 ms doubling to 5 s, with jitter (`attempt` counts from 0).
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5000);
-    Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
+    const RECONNECT: microplane_runtime::Backoff =
+        microplane_runtime::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    RECONNECT.jittered(attempt.saturating_add(1))
 }
 
 /// Applies one snapshot: builds the routing state and swaps it in, unless it is older than the one

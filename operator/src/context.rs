@@ -144,7 +144,9 @@ impl Context {
             *n = n.saturating_add(1);
             *n
         });
-        std::time::Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(std::time::Duration::from_secs(300))
+        const RETRY: microplane_runtime::Backoff =
+            microplane_runtime::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(300));
+        RETRY.delay(n)
     }
 
     /// Forgets the failures of an object that reconciled.

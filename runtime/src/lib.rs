@@ -5,6 +5,7 @@
 //! - [`Logging`]: `tracing` set up from an environment variable, as text or JSON lines;
 //! - [`worker_threads`] and [`runtime`]: the tokio runtime sized from a flag, `TOKIO_WORKER_THREADS`,
 //!   then the CPUs the process may use;
+//! - [`Backoff`]: the capped exponential delay of every retry loop;
 //! - [`admin::Admin`] (feature `admin`): the admin server, `/healthz`, `/readyz` and `/metrics`.
 //!
 //! ```no_run
@@ -21,10 +22,12 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+mod backoff;
 mod logging;
 mod signal;
 mod threads;
 
+pub use backoff::Backoff;
 pub use logging::{Format, Logging, Output};
 pub use signal::shutdown_signal;
 pub use threads::{ENV_WORKER_THREADS, available_cpus, build_runtime, runtime, worker_threads};

@@ -33,7 +33,9 @@ pub(crate) const MAX_JWKS_BYTES: usize = 256 << 10;
 
 /// Retry delay after `n` consecutive failures: 1 s doubling to 60 s.
 pub(crate) fn retry_after(n: u32) -> Duration {
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+    const RETRY: microplane_runtime::Backoff =
+        microplane_runtime::Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    RETRY.delay(n)
 }
 
 /// The timing of a [`JwksCache`].

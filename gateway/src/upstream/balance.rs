@@ -18,8 +18,9 @@ fn now_ms() -> u64 {
 
 /// How long an endpoint is ejected after `n` consecutive failures: 1 s doubling up to 30 s.
 pub(crate) fn ejection_for(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(5);
-    Duration::from_secs(1 << exp).min(Duration::from_secs(30))
+    const EJECTION: microplane_runtime::Backoff =
+        microplane_runtime::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    EJECTION.delay(failures)
 }
 
 /// One backend endpoint and what the gateway knows about it.

@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use microplane_crds::MicroService;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use self::reflection::Discovered;
+use self::reflection::{Discovered, ReflectionError};
 
 /// How long one discovery may take.
 pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,8 +22,12 @@ pub(crate) const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DISCOVERY_CONCURRENCY: usize = 8;
 
 /// Wait before retrying a failed discovery: 2 s doubling to 5 min.
+const RETRY: microplane_runtime::Backoff =
+    microplane_runtime::Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+
+/// Wait before retrying after `attempts` failed discoveries in a row.
 pub(crate) fn retry_after(attempts: u32) -> Duration {
-    Duration::from_secs(2u64 << attempts.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+    RETRY.delay(attempts)
 }
 
 /// Descriptors are cached per image (or per commit for source builds): one discovery serves every
@@ -52,7 +56,7 @@ enum Entry {
     InFlight,
     Ready(Arc<Discovered>),
     Failed {
-        error: String,
+        error: ReflectionError,
         attempts: u32,
         retry_at: Instant,
     },
@@ -66,7 +70,7 @@ pub(crate) enum DiscoveryState {
     /// Known.
     Ready(Arc<Discovered>),
     /// The last attempt failed.
-    Failed(String),
+    Failed(ReflectionError),
 }
 
 /// The descriptor cache, keyed by image (or commit), and the discoveries in flight.
@@ -126,7 +130,7 @@ impl Discovery {
     }
 
     /// Records a result (also used by tests).
-    pub(crate) fn record(&self, key: &str, result: Result<Discovered, String>) {
+    pub(crate) fn record(&self, key: &str, result: Result<Discovered, ReflectionError>) {
         let mut map = self.lock();
         let attempts = match map.get(key) {
             Some(Entry::Failed { attempts, .. }) => *attempts,
@@ -178,7 +182,7 @@ impl Discovery {
                     Some(())
                 }
             };
-            this.record(&w.key, result.map_err(|e| e.to_string()));
+            this.record(&w.key, result);
             for r in &w.services {
                 let _ = this.reconcile.send(r.clone());
             }
@@ -210,8 +214,9 @@ mod tests {
     fn records_results() {
         let d = Discovery::default();
         assert_eq!(d.state("k"), DiscoveryState::Pending);
-        d.record("k", Err("refused".into()));
-        assert_eq!(d.state("k"), DiscoveryState::Failed("refused".into()));
+        let refused = ReflectionError::Call("10.0.0.1:9000".into(), "connection refused".into());
+        d.record("k", Err(refused.clone()));
+        assert_eq!(d.state("k"), DiscoveryState::Failed(refused));
         assert!(d.ready().is_empty());
         d.record(
             "k",

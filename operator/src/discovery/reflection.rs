@@ -24,7 +24,7 @@ pub struct Discovered {
 }
 
 /// Why discovery failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReflectionError {
     /// The backend could not be reached or the stream broke.
     #[error("reflection call to {0} failed: {1}")]

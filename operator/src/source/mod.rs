@@ -114,7 +114,9 @@ impl Default for Resolver {
 
 /// Delay before resolving again after `failures` failures in a row: 5 s doubling to 5 minutes.
 pub fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(5u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
+    const RETRY: microplane_runtime::Backoff =
+        microplane_runtime::Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+    RETRY.delay(failures)
 }
 
 /// What the resolver says for one reconcile.

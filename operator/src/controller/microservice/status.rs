@@ -366,7 +366,7 @@ pub(crate) fn routing(
             )
         }
         (_, Some(DiscoveryState::Failed(e))) => {
-            let mut e = e.clone();
+            let mut e = e.to_string();
             if e.len() > 300 {
                 let mut cut = 300;
                 while !e.is_char_boundary(cut) {
