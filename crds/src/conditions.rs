@@ -268,6 +268,9 @@ names! {
         Provisioned,
         /// A core Namespace of that name exists and is not the tenant's.
         NamespaceConflict,
+        /// The name belongs to the cluster or to Microplane (`kube-system`, the operator's own
+        /// namespace, the build namespace, …): never a tenant, even with `adopt`.
+        NamespaceReserved,
         /// The core Namespace is being deleted.
         NamespaceTerminating,
         /// The quota controller has not counted the namespace yet.

@@ -138,6 +138,7 @@ pub struct GitSource {
     /// Follow new commits of a branch at this interval (e.g. `1m`, `1h30m`). Absent: resolve on spec change only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("pollInterval must be a duration such as 30s, 1m or 1h30m"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]+(ms|s|m|h))+$') || duration(self) >= duration('5s')").message("pollInterval must be at least 5s: every poll asks the git host for its branches"))]
     #[schemars(length(max = 32))]
     pub poll_interval: Option<String>,
 }

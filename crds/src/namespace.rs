@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name": "Access", "type": "string", "jsonPath": ".spec.defaultAccess", "description": "Default access"}"#,
     printcolumn = r#"{"name": "Issuer", "type": "string", "jsonPath": ".status.issuer", "priority": 1, "description": "Token issuer"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a tenant name must be a DNS label (at most 63 lower-case letters, digits and '-'), as it names a core Namespace")
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a tenant name must be a DNS label (at most 63 lower-case letters, digits and '-'), as it names a core Namespace"),
+    validation = Rule::new("!(self.metadata.name in ['default', 'kube-system', 'kube-public', 'kube-node-lease', 'microplane-system', 'microplane-builds'])").message("this namespace belongs to the cluster or to Microplane and cannot be a tenant")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSpec {
@@ -63,7 +64,7 @@ pub struct NamespaceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
 
-    /// Browser (CORS) access to the tenant's API. Absent: Micro's permissive defaults.
+    /// Browser (CORS) access to the tenant's API. Absent: any origin may call, without credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
 
@@ -214,8 +215,9 @@ pub enum Isolation {
 }
 
 /// CORS settings of a tenant.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.allowCredentials) || !self.allowCredentials || (has(self.allowedOrigins) && self.allowedOrigins.exists(o, o != '*'))").message("allowCredentials needs origins listed by name: '*' never receives credentials"))]
 pub struct Cors {
     /// Allowed origins (`https://app.example.com`, or `*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -226,7 +228,8 @@ pub struct Cors {
     /// Allowed methods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_methods: Vec<String>,
-    /// Whether credentials (cookies, Authorization) may be sent.
+    /// Whether credentials (cookies, Authorization) may be sent, by the origins listed by name
+    /// (never through `*`).
     #[serde(default)]
     pub allow_credentials: bool,
 }

@@ -159,7 +159,7 @@ async fn a_git_source_builds_runs_follows_its_branch_and_rolls_back() {
         &c,
         &ns,
         "helloworld",
-        json!({"git": {"url": server.url("helloworld"), "ref": {"branch": "main"}, "path": "services/helloworld", "pollInterval": "2s"}, "build": {"strategy": "Rust"}}),
+        json!({"git": {"url": server.url("helloworld"), "ref": {"branch": "main"}, "path": "services/helloworld", "pollInterval": "5s"}, "build": {"strategy": "Rust"}}),
     )
     .await;
     let ms = wait_condition(&c, &ns, "helloworld", "Ready", "True", "Running", BUILD).await;

@@ -10,7 +10,7 @@ use http::header::HeaderMap;
 use http::{Response, StatusCode};
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 
-use crate::auth::{self, token::Verified};
+use crate::auth::{self, Caller};
 use crate::body::BoxBody;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -49,7 +49,7 @@ pub(crate) struct GrpcCall<'a> {
     /// The tenant, for the identity headers.
     pub tenant: &'a str,
     /// The verified caller, for the identity headers.
-    pub account: Option<&'a Verified>,
+    pub account: Option<&'a Caller>,
     /// The method.
     pub method: &'a MethodDescriptor,
     /// The request message.

@@ -1,4 +1,4 @@
-//! CORS for browser callers (docs/gateway.md): Micro's permissive defaults, or a tenant's own policy.
+//! CORS for browser callers (docs/gateway.md#cors): a safe default, or a tenant's own policy.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -19,15 +19,18 @@ pub(crate) fn preflight() -> Response<BoxBody> {
     r
 }
 
-/// Adds the CORS headers for `origin` to a response. Without a tenant policy: Micro's defaults (the
-/// origin echoed, credentials allowed). With one: only an origin it lists (or `*`) gets headers, and
-/// its non-empty header and method lists replace the defaults.
+/// Adds the CORS headers for `origin` to a response. Without a tenant policy: any origin may call,
+/// but never with the browser's credentials (Micro echoed the origin with credentials allowed, which
+/// lets any site act with a signed-in user's `micro-token` cookie). With one: only an origin it
+/// lists (or `*`) gets headers, and its non-empty header and method lists replace the defaults;
+/// credentials are allowed only for an origin it lists by name, never through `*`.
 pub(crate) fn apply(headers: &mut HeaderMap, origin: &HeaderValue, policy: Option<&Cors>) {
     let (allowed, methods, allow_headers, credentials) = match policy {
-        None => (true, DEFAULT_METHODS.to_string(), DEFAULT_HEADERS.to_string(), true),
+        None => (true, DEFAULT_METHODS.to_string(), DEFAULT_HEADERS.to_string(), false),
         Some(p) => {
             let o = origin.to_str().unwrap_or("");
-            let allowed = p.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(o));
+            let named = p.allowed_origins.iter().any(|a| a != "*" && a.eq_ignore_ascii_case(o));
+            let allowed = named || p.allowed_origins.iter().any(|a| a == "*");
             let methods = if p.allowed_methods.is_empty() {
                 DEFAULT_METHODS.to_string()
             } else {
@@ -38,7 +41,7 @@ pub(crate) fn apply(headers: &mut HeaderMap, origin: &HeaderValue, policy: Optio
             } else {
                 p.allowed_headers.join(", ")
             };
-            (allowed, methods, hdrs, p.allow_credentials)
+            (allowed, methods, hdrs, p.allow_credentials && named)
         }
     };
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -65,11 +68,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn micro_defaults_echo_the_origin() {
+    fn the_default_lets_any_origin_call_without_credentials() {
         let mut h = HeaderMap::new();
         apply(&mut h, &HeaderValue::from_static("https://app.example"), None);
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert!(
+            !h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            "any site could act with a signed-in user's cookie"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], DEFAULT_METHODS);
         assert!(
             h[header::ACCESS_CONTROL_ALLOW_HEADERS]
@@ -104,5 +110,24 @@ mod tests {
         let mut h = HeaderMap::new();
         apply(&mut h, &HeaderValue::from_static("https://any.example"), Some(&star));
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://any.example");
+    }
+
+    #[test]
+    fn credentials_only_for_origins_listed_by_name() {
+        let p = Cors {
+            allowed_origins: vec!["*".into(), "https://acme.dev".into()],
+            allow_credentials: true,
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        apply(&mut h, &HeaderValue::from_static("https://acme.dev"), Some(&p));
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let mut h = HeaderMap::new();
+        apply(&mut h, &HeaderValue::from_static("https://evil.example"), Some(&p));
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://evil.example");
+        assert!(
+            !h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            "`*` never reflects an origin with credentials"
+        );
     }
 }

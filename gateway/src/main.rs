@@ -68,6 +68,11 @@ struct Args {
     #[arg(long, env = "MICROPLANE_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
     idle_timeout_seconds: u64,
     /// Log one line per request (target `access`).
+    /// Comma-separated CIDRs of proxies in front of the gateway (a load balancer ending TLS) whose
+    /// `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are believed; from anyone else they
+    /// are replaced. Empty: nobody's.
+    #[arg(long, env = "MICROPLANE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     #[arg(long, env = "MICROPLANE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     access_log: bool,
     /// Worker threads (default: one per CPU; also `TOKIO_WORKER_THREADS`). With 1, a
@@ -110,6 +115,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
         max_header_bytes: args.max_header_bytes,
         access_log: args.access_log,
+        trusted_proxies: args.trusted_proxies,
         ..Settings::default()
     };
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));
@@ -156,4 +162,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     admin.await.context("admin task")?.context("admin server")?;
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// A CIDR (`10.0.0.0/8`) or one address (`10.0.0.1`).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an IP address"))
 }

@@ -8,8 +8,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::auth::{self, Caller};
 use crate::body::{BoxBody, empty_body};
 use crate::error::GatewayError;
+use crate::phases::Peer;
 use crate::snapshot::Route;
 use crate::upstream::{Picked, PooledBody};
 
@@ -36,6 +38,83 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Who the backend is told is calling, set by the gateway alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Identity<'a> {
+    /// The tenant the request was resolved to.
+    pub tenant: &'a str,
+    /// The verified account, if any (possibly foreign).
+    pub account: Option<&'a Caller>,
+    /// Whether the request's credentials are an account of the backend's own tenant; otherwise
+    /// they never reach the backend.
+    pub own_credentials: bool,
+}
+
+/// Makes a client's request headers safe to forward, in this order: hop-by-hop headers go (and
+/// those `Connection` names); every `Micro-*` header a client sent goes (the gateway sets its own
+/// afterwards, so a `Connection` header cannot remove them); credentials of another tenant go;
+/// the forwarding headers are believed only from a trusted proxy, else replaced by what the
+/// gateway saw (docs/gateway.md, "Headers").
+pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, peer: &Peer, identity: Identity<'_>) {
+    let original_host = headers.remove(header::HOST);
+    strip_hop_by_hop(headers, upgrade);
+    let micro: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("micro-"))
+        .cloned()
+        .collect();
+    for k in micro {
+        headers.remove(k);
+    }
+    if !identity.own_credentials {
+        auth::strip_credentials(headers);
+    }
+    auth::set_identity(headers, identity.tenant, identity.account);
+
+    if !peer.trusted {
+        for h in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &header::FORWARDED,
+            &X_REAL_IP,
+        ] {
+            headers.remove(h);
+        }
+    }
+    if let Some(ip) = &peer.forwarded_for {
+        let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+            Some(prev) => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev);
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            }
+            None => Some(ip.clone()),
+        };
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        if !headers.contains_key(&X_REAL_IP) {
+            headers.insert(X_REAL_IP, ip.clone());
+        }
+    }
+    if let Some(h) = original_host
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
+        headers.insert(X_FORWARDED_HOST, h);
+    }
+    let proto_ok = headers
+        .get(&X_FORWARDED_PROTO)
+        .is_some_and(|p| p == "https" || p == "http");
+    if !proto_ok {
+        // The gateway's own listener speaks cleartext HTTP (TLS ends in front of it).
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
 
 /// Whether the request asks to switch to websockets.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -102,7 +181,8 @@ pub(crate) async fn forward(
     route: &Route,
     rest: &str,
     mut req: Request<Incoming>,
-    client_ip: Option<&HeaderValue>,
+    peer: &Peer,
+    identity: Identity<'_>,
     upstream_out: &mut Option<String>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let upgrade = is_upgrade(req.headers());
@@ -113,29 +193,7 @@ pub(crate) async fn forward(
         None => PathAndQuery::try_from(rest),
     }
     .map_err(|_| GatewayError::bad_request(format!("cannot forward to path {rest}")))?;
-    let original_host = parts.headers.remove(header::HOST);
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    if let Some(ip) = client_ip {
-        let xff = match parts.headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-            Some(prev) => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-                v.extend_from_slice(prev);
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip.as_bytes());
-                HeaderValue::from_bytes(&v).ok()
-            }
-            None => Some(ip.clone()),
-        };
-        if let Some(v) = xff {
-            parts.headers.insert(X_FORWARDED_FOR, v);
-        }
-    }
-    if let Some(h) = original_host {
-        parts.headers.insert(X_FORWARDED_HOST, h);
-    }
-    parts
-        .headers
-        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    prepare_headers(&mut parts.headers, upgrade, peer, identity);
     let mut out = Request::new(body.map_err(Into::into).boxed_unsync());
     *out.method_mut() = parts.method;
     *out.uri_mut() = Uri::from(path);
@@ -285,6 +343,123 @@ mod tests {
         let before = plain.clone();
         strip_hop_by_hop(&mut plain, false);
         assert_eq!(plain, before);
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn caller(tenant: &str, own: bool) -> Caller {
+        Caller {
+            verified: crate::auth::token::Verified {
+                account_id: "alice".into(),
+                account_type: "user".into(),
+                scopes: vec!["admin".into()],
+                tenant: tenant.into(),
+                issuer: format!("https://{tenant}"),
+                expires_at: 0,
+                token_use: "access".into(),
+            },
+            issuer_tenant: tenant.into(),
+            own,
+        }
+    }
+
+    /// Issue 20, item 9: what a client sends cannot remove or forge what the gateway tells the
+    /// backend.
+    #[test]
+    fn clients_cannot_remove_or_forge_what_the_gateway_sets() {
+        let peer = Peer::new("203.0.113.7:5000".parse().unwrap(), &[]);
+        let account = caller("micro", true);
+        let identity = Identity {
+            tenant: "micro",
+            account: Some(&account),
+            own_credentials: true,
+        };
+        let mut h = headers(&[
+            ("host", "api.micro.localhost"),
+            (
+                "connection",
+                "micro-account-id, micro-namespace, micro-account-namespace, x-forwarded-for",
+            ),
+            ("micro-account-id", "forged"),
+            ("micro-namespace", "beta"),
+            ("micro-endpoint", "Admin.Delete"),
+            ("forwarded", "for=10.0.0.1;proto=https"),
+            ("x-real-ip", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "admin.internal"),
+            ("authorization", "Bearer own-token"),
+        ]);
+        prepare_headers(&mut h, false, &peer, identity);
+        assert_eq!(h["micro-account-id"], "alice");
+        assert_eq!(h["micro-namespace"], "micro");
+        assert_eq!(h["micro-account-namespace"], "micro");
+        assert!(
+            !h.contains_key("micro-endpoint"),
+            "other Micro-* headers of a client go"
+        );
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.micro.localhost");
+        assert_eq!(
+            h["authorization"], "Bearer own-token",
+            "the tenant's own token reaches its backend"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_believed() {
+        let nets = ["10.0.0.0/8".parse().unwrap()];
+        let lb = Peer::new("10.1.2.3:5000".parse().unwrap(), &nets);
+        assert!(lb.trusted);
+        let mapped = Peer::new("[::ffff:10.1.2.3]:5000".parse().unwrap(), &nets);
+        assert!(mapped.trusted, "an IPv4-mapped address is its IPv4 address");
+        let identity = Identity {
+            tenant: "micro",
+            account: None,
+            own_credentials: false,
+        };
+        let mut h = headers(&[
+            ("x-forwarded-for", "198.51.100.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example.com"),
+            ("x-real-ip", "198.51.100.9"),
+        ]);
+        prepare_headers(&mut h, false, &lb, identity);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.9, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-real-ip"], "198.51.100.9");
+    }
+
+    /// Issue 20: another tenant's token (a foreign account, or no valid account) never reaches the
+    /// backend; the identity the rules admitted does, with the tenant that issued it.
+    #[test]
+    fn another_tenants_credentials_stay_at_the_gateway() {
+        let peer = Peer::new("127.0.0.1:1".parse().unwrap(), &[]);
+        let foreign = caller("beta", false);
+        let mut h = headers(&[
+            ("authorization", "Bearer beta-token"),
+            ("cookie", "micro-token=beta-token; theme=dark"),
+        ]);
+        let identity = Identity {
+            tenant: "micro",
+            account: Some(&foreign),
+            own_credentials: false,
+        };
+        prepare_headers(&mut h, false, &peer, identity);
+        assert!(!h.contains_key("authorization"));
+        assert_eq!(h["cookie"], "theme=dark");
+        assert_eq!(h["micro-account-namespace"], "beta");
+        assert_eq!(h["micro-namespace"], "micro");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub async fn serve_graceful(
         };
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
-        let client = Arc::new(Peer::new(peer));
+        let client = Arc::new(Peer::new(peer, &gateway.settings.trusted_proxies));
         let service = hyper::service::service_fn(move |req| {
             let gw = gw.clone();
             let client = client.clone();

@@ -23,6 +23,9 @@ pub struct Settings {
     pub access_log: bool,
     /// Timing of external issuers' key set fetches.
     pub jwks: JwksSettings,
+    /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are believed (a load
+    /// balancer in front of the gateway); from anyone else they are replaced (docs/gateway.md).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -35,6 +38,7 @@ impl Default for Settings {
             max_header_bytes: 64 << 10,
             access_log: true,
             jwks: JwksSettings::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -68,6 +68,7 @@ pub const fn progress(reason: Reason) -> Progress {
         | R::NotExposed
         | R::ReflectionFailed
         | R::NamespaceConflict
+        | R::NamespaceReserved
         | R::SecretKeyNotFound
         | R::SecretValueNotText
         | R::PathConflict => Progress::Stalled,
@@ -216,6 +217,7 @@ mod tests {
             (false, R::ProgressDeadlineExceeded, Some(T::Stalled)),
             (false, R::RevisionNotFound, Some(T::Stalled)),
             (false, R::NamespaceConflict, Some(T::Stalled)),
+            (false, R::NamespaceReserved, Some(T::Stalled)),
             (false, R::SecretNotFound, Some(T::Stalled)),
             (false, R::PathConflict, Some(T::Stalled)),
             // A false Ready with a "done" reason would be a bug upstream; it still is not done.

@@ -42,6 +42,8 @@ pub struct Settings {
     pub gateway_url: Option<String>,
     /// Rotation of tenants' signing keys.
     pub key_rotation: crate::issuer::Rotation,
+    /// The operator's own namespace (its Lease's), never a tenant.
+    pub operator_namespace: String,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
             resync: std::time::Duration::from_secs(600),
             gateway_url: None,
             key_rotation: Default::default(),
+            operator_namespace: "microplane-system".into(),
         }
     }
 }

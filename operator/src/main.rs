@@ -207,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AdminState::default();
     let admin = tokio::spawn(admin::admin(state.clone()).serve(args.admin_address, shutdown.clone()));
     let settings = Settings {
+        operator_namespace: args.lease_namespace.clone(),
         gateway_namespace: args.gateway_namespace,
         source: SourceSettings {
             cache_dir: args.git_cache_dir,

@@ -30,14 +30,15 @@ use crate::error::GatewayError;
 
 /// The identity header names (account id, type and scopes) and the tenant's (set by the gateway),
 /// shared with the services (docs/auth.md).
-pub(crate) use microplane_wire::headers::{ACCOUNT_ID, ACCOUNT_SCOPES, ACCOUNT_TYPE, NAMESPACE};
+pub(crate) use microplane_wire::headers::{ACCOUNT_ID, ACCOUNT_NAMESPACE, ACCOUNT_SCOPES, ACCOUNT_TYPE, NAMESPACE};
 
 /// Headers (and gRPC metadata keys) that carry the verified caller to backends. The gateway removes
 /// any a client sent; only the gateway sets them (see the SDK's `identity` module).
-const IDENTITY_HEADER_NAMES: [HeaderName; 3] = [
+const IDENTITY_HEADER_NAMES: [HeaderName; 4] = [
     HeaderName::from_static(ACCOUNT_ID),
     HeaderName::from_static(ACCOUNT_TYPE),
     HeaderName::from_static(ACCOUNT_SCOPES),
+    HeaderName::from_static(ACCOUNT_NAMESPACE),
 ];
 /// [`NAMESPACE`] as a header name.
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static(NAMESPACE);
@@ -50,23 +51,82 @@ pub(crate) fn strip_identity(headers: &mut HeaderMap) {
 }
 
 /// Sets the verified caller's identity (and the tenant) on a backend request's headers.
-pub(crate) fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Verified>) {
+pub(crate) fn set_identity(headers: &mut HeaderMap, tenant: &str, account: Option<&Caller>) {
     strip_identity(headers);
     if let Ok(v) = HeaderValue::from_str(tenant) {
         headers.insert(NAMESPACE_HEADER, v);
     }
-    if let Some(a) = account {
-        let [id, kind, scopes] = IDENTITY_HEADER_NAMES;
+    if let Some(c) = account {
+        let a = &c.verified;
+        let [id, kind, scopes, issuer_tenant] = IDENTITY_HEADER_NAMES;
         for (k, v) in [
             (id, a.account_id.clone()),
             (kind, a.account_type.clone()),
             (scopes, a.scopes.join(" ")),
+            (issuer_tenant, c.issuer_tenant.clone()),
         ] {
-            if let Ok(v) = HeaderValue::from_str(&v) {
+            if !v.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&v)
+            {
                 headers.insert(k, v);
             }
         }
     }
+}
+
+/// Removes the credentials the gateway reads (a `Bearer` `Authorization` header and the
+/// `micro-token` cookie) from a request going to a backend that must not see them: the token is not
+/// an account of the backend's own tenant (docs/gateway.md, "Credentials"). Other `Authorization`
+/// schemes and other cookies are the backend's own business and stay.
+pub(crate) fn strip_credentials(headers: &mut HeaderMap) {
+    let bearer = headers.get_all(http::header::AUTHORIZATION).iter().any(|v| {
+        let v = v.as_bytes();
+        let scheme = v.split(|b| *b == b' ' || *b == b'\t').find(|w| !w.is_empty());
+        // A value the gateway could not read as another scheme is removed too.
+        scheme.is_none_or(|s| s.eq_ignore_ascii_case(b"bearer")) || std::str::from_utf8(v).is_err()
+    });
+    if bearer {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+    if !headers.contains_key(http::header::COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            // A Cookie header the gateway cannot read may hold the token: it goes.
+            let text = v.to_str().ok()?;
+            let pairs: Vec<&str> = text
+                .split(';')
+                .map(|p| p.trim_matches([' ', '\t']))
+                .filter(|p| {
+                    let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                    !p.is_empty() && name.trim_matches([' ', '\t']) != token::TOKEN_COOKIE
+                })
+                .collect();
+            (!pairs.is_empty())
+                .then(|| HeaderValue::from_str(&pairs.join("; ")).ok())
+                .flatten()
+        })
+        .collect();
+    headers.remove(http::header::COOKIE);
+    for v in kept {
+        headers.append(http::header::COOKIE, v);
+    }
+}
+
+/// A verified account as the called tenant sees it (docs/auth.md, "Foreign accounts").
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    /// What the token says.
+    pub verified: Verified,
+    /// The tenant that issued the account: the called tenant for its own and its external issuers'
+    /// accounts, the issuing tenant for another tenant's platform token, empty for an external issuer
+    /// the called tenant does not trust.
+    pub issuer_tenant: String,
+    /// Whether the account is the called tenant's own (its issuer or one of its external issuers).
+    pub own: bool,
 }
 
 /// An account the gateway issues tokens for: what checks its secret, never the secret.
@@ -204,20 +264,24 @@ impl TenantAuth {
         }
     }
 
-    /// docs/auth.md#rules for a request to `service`/`endpoint` by `account` (one [`Self::account_of`]
-    /// admitted, or `None`).
+    /// docs/auth.md#rules for a request to `service`/`endpoint` by `account` (as [`Self::account_of`]
+    /// saw it, or `None`). A foreign account is admitted only by public and `+` rules.
     pub(crate) fn authorize(
         &self,
-        account: Option<&Verified>,
+        account: Option<&Caller>,
         service: &str,
         endpoint: &str,
     ) -> Result<(), GatewayError> {
-        // `account_of` admitted only this tenant's own and external issuers' accounts.
-        let acc = account.map(|v| Account {
-            id: v.account_id.clone(),
-            issuer_tenant: self.tenant.clone(),
-            scopes: v.scopes.clone(),
-            account_type: v.account_type.clone(),
+        let acc = account.map(|c| Account {
+            id: c.verified.account_id.clone(),
+            // Never equal to this tenant for a foreign account (an empty name is no tenant's).
+            issuer_tenant: if c.own {
+                self.tenant.clone()
+            } else {
+                c.issuer_tenant.clone()
+            },
+            scopes: c.verified.scopes.clone(),
+            account_type: c.verified.account_type.clone(),
         });
         match self
             .rules
@@ -229,15 +293,21 @@ impl TenantAuth {
             ))),
             Decision::Forbidden => Err(GatewayError::forbidden(format!(
                 "Forbidden call made to {service}:{endpoint} by {}",
-                account.map_or("", |a| a.account_id.as_str())
+                account.map_or("", |a| a.verified.account_id.as_str())
             ))),
         }
     }
 
-    /// The account a verified token gives in this tenant: issued by its own issuer or one of its
-    /// external issuers. A token of another tenant is treated as no token (docs/gateway.md).
-    pub(crate) fn account_of(&self, v: Verified) -> Option<Verified> {
-        (v.tenant == self.tenant || self.external.contains(&v.issuer)).then_some(v)
+    /// The account a verified token gives in this tenant: its own when issued by its issuer or one
+    /// of its external issuers, else a foreign account of the tenant that issued it (SPEC §5–§6:
+    /// the rules decide; only public and `+` rules admit it).
+    pub(crate) fn account_of(&self, v: Verified) -> Caller {
+        let own = (!v.tenant.is_empty() && v.tenant == self.tenant) || self.external.contains(&v.issuer);
+        Caller {
+            issuer_tenant: if own { self.tenant.clone() } else { v.tenant.clone() },
+            own,
+            verified: v,
+        }
     }
 }
 
@@ -402,11 +472,128 @@ mod tests {
             token_use: "access".into(),
         };
         h.insert("micro-account-id", "forged".parse().unwrap());
-        set_identity(&mut h, "acme", Some(&v));
+        h.insert("micro-account-namespace", "forged".parse().unwrap());
+        let own = Caller {
+            verified: v.clone(),
+            issuer_tenant: "acme".into(),
+            own: true,
+        };
+        set_identity(&mut h, "acme", Some(&own));
         assert_eq!(h[ACCOUNT_ID], "alice");
         assert_eq!(h[ACCOUNT_SCOPES], "a b");
         assert_eq!(h[NAMESPACE], "acme");
+        assert_eq!(h[ACCOUNT_NAMESPACE], "acme");
         set_identity(&mut h, "acme", None);
         assert!(!h.contains_key(ACCOUNT_ID));
+        assert!(!h.contains_key(ACCOUNT_NAMESPACE), "a forged issuing tenant is removed");
+    }
+
+    fn tenant_auth(name: &str, rules: Vec<Rule>) -> TenantAuth {
+        TenantAuth {
+            tenant: name.into(),
+            issuer: format!("https://{name}.issuer"),
+            signing: None,
+            jwks: serde_json::Value::Null,
+            token_ttl: 900,
+            accounts: HashMap::new(),
+            rules: RuleSet::new(rules),
+            external: vec!["https://idp.shared".into()],
+            login_url: None,
+        }
+    }
+
+    fn verified(tenant: &str, issuer: &str, scopes: &[&str]) -> Verified {
+        Verified {
+            account_id: format!("someone-of-{tenant}"),
+            account_type: "user".into(),
+            scopes: scopes.iter().map(|s| (*s).to_string()).collect(),
+            tenant: tenant.into(),
+            issuer: issuer.into(),
+            expires_at: 0,
+            token_use: "access".into(),
+        }
+    }
+
+    fn rule(scope: &str, endpoint: &str, access: Access, priority: i32) -> Rule {
+        Rule {
+            id: format!("{scope}-{endpoint}-{priority}"),
+            scope: scope.into(),
+            resource_type: "service".into(),
+            name: "*".into(),
+            endpoint: endpoint.into(),
+            access,
+            priority,
+        }
+    }
+
+    /// SPEC §5–§6: another tenant's valid token is a foreign account, which `+` admits and `*` or a
+    /// named scope refuses (403, not the anonymous 401), even above a public grant.
+    #[test]
+    fn foreign_accounts_are_decided_by_the_rules() {
+        let micro = |rules| tenant_auth("micro", rules);
+        let beta_token = verified("beta", "https://beta.issuer", &["admin"]);
+        let foreign = micro(vec![]).account_of(beta_token.clone());
+        assert!(!foreign.own);
+        assert_eq!(foreign.issuer_tenant, "beta");
+        let code = |t: &TenantAuth, c: &Caller| t.authorize(Some(c), "web", "/x").map_err(|e| e.code.as_u16());
+
+        // `+`: any valid account of any tenant.
+        let plus = micro(vec![rule("+", "*", Access::Granted, 0)]);
+        assert_eq!(code(&plus, &foreign), Ok(()));
+        // `*`: this tenant's accounts only; refused at once (403), even with a public grant below.
+        let star = micro(vec![
+            rule("*", "*", Access::Granted, 10),
+            rule("", "*", Access::Granted, 0),
+        ]);
+        assert_eq!(code(&star, &foreign), Err(403));
+        // A named scope the foreign account holds does not admit it either.
+        let named = micro(vec![rule("admin", "*", Access::Granted, 0)]);
+        assert_eq!(code(&named, &foreign), Err(403));
+        // Public rules admit everyone.
+        let public = micro(vec![rule("", "*", Access::Granted, 0)]);
+        assert_eq!(code(&public, &foreign), Ok(()));
+
+        // The tenant's own token and its external issuer's are its own accounts.
+        let own = micro(vec![]).account_of(verified("micro", "https://micro.issuer", &[]));
+        assert!(own.own);
+        let external = micro(vec![]).account_of(verified("", "https://idp.shared", &["admin"]));
+        assert!(external.own);
+        assert_eq!(external.issuer_tenant, "micro");
+        assert_eq!(code(&named, &external), Ok(()));
+        assert_eq!(code(&star, &own), Ok(()));
+        // An external issuer this tenant does not trust is foreign, of no known tenant.
+        let stranger = micro(vec![]).account_of(verified("", "https://idp.other", &[]));
+        assert!(!stranger.own);
+        assert_eq!(code(&star, &stranger), Err(403));
+        assert_eq!(code(&plus, &stranger), Ok(()));
+    }
+
+    #[test]
+    fn consumed_credentials_are_stripped_and_others_kept() {
+        let strip = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            strip_credentials(&mut h);
+            let mut out: Vec<String> = h.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
+            out.sort();
+            out
+        };
+        assert_eq!(strip(&[("authorization", "Bearer abc")]), Vec::<String>::new());
+        assert_eq!(strip(&[("authorization", "bearer abc")]), Vec::<String>::new());
+        assert_eq!(
+            strip(&[("authorization", "Basic dXNlcg==")]),
+            ["authorization: Basic dXNlcg=="]
+        );
+        assert_eq!(
+            strip(&[("cookie", "a=1; micro-token=secret; b=2"), ("cookie", "micro-token=x")]),
+            ["cookie: a=1; b=2"]
+        );
+        assert_eq!(strip(&[("cookie", " micro-token = secret ")]), Vec::<String>::new());
+        assert_eq!(
+            strip(&[("cookie", "session=1"), ("x-y", "z")]),
+            ["cookie: session=1", "x-y: z"]
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use http::{Request, Response};
 
+use crate::auth::Caller;
 use crate::auth::TenantAuth;
-use crate::auth::token::Verified;
 use crate::body::BoxBody;
 use crate::error::GatewayError;
 use crate::response::{error_response, redirect_response};
@@ -13,7 +13,7 @@ use crate::response::{error_response, redirect_response};
 /// `auth::login`); anything else is the error.
 pub(super) fn authorize<B>(
     tenant_auth: &TenantAuth,
-    account: Option<&Verified>,
+    account: Option<&Caller>,
     service: &str,
     endpoint: &str,
     req: &Request<B>,

@@ -42,14 +42,18 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` element.
     pub forwarded_for: Option<HeaderValue>,
+    /// Whether it is a proxy whose forwarding headers are believed.
+    pub trusted: bool,
 }
 
 impl Peer {
-    /// The peer at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// The peer at `addr`, trusted when one of `trusted_proxies` holds its address.
+    pub fn new(addr: SocketAddr, trusted_proxies: &[ipnet::IpNet]) -> Self {
+        let ip = addr.ip().to_canonical();
         Self {
             addr,
-            forwarded_for: proxy::forwarded_for(addr.ip()),
+            forwarded_for: proxy::forwarded_for(ip),
+            trusted: trusted_proxies.iter().any(|net| net.contains(&ip)),
         }
     }
 }
@@ -82,7 +86,7 @@ impl Gateway {
     /// Phases 1 to 4.
     async fn phases(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: &Peer,
         ctx: &mut RequestContext,
     ) -> Result<Response<BoxBody>, GatewayError> {
@@ -131,21 +135,30 @@ impl Gateway {
             .get(&tenant.name)
             .cloned()
             .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
-        // A token of another tenant is no token here.
-        let account = verified.and_then(|v| tenant_auth.account_of(v));
-        ctx.account = account.as_ref().map(|a| a.account_id.clone());
+        // Another tenant's token is a foreign account: the rules decide (SPEC §5).
+        let account = verified.map(|v| tenant_auth.account_of(v));
+        ctx.account = account.as_ref().map(|a| a.verified.account_id.clone());
 
         // Phase 2: route. An `Http` service owns every path under its name; otherwise Micro's resolver.
         match route::route(&tenant, &raw_path, req.method())? {
-            route::Target::Http { route, rest } => {
+            route::Target::Http { route, path } => {
                 ctx.route = Some(route.clone());
-                // Phase 3: auth; the resource endpoint of an `Http` service is the backend path.
-                if let Some(refusal) = auth::authorize(&tenant_auth, account.as_ref(), &route.service, &rest, &req) {
+                // Phase 3: auth; the resource endpoint of an `Http` service is the decoded backend
+                // path, exactly what the backend receives (encoded canonically).
+                if let Some(refusal) =
+                    auth::authorize(&tenant_auth, account.as_ref(), &route.service, &path.decoded, &req)
+                {
                     return refusal;
                 }
-                crate::auth::set_identity(req.headers_mut(), &tenant.name, account.as_ref());
-                // Phase 4: proxy.
-                proxy::forward(&route, &rest, req, peer.forwarded_for.as_ref(), &mut ctx.upstream).await
+                // Phase 4: proxy, with the identity the gateway verified and no credentials the
+                // backend's tenant does not own.
+                let own_credentials = account.as_ref().is_some_and(|a| a.own);
+                let identity = proxy::Identity {
+                    tenant: &tenant.name,
+                    account: account.as_ref(),
+                    own_credentials,
+                };
+                proxy::forward(&route, &path.forward, req, peer, identity, &mut ctx.upstream).await
             }
             route::Target::Version => Ok(json_response(
                 StatusCode::OK,

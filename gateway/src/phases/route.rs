@@ -7,29 +7,41 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::error::GatewayError;
-use crate::resolve::{self, PathError, Resolved};
+use crate::resolve::{self, PathError, ProxyPath, Resolved};
 use crate::snapshot::{Protocol, Route, Tenant};
 
 /// Where a request goes.
 #[derive(Debug)]
 pub(super) enum Target {
-    /// An `Http` service, which owns every path under its name; `rest` is the backend path.
-    Http { route: Arc<Route>, rest: String },
+    /// An `Http` service, which owns every path under its name; `path` is what rules match and
+    /// what the backend receives.
+    Http { route: Arc<Route>, path: ProxyPath },
     /// A `Grpc` service's endpoint, as Micro's resolver reads the path.
     Endpoint(Resolved),
     /// `GET /`: the gateway's version, like Micro.
     Version,
 }
 
-/// Phase 2 for a request of `method` to `raw_path` in `tenant`.
+/// Phase 2 for a request of `method` to `raw_path` in `tenant`. An ambiguous path is refused here,
+/// before any rule is consulted (docs/gateway.md, "Paths").
 pub(super) fn route(tenant: &Tenant, raw_path: &str, method: &Method) -> Result<Target, GatewayError> {
-    if let Ok((first, rest)) = resolve::proxy_rest(raw_path)
-        && let Some(route) = tenant.routes.get(&first).filter(|r| r.protocol == Protocol::Http)
-    {
-        return Ok(Target::Http {
-            route: route.clone(),
-            rest,
-        });
+    match resolve::proxy_path(raw_path) {
+        Ok(path) => {
+            if let Some(route) = tenant
+                .routes
+                .get(&path.service)
+                .filter(|r| r.protocol == Protocol::Http)
+            {
+                return Ok(Target::Http {
+                    route: route.clone(),
+                    path,
+                });
+            }
+        }
+        Err(e @ (PathError::Ambiguous { .. } | PathError::Encoding(_))) => {
+            return Err(GatewayError::bad_request(e.to_string()));
+        }
+        Err(PathError::Empty) => {}
     }
     match resolve::resolve_path(raw_path) {
         Ok(r) => Ok(Target::Endpoint(r)),

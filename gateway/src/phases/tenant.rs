@@ -35,8 +35,9 @@ impl Gateway {
         (auth_state, authn.into_account())
     }
 
-    /// Phase 1's tenant: the `Micro-Namespace` header, else a host some tenant lists, else the tenant
-    /// whose issuer signed the verified token, else the default tenant.
+    /// Phase 1's tenant: a host some tenant lists (a `Micro-Namespace` naming another tenant there
+    /// is refused with 400), else the `Micro-Namespace` header, else the tenant whose issuer signed
+    /// the verified token, else the default tenant.
     pub(super) fn resolve_tenant(
         &self,
         snap: &Snapshot,
@@ -49,7 +50,9 @@ impl Gateway {
             .get(microplane_wire::headers::NAMESPACE)
             .and_then(|v| v.to_str().ok());
         let host = resolve::host_of(headers.get(header::HOST).and_then(|v| v.to_str().ok()), authority);
-        let name: Cow<'_, str> = match resolve::tenant_source(header, host, |h| snap.hosts.contains_key(h)) {
+        let source = resolve::tenant_source(header, host, |h| snap.hosts.get(h).map(String::as_str))
+            .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+        let name: Cow<'_, str> = match source {
             TenantSource::Header(h) => Cow::Borrowed(h),
             TenantSource::Host(h) => Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default()),
             TenantSource::Default => match verified.and_then(|v| auth_state.issuers.get(&v.issuer)) {

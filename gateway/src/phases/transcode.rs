@@ -6,7 +6,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::token::Verified;
+use crate::auth::Caller;
 use crate::body::BoxBody;
 use crate::call::{self, GrpcCall};
 use crate::decode;
@@ -23,7 +23,7 @@ impl Gateway {
         route: &Route,
         endpoint: &str,
         tenant: &str,
-        account: Option<&Verified>,
+        account: Option<&Caller>,
         upstream_out: &mut Option<String>,
     ) -> Result<Response<BoxBody>, GatewayError> {
         let methods = route.methods.as_ref().ok_or_else(|| {

@@ -241,6 +241,26 @@ pub fn owned_by(ns: &CoreNamespace, tenant: &Namespace) -> bool {
     ns.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref())
 }
 
+/// Core namespaces that are never a tenant, whatever `adopt` says: the cluster's own. The API server
+/// refuses these names (the CRD's CEL rule); the operator also refuses its own, gateway and build
+/// namespaces, which the chart may have named otherwise.
+pub const RESERVED_NAMESPACES: [&str; 6] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "microplane-system",
+    "microplane-builds",
+];
+
+/// Whether the tenant `name` would take over a namespace of the cluster or of Microplane.
+pub fn reserved(name: &str, settings: &crate::context::Settings) -> bool {
+    RESERVED_NAMESPACES.contains(&name)
+        || name == settings.gateway_namespace
+        || name == settings.operator_namespace
+        || name == settings.source.build.namespace
+}
+
 /// Reconciles one tenant.
 pub async fn reconcile(tenant: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     ctx.instrumented(CONTROLLER, tenant.as_ref(), reconcile_inner(&tenant, &ctx))
@@ -252,18 +272,33 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     if tenant.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // A reserved name is never touched: not read, not labelled, never deleted with the tenant.
+    let reserved_name = reserved(&name, &ctx.settings);
     let namespaces: Api<CoreNamespace> = Api::all(ctx.client.clone());
-    let existing = namespaces.get_opt(&name).await?;
-    let conflict = existing
-        .as_ref()
-        .is_some_and(|ns| !owned_by(ns, tenant) && !tenant.spec.adopt);
+    let existing = if reserved_name {
+        None
+    } else {
+        namespaces.get_opt(&name).await?
+    };
+    let conflict = reserved_name
+        || existing
+            .as_ref()
+            .is_some_and(|ns| !owned_by(ns, tenant) && !tenant.spec.adopt);
     let terminating = existing
         .as_ref()
         .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some());
 
     let mut quota_pending = false;
     let mut key_ids: Vec<String> = tenant.status.as_ref().map(|p| p.key_ids.clone()).unwrap_or_default();
-    let wanted = if conflict {
+    let wanted = if reserved_name {
+        Cond::fail(
+            CondType::Ready,
+            Reason::NamespaceReserved,
+            format!(
+                "namespace {name} belongs to the cluster or to Microplane and is never a tenant; choose another name"
+            ),
+        )
+    } else if conflict {
         Cond::fail(
             CondType::Ready,
             Reason::NamespaceConflict,
@@ -385,4 +420,34 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
     } else {
         Action::requeue(Duration::from_secs(15))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clusters_and_microplanes_namespaces_are_never_tenants() {
+        let mut settings = crate::context::Settings {
+            gateway_namespace: "edge".into(),
+            operator_namespace: "platform".into(),
+            ..Default::default()
+        };
+        settings.source.build.namespace = "builds".into();
+        for name in [
+            "kube-system",
+            "default",
+            "kube-public",
+            "kube-node-lease",
+            "microplane-system",
+            "edge",
+            "platform",
+            "builds",
+        ] {
+            assert!(reserved(name, &settings), "{name}");
+        }
+        for name in ["acme", "micro", "kube-systemx", "system"] {
+            assert!(!reserved(name, &settings), "{name}");
+        }
+    }
 }

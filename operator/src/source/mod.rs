@@ -112,6 +112,10 @@ impl Default for Resolver {
     }
 }
 
+/// The shortest `pollInterval` followed (the CRD refuses shorter ones): every poll asks the git
+/// host for its branches.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Delay before resolving again after `failures` failures in a row: 5 s doubling to 5 minutes.
 pub fn retry_delay(failures: u32) -> Duration {
     const RETRY: microplane_runtime::Backoff =

@@ -10,6 +10,8 @@ use tonic::metadata::MetadataMap;
 
 /// Metadata key of the account id.
 pub use microplane_wire::headers::ACCOUNT_ID;
+/// Metadata key of the tenant that issued the account.
+pub use microplane_wire::headers::ACCOUNT_NAMESPACE;
 /// Metadata key of the account's scopes, space-separated.
 pub use microplane_wire::headers::ACCOUNT_SCOPES;
 /// Metadata key of the account type (`user`, `service`, …).
@@ -28,6 +30,9 @@ pub struct Identity {
     pub scopes: Vec<String>,
     /// The tenant the request was resolved to (`micro-namespace`), when sent.
     pub namespace: Option<String>,
+    /// The tenant that issued the account (`micro-account-namespace`), when known. It differs from
+    /// [`Identity::namespace`] for a foreign account, which only public and `+` rules admit.
+    pub account_namespace: Option<String>,
 }
 
 impl Identity {
@@ -47,12 +52,18 @@ impl Identity {
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
             namespace: text(metadata, NAMESPACE),
+            account_namespace: text(metadata, ACCOUNT_NAMESPACE),
         })
     }
 
     /// Whether the caller holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether the account belongs to another tenant than the one called.
+    pub fn is_foreign(&self) -> bool {
+        self.account_namespace != self.namespace
     }
 }
 
@@ -88,6 +99,7 @@ mod tests {
             (ACCOUNT_TYPE, "user"),
             (ACCOUNT_SCOPES, " admin  billing "),
             (NAMESPACE, "acme"),
+            (ACCOUNT_NAMESPACE, "acme"),
         ]);
         let identity = Identity::from_request(&req).unwrap();
         assert_eq!(
@@ -97,11 +109,21 @@ mod tests {
                 type_: Some("user".into()),
                 scopes: vec!["admin".into(), "billing".into()],
                 namespace: Some("acme".into()),
+                account_namespace: Some("acme".into()),
             }
         );
+        assert!(!identity.is_foreign());
         assert!(identity.has_scope("admin"));
         assert!(!identity.has_scope("adm"));
         assert_eq!(namespace(&req).as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn a_foreign_account_names_its_own_tenant() {
+        let req = request(&[(ACCOUNT_ID, "bob"), (NAMESPACE, "acme"), (ACCOUNT_NAMESPACE, "beta")]);
+        let identity = Identity::from_request(&req).unwrap();
+        assert_eq!(identity.account_namespace.as_deref(), Some("beta"));
+        assert!(identity.is_foreign());
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub async fn plan(ms: &MicroService, source: &Source, ctx: &Context, name: &str,
         .poll_interval
         .as_deref()
         .and_then(|s| microplane_crds::Duration::parse(s).ok())
-        .map(microplane_crds::Duration::get);
+        // The CRD refuses less than 5 s; an object stored before that rule polls no faster.
+        .map(|d| d.get().max(source::MIN_POLL_INTERVAL));
     let credentials = async {
         match &secret {
             None => Ok(Credentials::None),
