@@ -275,6 +275,12 @@ names! {
         NamespaceTerminating,
         /// The quota controller has not counted the namespace yet.
         QuotaPending,
+        /// (Event) Unusable entries of the tenant's signing-keys Secret were dropped and the Secret
+        /// written again.
+        SigningKeysReplaced,
+        /// Another tenant, created earlier, claims one of `spec.hosts`: the gateway routes that host
+        /// to the other tenant.
+        HostConflict,
         // --- Config
         /// Delivered as ConfigMap and Secret.
         Delivered,

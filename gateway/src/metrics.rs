@@ -40,6 +40,7 @@ pub struct Metrics {
     snapshots: Family<ResultLabels, Counter>,
     version: Gauge<u64, AtomicU64>,
     routes: Gauge,
+    problems: Gauge,
     connected: Gauge,
 }
 
@@ -85,6 +86,12 @@ impl Metrics {
         );
         let routes = Gauge::default();
         registry.register("routes", "Routes in the snapshot served", routes.clone());
+        let problems = Gauge::default();
+        registry.register(
+            "snapshot_problems",
+            "Parts of the served snapshot left out (a tenant's broken key, a host two tenants claim, an undecodable descriptor set); the log says which",
+            problems.clone(),
+        );
         let connected = Gauge::default();
         registry.register(
             "sync_connected",
@@ -99,6 +106,7 @@ impl Metrics {
             snapshots,
             version,
             routes,
+            problems,
             connected,
         }
     }
@@ -170,6 +178,11 @@ impl Metrics {
             self.version.set(version);
             self.routes.set(i64::try_from(routes).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Parts left out of the snapshot now served.
+    pub fn snapshot_problems(&self, n: usize) {
+        self.problems.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The sync stream opened or closed.

@@ -54,32 +54,31 @@ impl Routing {
     /// Builds the routing snapshot and the auth state of `wire` and swaps them in, unless `wire` is
     /// older than the snapshot served (same operator process, lower or equal version). Returns the
     /// number of routes installed (`None`: not newer), or why `wire` was refused.
-    pub(crate) fn apply(&self, wire: &v1::Snapshot) -> Result<Option<usize>, String> {
+    pub(crate) fn apply(&self, wire: &v1::Snapshot) -> Option<Applied> {
         let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(cur) = self.snapshot.load().as_ref()
             && cur.source == wire.source
             && cur.version >= wire.version
         {
-            return Ok(None);
+            return None;
         }
-        let (s, auth) = Snapshot::build(wire, &self.upstreams)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                let externals: Vec<&v1::ExternalIssuer> =
-                    wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
-                self.jwks.follow(&externals);
-                let (generation, keys) = self.jwks.snapshot();
-                AuthState::build(wire, &keys, generation, self.token_cache.clone())
-                    .map(|a| (s, a))
-                    .map_err(|e| e.to_string())
-            })?;
+        let (s, snapshot_problems) = Snapshot::build(wire, &self.upstreams);
+        let externals: Vec<&v1::ExternalIssuer> = wire.tenants.iter().flat_map(|t| t.external_issuers.iter()).collect();
+        self.jwks.follow(&externals);
+        let (generation, keys) = self.jwks.snapshot();
+        let (auth, auth_problems) = AuthState::build(wire, &keys, generation, self.token_cache.clone());
         let routes = s.route_count();
         self.auth.store(Some(Arc::new(auth)));
         self.snapshot.store(Some(Arc::new(s)));
         if let Ok(mut last) = self.last_wire.lock() {
             *last = Some(Arc::new(wire.clone()));
         }
-        Ok(Some(routes))
+        let problems = snapshot_problems
+            .iter()
+            .map(ToString::to_string)
+            .chain(auth_problems.iter().map(ToString::to_string))
+            .collect();
+        Some(Applied { routes, problems })
     }
 
     /// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
@@ -95,16 +94,18 @@ impl Routing {
         let Some(wire) = wire else {
             return current;
         };
-        match AuthState::build(&wire, &keys, generation, self.token_cache.clone()) {
-            Ok(a) => {
-                let a = Arc::new(a);
-                self.auth.store(Some(a.clone()));
-                Some(a)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "auth state not rebuilt");
-                current
-            }
-        }
+        let (a, _problems) = AuthState::build(&wire, &keys, generation, self.token_cache.clone());
+        let a = Arc::new(a);
+        self.auth.store(Some(a.clone()));
+        Some(a)
     }
+}
+
+/// A snapshot swapped in: its routes, and the parts left out (each within its tenant).
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// Routes installed.
+    pub(crate) routes: usize,
+    /// What was left out and why, one line each.
+    pub(crate) problems: Vec<String>,
 }

@@ -127,16 +127,23 @@ pub(crate) fn method_table(pool: &DescriptorPool, micro_service: &str) -> HashMa
 }
 
 impl Snapshot {
-    /// Builds the routing snapshot, reusing `upstreams` across snapshots.
-    pub(crate) fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> Result<Self, SnapshotError> {
+    /// Builds the routing snapshot, reusing `upstreams` across snapshots. What is wrong in one
+    /// tenant's part stays in that part and is returned beside the snapshot: a descriptor set that
+    /// does not decode leaves the services using it undiscovered (503), a host claimed twice stays
+    /// with the tenant that comes first. One tenant never stops the others' routes (issue 20).
+    pub(crate) fn build(msg: &v1::Snapshot, upstreams: &Upstreams) -> (Self, Vec<SnapshotError>) {
+        let mut problems = Vec::new();
         let mut pools: HashMap<&str, DescriptorPool> = HashMap::new();
         for d in &msg.descriptors {
-            let pool =
-                DescriptorPool::decode(d.file_descriptor_set.as_slice()).map_err(|e| SnapshotError::Descriptors {
+            match DescriptorPool::decode(d.file_descriptor_set.as_slice()) {
+                Ok(pool) => {
+                    pools.insert(d.key.as_str(), pool);
+                }
+                Err(e) => problems.push(SnapshotError::Descriptors {
                     key: d.key.clone(),
                     reason: e.to_string(),
-                })?;
-            pools.insert(d.key.as_str(), pool);
+                }),
+            }
         }
 
         let mut hosts: HashMap<String, String> = HashMap::new();
@@ -145,14 +152,16 @@ impl Snapshot {
             tenant_routes.insert(t.name.as_str(), HashMap::new());
             for h in &t.hosts {
                 let h = h.trim_end_matches('.').to_ascii_lowercase();
-                if let Some(other) = hosts.insert(h.clone(), t.name.clone())
-                    && other != t.name
-                {
-                    return Err(SnapshotError::HostConflict {
+                match hosts.get(&h) {
+                    Some(other) if *other != t.name => problems.push(SnapshotError::HostConflict {
                         host: h,
-                        a: other,
+                        a: other.clone(),
                         b: t.name.clone(),
-                    });
+                    }),
+                    Some(_) => {}
+                    None => {
+                        hosts.insert(h, t.name.clone());
+                    }
                 }
             }
         }
@@ -168,14 +177,20 @@ impl Snapshot {
                 _ => Protocol::Grpc,
             };
             let methods = if protocol == Protocol::Grpc && !s.descriptors.is_empty() {
-                let pool = pools
-                    .get(s.descriptors.as_str())
-                    .ok_or_else(|| SnapshotError::MissingDescriptors {
-                        tenant: s.tenant.clone(),
-                        service: s.name.clone(),
-                        key: s.descriptors.clone(),
-                    })?;
-                Some(method_table(pool, &s.name))
+                match pools.get(s.descriptors.as_str()) {
+                    Some(pool) => Some(method_table(pool, &s.name)),
+                    None => {
+                        // Undecodable sets are reported above; a set that is not there at all here.
+                        if !msg.descriptors.iter().any(|d| d.key == s.descriptors) {
+                            problems.push(SnapshotError::MissingDescriptors {
+                                tenant: s.tenant.clone(),
+                                service: s.name.clone(),
+                                key: s.descriptors.clone(),
+                            });
+                        }
+                        None
+                    }
+                }
             } else {
                 None
             };
@@ -225,12 +240,13 @@ impl Snapshot {
                 )
             })
             .collect();
-        Ok(Self {
+        let snapshot = Self {
             version: msg.version,
             source: msg.source.clone(),
             tenants,
             hosts,
-        })
+        };
+        (snapshot, problems)
     }
 
     /// Number of routes over all tenants.
@@ -341,7 +357,8 @@ message R {}
     #[test]
     fn builds_routes_hosts_and_methods() {
         let ups = Upstreams::default();
-        let s = Snapshot::build(&msg(pool_bytes()), &ups).unwrap();
+        let (s, problems) = Snapshot::build(&msg(pool_bytes()), &ups);
+        assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(s.version, 7);
         assert_eq!(s.hosts.get("api.example.com").map(String::as_str), Some("micro"));
         assert_eq!(s.route_count(), 2, "services of unknown tenants are dropped");
@@ -369,25 +386,40 @@ message R {}
         assert_eq!(t.len(), 3);
     }
 
+    /// Issue 20, item 1: what is wrong in one tenant's part is reported and confined to it; the
+    /// other tenants' routes are built as usual.
     #[test]
-    fn refuses_bad_snapshots() {
+    fn a_broken_part_is_reported_and_stays_in_its_tenant() {
         let ups = Upstreams::default();
         let mut m = msg(b"\xff\xff garbage".to_vec());
-        assert!(matches!(
-            Snapshot::build(&m, &ups),
-            Err(SnapshotError::Descriptors { .. })
-        ));
+        let (s, problems) = Snapshot::build(&m, &ups);
+        assert!(
+            matches!(problems[..], [SnapshotError::Descriptors { .. }]),
+            "{problems:?}"
+        );
+        assert!(
+            s.tenants["micro"].routes["helloworld"].methods.is_none(),
+            "undiscovered: 503"
+        );
+        assert!(s.tenants["micro"].routes.contains_key("web"));
+
         m = msg(pool_bytes());
         m.services[0].descriptors = "missing".into();
-        assert!(matches!(
-            Snapshot::build(&m, &ups),
-            Err(SnapshotError::MissingDescriptors { .. })
-        ));
+        let (s, problems) = Snapshot::build(&m, &ups);
+        assert!(
+            matches!(problems[..], [SnapshotError::MissingDescriptors { .. }]),
+            "{problems:?}"
+        );
+        assert!(s.tenants["micro"].routes.contains_key("web"));
+
         m = msg(pool_bytes());
         m.tenants[1].hosts = vec!["api.example.com".into()];
-        assert!(matches!(
-            Snapshot::build(&m, &ups),
-            Err(SnapshotError::HostConflict { .. })
-        ));
+        let (s, problems) = Snapshot::build(&m, &ups);
+        assert!(
+            matches!(problems[..], [SnapshotError::HostConflict { .. }]),
+            "{problems:?}"
+        );
+        assert_eq!(s.hosts["api.example.com"], "micro", "the first claim keeps the host");
+        assert!(s.tenants["micro"].routes["helloworld"].methods.is_some());
     }
 }

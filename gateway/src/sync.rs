@@ -60,12 +60,22 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 }
 
 /// Applies one snapshot: builds the routing state and swaps it in, unless it is older than the one
-/// served (same operator process, lower or equal version). Returns the error that refused it.
+/// served (same operator process, lower or equal version). Returns whether it was applied, and the
+/// parts left out of it (a broken part of one tenant never stops the others).
 pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
+    apply_reporting(gateway, wire).map(|(applied, _)| applied)
+}
+
+/// [`apply`], with the parts left out.
+fn apply_reporting(gateway: &Gateway, wire: &WireSnapshot) -> Result<(bool, Vec<String>), String> {
     match gateway.routing.apply(wire) {
-        Ok(None) => Ok(false),
-        Ok(Some(routes)) => {
+        None => Ok((false, Vec::new())),
+        Some(crate::routing::Applied { routes, problems }) => {
             gateway.metrics.snapshot(true, wire.version, routes);
+            gateway.metrics.snapshot_problems(problems.len());
+            for p in &problems {
+                tracing::warn!(version = wire.version, problem = %p, "snapshot part left out");
+            }
             if wire.built_unix_nanos > 0 {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -78,12 +88,7 @@ pub fn apply(gateway: &Gateway, wire: &WireSnapshot) -> Result<bool, String> {
                     "snapshot applied"
                 );
             }
-            Ok(true)
-        }
-        Err(e) => {
-            gateway.metrics.snapshot(false, wire.version, 0);
-            tracing::warn!(version = wire.version, error = %e, "snapshot refused; serving the previous one");
-            Err(e)
+            Ok((true, problems))
         }
     }
 }
@@ -148,19 +153,20 @@ async fn follow(
     tracing::info!(endpoint = %settings.endpoint, "sync stream open");
     while let Some(wire) = stream.message().await? {
         *attempt = 0;
-        let error = match apply(gateway, &wire) {
-            Ok(_) => {
+        let (error, problems) = match apply_reporting(gateway, &wire) {
+            Ok((_, problems)) => {
                 if gateway.routing.snapshot.load().is_some() {
                     health.snapshot_applied();
                 }
-                String::new()
+                (String::new(), problems)
             }
-            Err(e) => e,
+            Err(e) => (e, Vec::new()),
         };
         tx.send(GatewayMessage {
             kind: Some(gateway_message::Kind::Ack(Ack {
                 version: wire.version,
                 error,
+                problems,
             })),
         })
         .await?;
@@ -221,19 +227,90 @@ mod tests {
         assert_eq!(apply(&gw, &snap("a", 2)), Ok(false));
         // Another operator process: taken whatever its version.
         assert_eq!(apply(&gw, &snap("b", 1)), Ok(true));
-        let mut bad = snap("b", 5);
-        bad.descriptors.push(v1::Descriptors {
+        let cur = gw.routing.snapshot.load_full().unwrap();
+        assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
+    }
+
+    /// Issue 20, item 1: a tenant admin's broken signing key, a host two tenants claim and an
+    /// undecodable descriptor set are left out and reported; the snapshot is applied, every other
+    /// tenant is served from it, and the broken tenant's other keys still verify.
+    #[test]
+    fn one_tenants_broken_parts_never_stop_the_snapshot() {
+        use crate::auth::token::{Claims, SigningKey};
+        let gw = Gateway::new(Settings::default(), Metrics::new());
+        let (good_a, good_b) = (SigningKey::generate("a1").unwrap(), SigningKey::generate("b1").unwrap());
+        let key = |k: &SigningKey| v1::SigningKey {
+            kid: k.kid.clone(),
+            pkcs8: k.pkcs8_der(),
+        };
+        let mut wire = snap("op", 1);
+        wire.tenants = vec![
+            v1::Tenant {
+                name: "alpha".into(),
+                issuer: "http://gw/alpha".into(),
+                hosts: vec!["api.shared.example".into()],
+                signing_keys: vec![
+                    v1::SigningKey {
+                        kid: "broken".into(),
+                        pkcs8: b"not a key".to_vec(),
+                    },
+                    key(&good_a),
+                ],
+                ..Default::default()
+            },
+            v1::Tenant {
+                name: "beta".into(),
+                issuer: "http://gw/beta".into(),
+                hosts: vec!["api.shared.example".into(), "api.beta.example".into()],
+                signing_keys: vec![key(&good_b)],
+                ..Default::default()
+            },
+        ];
+        wire.descriptors.push(v1::Descriptors {
             key: "k".into(),
             file_descriptor_set: vec![0xff, 0xff, 0xff],
             services: vec![],
         });
-        let err = apply(&gw, &bad).unwrap_err();
+        let (applied, problems) = apply_reporting(&gw, &wire).unwrap();
+        assert!(applied);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("descriptor set k")), "{problems:?}");
         assert!(
-            err.contains("descriptor"),
-            "refused for its descriptors, not another reason: {err}"
+            problems.iter().any(|p| p.contains("api.shared.example")),
+            "{problems:?}"
         );
-        let cur = gw.routing.snapshot.load_full().unwrap();
-        assert_eq!((cur.source.as_str(), cur.version), ("b", 1));
+        assert!(
+            problems.iter().any(|p| p.contains("alpha") && p.contains("broken")),
+            "{problems:?}"
+        );
+        assert!(gw.metrics.encode().contains("microplane_gateway_snapshot_problems 3"));
+
+        let snapshot = gw.routing.snapshot.load_full().unwrap();
+        assert_eq!(snapshot.hosts["api.beta.example"], "beta");
+        assert_eq!(snapshot.hosts["api.shared.example"], "alpha");
+        let auth = gw.routing.auth.load_full().unwrap();
+        let now = crate::auth::now_unix();
+        for (k, tenant) in [(&good_a, "alpha"), (&good_b, "beta")] {
+            let claims = Claims {
+                sub: "u".into(),
+                iss: format!("http://gw/{tenant}"),
+                exp: now + 60,
+                iat: now,
+                token_use: "access".into(),
+                ..Default::default()
+            };
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", k.sign(&claims).unwrap()).parse().unwrap(),
+            );
+            let who = auth.authenticate(&h).into_account().map(|v| v.tenant);
+            assert_eq!(who.as_deref(), Some(tenant));
+        }
+        assert_eq!(
+            auth.tenants["alpha"].signing.as_ref().map(|k| k.kid.as_str()),
+            Some("a1")
+        );
     }
 
     #[test]

@@ -25,9 +25,14 @@ pub enum Progress {
 pub const fn progress(reason: Reason) -> Progress {
     use Reason as R;
     match reason {
-        R::Running | R::ScaledToZero | R::Provisioned | R::Delivered | R::Accepted | R::Valid | R::Routed => {
-            Progress::Done
-        }
+        R::Running
+        | R::ScaledToZero
+        | R::Provisioned
+        | R::Delivered
+        | R::Accepted
+        | R::Valid
+        | R::Routed
+        | R::SigningKeysReplaced => Progress::Done,
         R::Pending
         | R::Deploying
         | R::Resolving
@@ -69,6 +74,7 @@ pub const fn progress(reason: Reason) -> Progress {
         | R::ReflectionFailed
         | R::NamespaceConflict
         | R::NamespaceReserved
+        | R::HostConflict
         | R::SecretKeyNotFound
         | R::SecretValueNotText
         | R::PathConflict => Progress::Stalled,
@@ -218,6 +224,7 @@ mod tests {
             (false, R::RevisionNotFound, Some(T::Stalled)),
             (false, R::NamespaceConflict, Some(T::Stalled)),
             (false, R::NamespaceReserved, Some(T::Stalled)),
+            (false, R::HostConflict, Some(T::Stalled)),
             (false, R::SecretNotFound, Some(T::Stalled)),
             (false, R::PathConflict, Some(T::Stalled)),
             // A false Ready with a "done" reason would be a bug upstream; it still is not done.

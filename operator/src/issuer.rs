@@ -68,13 +68,53 @@ pub(crate) fn generate(now: i64) -> Result<StoredKey> {
     })
 }
 
-/// Reads the key list of a Secret (empty when absent or unreadable: new keys replace it).
-pub(crate) fn read(secret: Option<&Secret>) -> Vec<StoredKey> {
-    secret
-        .and_then(|s| s.data.as_ref())
-        .and_then(|d| d.get(KEYS_FIELD))
-        .and_then(|b| serde_json::from_slice(&b.0).ok())
-        .unwrap_or_default()
+/// Most a key's `created` may lie ahead of the operator's clock.
+const CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// A keys Secret as read: the usable keys and why the others are not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Read {
+    /// Keys that parse as ECDSA P-256 PKCS#8 and were not made in the future.
+    pub(crate) keys: Vec<StoredKey>,
+    /// One line per entry (or document) that is not usable. Tenant admins may edit Secrets in
+    /// their namespace: what they break is dropped and replaced, never passed on to the gateways.
+    pub(crate) rejected: Vec<String>,
+}
+
+/// Reads the key list of a Secret at `now` (empty when absent; an unreadable document or key is
+/// rejected, and new keys replace it).
+pub(crate) fn read(secret: Option<&Secret>, now: i64) -> Read {
+    use base64::Engine;
+    let Some(bytes) = secret.and_then(|s| s.data.as_ref()).and_then(|d| d.get(KEYS_FIELD)) else {
+        return Read::default();
+    };
+    let stored: Vec<StoredKey> = match serde_json::from_slice(&bytes.0) {
+        Ok(k) => k,
+        Err(e) => {
+            return Read {
+                keys: Vec::new(),
+                rejected: vec![format!("{KEYS_FIELD} is not a key list: {e}")],
+            };
+        }
+    };
+    let mut read = Read::default();
+    for k in stored {
+        let usable = base64::engine::general_purpose::STANDARD
+            .decode(&k.pkcs8)
+            .ok()
+            .is_some_and(|der| EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).is_ok());
+        if !usable {
+            read.rejected
+                .push(format!("key {:?} is not an ECDSA P-256 PKCS#8 key", k.kid));
+        } else if k.created > now + CLOCK_SKEW_SECONDS {
+            // It would never come due for rotation.
+            read.rejected
+                .push(format!("key {:?} was made in the future ({})", k.kid, k.created));
+        } else {
+            read.keys.push(k);
+        }
+    }
+    read
 }
 
 /// The keys wanted now, newest first: a new key when there is none or the newest is due for
@@ -190,9 +230,10 @@ mod tests {
     #[test]
     fn secrets_round_trip_and_issuers_are_urls() {
         let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference::default();
-        let s = secret("acme", &[key("a", 1)], owner).unwrap();
-        assert_eq!(read(Some(&s)), vec![key("a", 1)]);
-        assert!(read(None).is_empty());
+        let k = generate(1).unwrap();
+        let s = secret("acme", std::slice::from_ref(&k), owner).unwrap();
+        assert_eq!(read(Some(&s), 10).keys, vec![k]);
+        assert_eq!(read(None, 10), Read::default());
         assert_eq!(
             issuer_url(Some("http://localhost:8080/"), "acme"),
             "http://localhost:8080/acme"
@@ -201,5 +242,42 @@ mod tests {
             issuer_url(None, "acme"),
             "http://microplane-gateway.microplane-system/acme"
         );
+    }
+
+    /// Issue 20, item 1: what a tenant admin writes into the keys Secret never reaches the gateways
+    /// unchecked, and a key from the future is replaced instead of signing forever.
+    #[test]
+    fn broken_and_future_keys_are_rejected_and_replaced() {
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference::default();
+        let now = 100 * DAY;
+        let good = generate(now - DAY).unwrap();
+        let future = generate(now + 365 * DAY).unwrap();
+        let garbage = StoredKey {
+            kid: "garbage".into(),
+            created: now - DAY,
+            pkcs8: "bm90IGEga2V5".into(),
+        };
+        let s = secret("acme", &[good.clone(), future, garbage], owner.clone()).unwrap();
+        let r = read(Some(&s), now);
+        assert_eq!(r.keys, vec![good]);
+        assert_eq!(r.rejected.len(), 2, "{:?}", r.rejected);
+        assert!(r.rejected[0].contains("future"), "{:?}", r.rejected);
+        assert!(r.rejected[1].contains("not an ECDSA P-256"), "{:?}", r.rejected);
+
+        let mut unreadable = secret("acme", &[], owner).unwrap();
+        unreadable
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(KEYS_FIELD.into(), ByteString(b"{not json".to_vec()));
+        let r = read(Some(&unreadable), now);
+        assert!(r.keys.is_empty());
+        assert!(r.rejected[0].contains("not a key list"), "{:?}", r.rejected);
+        // Nothing usable: a new key takes over at once.
+        let fresh = rotate(&r.keys, now, Rotation::default(), || generate(now))
+            .unwrap()
+            .unwrap();
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].created, now);
     }
 }

@@ -139,7 +139,7 @@ fn tenant_auth(
         .keys
         .iter()
         .find(|s| s.namespace().as_deref() == Some(name) && s.name_any() == crate::issuer::KEYS_SECRET)
-        .map(|s| crate::issuer::read(Some(s)))
+        .map(|s| crate::issuer::read(Some(s), k8s_openapi::jiff::Timestamp::now().as_second()).keys)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|k| {
@@ -221,6 +221,29 @@ fn tenant_auth(
     (keys, rules.into_iter().map(|(_, r)| r).collect(), accounts, external)
 }
 
+/// Which tenant each host routes to: hosts are claimed in the order the tenants were created (then
+/// by name), so a tenant listing a host another one already has never takes it over, and one
+/// conflict never stops the snapshot (issue 20). The later tenant reports `HostConflict`.
+pub(crate) fn host_owners<'a>(tenants: impl IntoIterator<Item = &'a Namespace>) -> BTreeMap<String, String> {
+    let mut live: Vec<&Namespace> = tenants
+        .into_iter()
+        .filter(|t| t.meta().deletion_timestamp.is_none())
+        .collect();
+    live.sort_by(|a, b| {
+        let key = |t: &Namespace| (t.meta().creation_timestamp.as_ref().map(|c| c.0), t.name_any());
+        key(a).cmp(&key(b))
+    });
+    let mut owners = BTreeMap::new();
+    for t in live {
+        for h in &t.spec.hosts {
+            owners
+                .entry(h.trim_end_matches('.').to_ascii_lowercase())
+                .or_insert_with(|| t.name_any());
+        }
+    }
+    owners
+}
+
 /// Builds the snapshot: every tenant with a Namespace object (its issuer, keys, rules, accounts),
 /// every exposed MicroService of those tenants with its ready endpoints, and the descriptors
 /// discovered for their images.
@@ -233,6 +256,7 @@ pub(crate) fn build(inputs: Inputs<'_>) -> Built {
     } = inputs;
     let empty = HashMap::new();
     let discovered = inputs.discovered.unwrap_or(&empty);
+    let owners = host_owners(tenants.iter().map(AsRef::as_ref));
     let mut tenant_list: Vec<v1::Tenant> = tenants
         .iter()
         .filter(|t| t.meta().deletion_timestamp.is_none())
@@ -258,7 +282,13 @@ pub(crate) fn build(inputs: Inputs<'_>) -> Built {
                     .as_ref()
                     .and_then(|a| a.login_url.clone())
                     .unwrap_or_default(),
-                hosts: t.spec.hosts.clone(),
+                hosts: t
+                    .spec
+                    .hosts
+                    .iter()
+                    .filter(|h| owners.get(&h.trim_end_matches('.').to_ascii_lowercase()) == Some(&name))
+                    .cloned()
+                    .collect(),
                 cors: t.spec.cors.as_ref().map(|c| v1::Cors {
                     allowed_origins: c.allowed_origins.clone(),
                     allowed_headers: c.allowed_headers.clone(),
@@ -525,6 +555,34 @@ mod tests {
         assert_eq!(t.accounts[0].secret_sha256, sha2::Sha256::digest(b"secret").to_vec());
         assert_eq!(t.external_issuers.len(), 1);
         assert_eq!(t.external_issuers[0].algorithms, ["ES256"]);
+    }
+
+    #[test]
+    fn a_host_two_tenants_claim_goes_to_the_older_one_and_the_snapshot_still_builds() {
+        let at = |name: &str, created: &str| {
+            yaml::<Namespace>(&format!(
+                "apiVersion: microplane.dev/v1alpha1\nkind: Namespace\nmetadata: {{name: {name}, creationTimestamp: '{created}'}}\nspec: {{hosts: [api.shared.example, {name}.example]}}"
+            ))
+        };
+        // `zeta` is older than `alpha`: it keeps the shared host, whatever the names' order.
+        let tenants = [at("alpha", "2026-02-01T00:00:00Z"), at("zeta", "2026-01-01T00:00:00Z")];
+        let owners = host_owners(tenants.iter().map(AsRef::as_ref));
+        assert_eq!(owners["api.shared.example"], "zeta");
+        assert_eq!(owners["alpha.example"], "alpha");
+        let b = build(Inputs {
+            tenants: &tenants,
+            ..Inputs::default()
+        });
+        let hosts = |n: &str| {
+            b.snapshot
+                .tenants
+                .iter()
+                .find(|t| t.name == n)
+                .map(|t| t.hosts.clone())
+                .unwrap()
+        };
+        assert_eq!(hosts("zeta"), ["api.shared.example", "zeta.example"]);
+        assert_eq!(hosts("alpha"), ["alpha.example"]);
     }
 
     #[test]

@@ -89,6 +89,9 @@ ServiceAccount.
 - --shutdown-delay-seconds={{ .Values.gateway.shutdownDelaySeconds }}
 - --drain-timeout-seconds={{ .Values.gateway.drainTimeoutSeconds }}
 - --sync-stale-seconds={{ .Values.gateway.syncStaleSeconds }}
+{{- with .Values.gateway.trustedProxies }}
+- --trusted-proxies={{ join "," . }}
+{{- end }}
 {{- end -}}
 
 {{/* The restricted pod security standard, for both Deployments. */}}

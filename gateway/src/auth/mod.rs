@@ -184,18 +184,18 @@ pub(crate) struct AuthConfigError {
 }
 
 impl TenantAuth {
-    /// Builds a tenant's auth state from its snapshot entry.
-    pub(crate) fn build(t: &v1::Tenant) -> Result<Self, AuthConfigError> {
-        let err = |reason: String| AuthConfigError {
-            tenant: t.name.clone(),
-            reason,
-        };
+    /// Builds a tenant's auth state from its snapshot entry. A signing key that does not parse is
+    /// left out and reported: the tenant's other keys, and every other tenant, keep working.
+    pub(crate) fn build(t: &v1::Tenant, problems: &mut Vec<AuthConfigError>) -> Self {
         let mut keys = Vec::new();
         for k in &t.signing_keys {
-            keys.push(
-                SigningKey::from_pkcs8_der(k.kid.clone(), &k.pkcs8)
-                    .map_err(|e| err(format!("signing key {}: {e}", k.kid)))?,
-            );
+            match SigningKey::from_pkcs8_der(k.kid.clone(), &k.pkcs8) {
+                Ok(key) => keys.push(key),
+                Err(e) => problems.push(AuthConfigError {
+                    tenant: t.name.clone(),
+                    reason: format!("signing key {}: {e}", k.kid),
+                }),
+            }
         }
         let jwks = serde_json::json!({"keys": keys.iter().map(|k| k.public().to_jwk()).collect::<Vec<_>>()});
         let rules = t
@@ -229,7 +229,7 @@ impl TenantAuth {
                 )
             })
             .collect();
-        Ok(Self {
+        Self {
             tenant: t.name.clone(),
             issuer: t.issuer.clone(),
             signing: keys.into_iter().next(),
@@ -243,7 +243,7 @@ impl TenantAuth {
             rules: RuleSet::new(rules),
             external: t.external_issuers.iter().map(|e| e.issuer.clone()).collect(),
             login_url: (!t.login_url.is_empty()).then(|| t.login_url.clone()),
-        })
+        }
     }
 
     /// The tenant's own issuer, for the verifier.
@@ -365,12 +365,13 @@ impl AuthState {
         external_keys: &HashMap<String, Vec<PublicKey>>,
         keys_generation: u64,
         cache: TokenCache,
-    ) -> Result<Self, AuthConfigError> {
+    ) -> (Self, Vec<AuthConfigError>) {
+        let mut problems = Vec::new();
         let mut tenants = HashMap::new();
         let mut issuers_by_iss: HashMap<String, Issuer> = HashMap::new();
         let mut own = HashMap::new();
         for t in &msg.tenants {
-            let ta = TenantAuth::build(t)?;
+            let ta = TenantAuth::build(t, &mut problems);
             if !ta.issuer.is_empty() {
                 own.insert(ta.issuer.clone(), ta.tenant.clone());
                 issuers_by_iss.insert(ta.issuer.clone(), ta.own_issuer(t));
@@ -399,7 +400,7 @@ impl AuthState {
             }
             tenants.insert(ta.tenant.clone(), Arc::new(ta));
         }
-        Ok(Self {
+        let state = Self {
             tenants,
             issuers: own,
             verifier: token::Verifier::with_cache(
@@ -408,7 +409,8 @@ impl AuthState {
                 cache,
             ),
             keys_generation,
-        })
+        };
+        (state, problems)
     }
 
     /// The verified caller of a request, if it presented a valid token. A missing, ambiguous

@@ -363,9 +363,27 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
             .stores
             .issuer_keys
             .get(&ObjectRef::new(issuer::KEYS_SECRET).within(&name));
-        let stored = issuer::read(current.as_deref());
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        key_ids = match issuer::rotate(&stored, now, ctx.settings.key_rotation, || issuer::generate(now))? {
+        let stored = issuer::read(current.as_deref(), now);
+        if !stored.rejected.is_empty() {
+            // Only the usable keys reach the gateways; the Secret is written back without the rest.
+            ctx.event(
+                tenant,
+                true,
+                Reason::SigningKeysReplaced,
+                format!(
+                    "{} of Secret {}: {}; written again without them",
+                    issuer::KEYS_FIELD,
+                    issuer::KEYS_SECRET,
+                    stored.rejected.join("; ")
+                ),
+                "Provision",
+            )
+            .await;
+        }
+        let rotated = issuer::rotate(&stored.keys, now, ctx.settings.key_rotation, || issuer::generate(now))?;
+        let rotated = rotated.or_else(|| (!stored.rejected.is_empty()).then(|| stored.keys.clone()));
+        key_ids = match rotated {
             Some(keys) => {
                 let owner = tenant
                     .controller_owner_ref(&())
@@ -374,13 +392,33 @@ async fn reconcile_inner(tenant: &Namespace, ctx: &Context) -> Result<Action> {
                     .await?;
                 keys.into_iter().map(|k| k.kid).collect()
             }
-            None => stored.into_iter().map(|k| k.kid).collect(),
+            None => stored.keys.into_iter().map(|k| k.kid).collect(),
         };
+        let tenants = ctx.stores.tenants.state();
+        let owners = crate::snapshot::host_owners(tenants.iter().map(AsRef::as_ref));
+        let taken: Vec<String> = tenant
+            .spec
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let owner = owners.get(&h.trim_end_matches('.').to_ascii_lowercase())?;
+                (*owner != name).then(|| format!("{h} (tenant {owner})"))
+            })
+            .collect();
         if quota_pending {
             Cond::fail(
                 CondType::Ready,
                 Reason::QuotaPending,
                 format!("waiting for the quota controller to count namespace {name}"),
+            )
+        } else if !taken.is_empty() {
+            Cond::fail(
+                CondType::Ready,
+                Reason::HostConflict,
+                format!(
+                    "hosts claimed by tenants created earlier, which the gateway routes to them: {}; remove them from spec.hosts",
+                    taken.join(", ")
+                ),
             )
         } else {
             Cond::ok(

@@ -92,7 +92,9 @@ impl RoutingSync for SyncService {
                     })) => {
                         let applied = a.error.is_empty();
                         metrics.sync_ack(applied);
-                        if applied {
+                        if applied && !a.problems.is_empty() {
+                            tracing::warn!(gateway = %name, version = a.version, problems = %a.problems.join("; "), "gateway applied a snapshot without some parts");
+                        } else if applied {
                             tracing::debug!(gateway = %name, version = a.version, "snapshot acknowledged");
                         } else {
                             tracing::warn!(gateway = %name, version = a.version, error = %a.error, "gateway refused a snapshot");
