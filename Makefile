@@ -20,7 +20,7 @@ E2E_STATE := $(CURDIR)/.state/e2e
 # `lifecycle` uninstalls and reinstalls the shared release, so it runs alone, after the others.
 E2E_SUITES := $(filter-out lifecycle,$(basename $(notdir $(wildcard e2e/tests/*.rs))))
 
-.PHONY: help up down status test test-unit test-e2e generate check-generated chart-lint deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
+.PHONY: help up down status test test-unit test-e2e fuzz generate check-generated chart-lint deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -69,11 +69,18 @@ test: deps ## Unit, mocked and e2e tiers (starts and stops its own control plane
 	@$(MAKE) --no-print-directory -j2 controlplane binaries
 	@$(MAKE) --no-print-directory test-unit test-e2e
 
-test-unit: deps controlplane ## Unit and mocked tiers, plus formatting, lints and generated-file drift (the build node's tests push with crane to a real registry)
+# Seconds each gateway fuzz target runs in `make test` (kept compiling and exercised) and in `make fuzz`.
+FUZZ_TEST_SECONDS ?= 15
+FUZZ_SECONDS ?= 300
+test-unit: deps controlplane ## Unit and mocked tiers, plus formatting, lints, generated-file drift and the gateway's fuzz targets for FUZZ_TEST_SECONDS each (the build node's tests push with crane to a real registry)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace
 	@$(MAKE) --no-print-directory check-generated chart-lint
+	gateway/fuzz/run.sh $(FUZZ_TEST_SECONDS)
+
+fuzz: ## Fuzz the gateway (tokens, paths the rules and the backend see, rule evaluation, request decoding) for FUZZ_SECONDS each
+	gateway/fuzz/run.sh $(FUZZ_SECONDS)
 
 test-e2e: deps ## e2e tier against a fresh real control plane and node (operator), stopped afterwards
 	@$(MAKE) --no-print-directory -j2 controlplane binaries

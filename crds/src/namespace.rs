@@ -137,6 +137,7 @@ pub struct TenantAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.jwksUri) != has(self.jwks)").message("exactly one of issuers[].jwksUri and issuers[].jwks must be set"))]
+#[x_kube(validation = Rule::new("has(self.audiences) && size(self.audiences) > 0").message("issuers[].audiences must name the audiences (aud) of the tokens to accept, usually your application's client id: without them any token of the issuer, for any application, would pass"))]
 pub struct ExternalIssuer {
     /// Exact `iss` claim of the issuer's tokens.
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("issuers[].issuer must be an http(s) URL"))]
@@ -150,7 +151,7 @@ pub struct ExternalIssuer {
     /// Inline JWKS document (JSON), instead of `jwksUri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
-    /// Accepted `aud` values; when set, a token must carry one of them.
+    /// Accepted `aud` values (at least one): a token must carry one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
     /// Accepted signing algorithms. Default `RS256`. `none` and HMAC algorithms are never accepted.

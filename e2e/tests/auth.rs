@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use microplane_crds::AuthRule;
 use microplane_e2e::gateway::{Gateway, Reply, poll, request, with_tenant};
 use microplane_e2e::{Cluster, apply_helloworld};
-use microplane_gateway::auth::token::{Claims, SigningKey};
+use microplane_gateway::auth::token::{Audience, Claims, SigningKey};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
@@ -135,7 +135,9 @@ async fn authenticated_tenant_needs_a_platform_token() {
     bad.pop();
     assert_eq!(call(&gw, &ns, Some(&bad)).status, 401);
 
-    // A token of another tenant is no token here.
+    // A token of another tenant is a foreign account here (SPEC §5): the Authenticated default
+    // (a `*` rule) refuses it at once with 403 — neither served nor taken for anonymous — and a
+    // `+` rule ("any valid account of any tenant") admits it.
     let (c2, _, other) = setup("auth-other", json!({"defaultAccess": "Authenticated"})).await;
     account(&c2, &other, "bob", "s3cret-bob-0123456789", "").await;
     let foreign = token(&gw, &other, "bob", "s3cret-bob-0123456789").await["access_token"]
@@ -143,7 +145,17 @@ async fn authenticated_tenant_needs_a_platform_token() {
         .unwrap()
         .to_string();
     assert_eq!(wait_call(&gw, &other, Some(&foreign), 200).await.status, 200);
-    assert_eq!(call(&gw, &ns, Some(&foreign)).status, 401);
+    let r = call(&gw, &ns, Some(&foreign));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let rules: Api<AuthRule> = Api::namespaced(c.client.clone(), &ns);
+    let any_tenant: AuthRule = serde_json::from_value(json!({
+        "apiVersion": "microplane.dev/v1alpha1", "kind": "AuthRule", "metadata": {"name": "any-tenant"},
+        "spec": {"scope": "+", "access": "Granted", "priority": 10, "resource": {"type": "service", "name": "helloworld", "endpoint": "*"}}
+    }))
+    .unwrap();
+    rules.create(&PostParams::default(), &any_tenant).await.unwrap();
+    let r = wait_call(&gw, &ns, Some(&foreign), 200).await;
+    assert_eq!(r.json(), json!({"message": "Hello Auth"}));
 }
 
 #[tokio::test]
@@ -258,6 +270,7 @@ fn external_token(k: &SigningKey, iss: &str) -> String {
         iat: now,
         account_type: "user".into(),
         token_use: "access".into(),
+        aud: Some(Audience::One("microplane-e2e".into())),
         ..Default::default()
     };
     k.sign(&claims).unwrap()
@@ -267,7 +280,7 @@ async fn external_tenant(prefix: &str, issuer: &str, uri: &str) -> (Cluster, Gat
     setup(
         prefix,
         json!({"defaultAccess": "Authenticated", "auth": {"issuers": [
-            {"issuer": issuer, "jwksUri": uri, "algorithms": ["ES256"], "scopesClaim": "scope"}
+            {"issuer": issuer, "jwksUri": uri, "algorithms": ["ES256"], "audiences": ["microplane-e2e"], "scopesClaim": "scope"}
         ]}}),
     )
     .await

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::response::json_response;
 use crate::snapshot::Route;
 use crate::stream::stream_response;
-use crate::transcode::{self, DynamicCodec};
+use crate::transcode::{self, EncodedRequestCodec};
 use crate::upstream;
 
 /// Most endpoints one call tries.
@@ -78,6 +78,9 @@ pub(crate) async fn call(
     } = c;
     let path = http::uri::PathAndQuery::try_from(format!("/{}/{}", method.parent_service().full_name(), method.name()))
         .map_err(|e| GatewayError::internal(format!("method path: {e}")))?;
+    // Encoded once; the message (many times the size of its encoding) is dropped before the call,
+    // and a retry sends the same bytes.
+    let input = bytes::Bytes::from(prost::Message::encode_to_vec(&input));
     // The identity the gateway verified, set by the gateway alone.
     let mut identity = HeaderMap::new();
     auth::set_identity(&mut identity, tenant, account);
@@ -102,7 +105,7 @@ pub(crate) async fn call(
                 request.metadata_mut().insert(k, v);
             }
         }
-        let codec = DynamicCodec::new(method.output());
+        let codec = EncodedRequestCodec::new(method.output());
         let outcome = if method.is_server_streaming() {
             grpc.server_streaming(request, path.clone(), codec)
                 .await

@@ -86,6 +86,34 @@ pub(crate) async fn request_message(
     message(input, source, &body, &query)
 }
 
+/// Bytes of JSON body per value the gateway accepts at most: a body of many tiny values (`[0,0,…]`)
+/// becomes many times its size as a message (tens of bytes per value), so 4 MiB of them would cost
+/// more than 100 MiB; at one value per 16 bytes the message stays within a few times the body.
+const JSON_BYTES_PER_VALUE: usize = 16;
+
+/// Values in a JSON text, counted without parsing: one, plus every `,`, `[` and `{` outside strings.
+/// An upper bound of the values a message decoded from it holds.
+pub(crate) fn json_values(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// The message of type `input` from `source`.
 fn message(
     input: &MessageDescriptor,
@@ -93,6 +121,16 @@ fn message(
     body: &[u8],
     query: &str,
 ) -> Result<DynamicMessage, GatewayError> {
+    if source == Source::Json {
+        let most = (body.len() / JSON_BYTES_PER_VALUE).max(4096);
+        let values = json_values(body);
+        if values > most {
+            return Err(GatewayError::payload_too_large(format!(
+                "the JSON body holds {values} values; a body of {} bytes may hold {most}",
+                body.len()
+            )));
+        }
+    }
     match source {
         Source::Query => transcode::request_from_params(input, form_urlencoded::parse(query.as_bytes())),
         Source::Json => transcode::request_from_json(input, body),
@@ -132,6 +170,36 @@ mod tests {
     use http::{HeaderValue, StatusCode};
 
     use super::*;
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert_eq!(json_values(b"{}"), 2);
+        assert_eq!(json_values(br#"{"a":1,"b":[1,2,3]}"#), 6);
+        assert_eq!(
+            json_values(br#"{"s":"a,b,[c],{d}\",e"}"#),
+            2,
+            "commas in strings, an escaped quote"
+        );
+        assert_eq!(json_values(&b"[0,".repeat(1000)), 2001);
+    }
+
+    /// Issue 20, item 4: a body of many tiny values is refused before it becomes a message many
+    /// times its size; ordinary bodies, even large ones, pass.
+    #[test]
+    fn bodies_of_many_tiny_values_are_refused() {
+        let pool = prost_reflect::DescriptorPool::global();
+        let desc = pool.get_message_by_name("google.protobuf.ListValue").unwrap();
+        // A ListValue's JSON is an array.
+        let mut tiny = b"[".to_vec();
+        tiny.extend(b"0,".repeat(500_000));
+        tiny.extend(b"0]");
+        let err = message(&desc, Source::Json, &tiny, "").unwrap_err();
+        assert_eq!(err.code, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+        assert!(err.to_string().contains("500002 values"), "{err}");
+        let words: Vec<String> = (0..20_000).map(|i| format!("\"word number {i}\"")).collect();
+        let fine = format!("[{}]", words.join(","));
+        assert!(message(&desc, Source::Json, fine.as_bytes(), "").is_ok());
+    }
 
     #[test]
     fn get_and_head_read_the_query_and_unknown_methods_are_refused() {

@@ -68,6 +68,18 @@ struct Args {
     #[arg(long, env = "MICROPLANE_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
     idle_timeout_seconds: u64,
     /// Log one line per request (target `access`).
+    /// Seconds a websocket tunnel may carry nothing either way before it is closed.
+    #[arg(long, env = "MICROPLANE_TUNNEL_IDLE_TIMEOUT_SECONDS", default_value_t = 300)]
+    tunnel_idle_timeout_seconds: u64,
+    /// Client connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "MICROPLANE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Token requests a minute (and burst) per tenant and client id at the token endpoints.
+    #[arg(long, env = "MICROPLANE_TOKEN_REQUESTS_PER_MINUTE_PER_CLIENT", default_value_t = 10)]
+    token_requests_per_minute_per_client: u32,
+    /// Token requests a minute (and burst) per client IP at the token endpoints.
+    #[arg(long, env = "MICROPLANE_TOKEN_REQUESTS_PER_MINUTE_PER_IP", default_value_t = 30)]
+    token_requests_per_minute_per_ip: u32,
     /// Comma-separated CIDRs of proxies in front of the gateway (a load balancer ending TLS) whose
     /// `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are believed; from anyone else they
     /// are replaced. Empty: nobody's.
@@ -116,6 +128,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_header_bytes: args.max_header_bytes,
         access_log: args.access_log,
         trusted_proxies: args.trusted_proxies,
+        tunnel_idle_timeout: Duration::from_secs(args.tunnel_idle_timeout_seconds.max(1)),
+        max_connections: args.max_connections.max(1),
+        token_rate: (
+            args.token_requests_per_minute_per_client,
+            args.token_requests_per_minute_per_ip,
+        ),
         ..Settings::default()
     };
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));

@@ -52,6 +52,61 @@ pub(crate) struct Identity<'a> {
     pub own_credentials: bool,
 }
 
+/// What bounds one proxied request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Largest request body forwarded (→ 413).
+    pub max_body_bytes: usize,
+    /// A websocket tunnel with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: std::time::Duration,
+}
+
+fn too_large(limit: usize) -> GatewayError {
+    GatewayError::payload_too_large(format!("the request body is larger than {limit} bytes"))
+}
+
+/// Whether a failed backend request failed because its body went over the limit.
+fn body_over_limit(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Copies both ways between `a` and `b` until either side closes, or neither sends anything for
+/// `idle` (an error then).
+async fn tunnel<A, B>(a: &mut A, b: &mut B, idle: std::time::Duration) -> std::io::Result<()>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let (mut up, mut down) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        tokio::select! {
+            n = ar.read(&mut up), if a_open => match n? {
+                0 => { a_open = false; bw.shutdown().await?; }
+                n => bw.write_all(&up[..n]).await?,
+            },
+            n = br.read(&mut down), if b_open => match n? {
+                0 => { b_open = false; aw.shutdown().await?; }
+                n => aw.write_all(&down[..n]).await?,
+            },
+            () = tokio::time::sleep(idle) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel idle"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes a client's request headers safe to forward, in this order: hop-by-hop headers go (and
 /// those `Connection` names); every `Micro-*` header a client sent goes (the gateway sets its own
 /// afterwards, so a `Connection` header cannot remove them); credentials of another tenant go;
@@ -168,6 +223,23 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The client's IP: the connection's peer, or, when the peer is a trusted proxy, the last address its
+/// `X-Forwarded-For` names (the one the proxy saw).
+pub(crate) fn client_ip(headers: &HeaderMap, peer: &Peer) -> std::net::IpAddr {
+    let peer_ip = peer.addr.ip().to_canonical();
+    if !peer.trusted {
+        return peer_ip;
+    }
+    headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+        .next_back()
+        .map_or(peer_ip, |ip| ip.to_canonical())
+}
+
 /// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
 pub(crate) fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_str(&ip.to_string()).ok()
@@ -183,8 +255,17 @@ pub(crate) async fn forward(
     mut req: Request<Incoming>,
     peer: &Peer,
     identity: Identity<'_>,
+    limits: Limits,
     upstream_out: &mut Option<String>,
 ) -> Result<Response<BoxBody>, GatewayError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(too_large(limits.max_body_bytes));
+    }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -194,7 +275,10 @@ pub(crate) async fn forward(
     }
     .map_err(|_| GatewayError::bad_request(format!("cannot forward to path {rest}")))?;
     prepare_headers(&mut parts.headers, upgrade, peer, identity);
-    let mut out = Request::new(body.map_err(Into::into).boxed_unsync());
+    // A body without a declared length is cut off at the limit: the backend's request fails and the
+    // client gets 413.
+    let limited = http_body_util::Limited::new(body, limits.max_body_bytes);
+    let mut out = Request::new(limited.boxed_unsync());
     *out.method_mut() = parts.method;
     *out.uri_mut() = Uri::from(path);
     *out.headers_mut() = parts.headers;
@@ -258,11 +342,14 @@ pub(crate) async fn forward(
                     && let Some(client_side) = client_upgrade
                 {
                     let backend_side = hyper::upgrade::on(&mut resp);
+                    let idle = limits.tunnel_idle_timeout;
                     tokio::spawn(async move {
                         if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
                             let mut c = TokioIo::new(c);
                             let mut b = TokioIo::new(b);
-                            let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                            if let Err(e) = tunnel(&mut c, &mut b, idle).await {
+                                tracing::debug!(error = %e, "websocket tunnel ended");
+                            }
                         }
                     });
                     let (mut rp, _) = resp.into_parts();
@@ -288,6 +375,7 @@ pub(crate) async fn forward(
                     out = again;
                     picked = Some(current);
                 }
+                _ if body_over_limit(e.error()) => return Err(too_large(limits.max_body_bytes)),
                 _ => {
                     tracing::debug!(error = %e.error(), upstream = %upstream.address, "backend request failed");
                     return Err(GatewayError::bad_gateway(format!(
@@ -363,6 +451,7 @@ mod tests {
                 issuer: format!("https://{tenant}"),
                 expires_at: 0,
                 token_use: "access".into(),
+                audiences: vec![],
             },
             issuer_tenant: tenant.into(),
             own,
@@ -413,6 +502,16 @@ mod tests {
             h["authorization"], "Bearer own-token",
             "the tenant's own token reaches its backend"
         );
+    }
+
+    #[test]
+    fn the_client_ip_comes_from_a_trusted_proxy_only() {
+        let h = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.5")]);
+        let direct = Peer::new("192.0.2.7:1000".parse().unwrap(), &[]);
+        assert_eq!(client_ip(&h, &direct).to_string(), "192.0.2.7");
+        let lb = Peer::new("10.0.0.2:1000".parse().unwrap(), &["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(client_ip(&h, &lb).to_string(), "203.0.113.5");
+        assert_eq!(client_ip(&HeaderMap::new(), &lb).to_string(), "10.0.0.2");
     }
 
     #[test]

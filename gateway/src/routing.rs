@@ -82,9 +82,27 @@ impl Routing {
     }
 
     /// Rebuilds the auth state from the last snapshot if external issuers' keys changed since it was
-    /// built. Returns the auth state served afterwards.
+    /// built. Returns the auth state served afterwards. Waits for a build in progress: for the
+    /// sync task, never for a request ([`Routing::try_rebuild_auth`]).
     pub(crate) fn rebuild_auth(&self) -> Option<Arc<AuthState>> {
-        let _building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
+        let building = self.auth_build.lock().unwrap_or_else(PoisonError::into_inner);
+        self.rebuild_auth_locked(&building)
+    }
+
+    /// [`Routing::rebuild_auth`] for the request path, which never blocks a runtime thread on a
+    /// lock: while a snapshot or auth state is being built (which may take a while with many
+    /// descriptors), the state served now is returned. That build reads the key sets when it builds
+    /// the auth state, and [`crate::sync::follow_external_keys`] rebuilds after every key change, so
+    /// a request that loses this race at worst sees the new key a moment later.
+    pub(crate) fn try_rebuild_auth(&self) -> Option<Arc<AuthState>> {
+        match self.auth_build.try_lock() {
+            Ok(building) => self.rebuild_auth_locked(&building),
+            Err(std::sync::TryLockError::Poisoned(p)) => self.rebuild_auth_locked(&p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => self.auth.load_full(),
+        }
+    }
+
+    fn rebuild_auth_locked(&self, _building: &std::sync::MutexGuard<'_, ()>) -> Option<Arc<AuthState>> {
         let current = self.auth.load_full();
         let (generation, keys) = self.jwks.snapshot();
         if current.as_ref().is_some_and(|a| a.keys_generation >= generation) {

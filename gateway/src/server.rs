@@ -41,6 +41,9 @@ impl Default for Drain {
     }
 }
 
+/// Concurrent HTTP/2 streams one client connection may open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
 /// [`serve`] with a shutdown sequence: when `shutdown` resolves, `health` turns not ready at once;
 /// new and open connections keep being served for `drain.delay`; then the listener closes, every
 /// connection is asked to finish (HTTP/1.1 answers its request in flight with `Connection: close`
@@ -84,10 +87,22 @@ pub async fn serve_graceful(
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(1024);
+        // Each stream holds a request's body and state: a client gets as many as an HTTP/1.1 client
+        // would get connections from a browser, times a few (issue 20: 1024 let one connection hold
+        // 1024 requests' memory).
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let open = Arc::new(OpenConnections::default());
+    // At most `max_connections` are served at once; the next waits in the listen backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(s.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -113,6 +128,7 @@ pub async fn serve_graceful(
             .into_owned();
         let registered = open.register();
         tokio::spawn(async move {
+            let _slot = slot;
             let (stop, _guard) = registered;
             let mut conn = std::pin::pin!(conn);
             // The connection first: the stop signal is looked at only when the connection is not

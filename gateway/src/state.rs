@@ -19,6 +19,12 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
+    /// A websocket tunnel with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Client connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Token requests a minute per (tenant, client id), and per client IP.
+    pub token_rate: (u32, u32),
     /// Log one line per request.
     pub access_log: bool,
     /// Timing of external issuers' key set fetches.
@@ -36,6 +42,12 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
+            tunnel_idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            token_rate: (
+                crate::auth::limits::PER_CLIENT_PER_MINUTE,
+                crate::auth::limits::PER_IP_PER_MINUTE,
+            ),
             access_log: true,
             jwks: JwksSettings::default(),
             trusted_proxies: Vec::new(),
@@ -51,6 +63,8 @@ pub struct Gateway {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
+    /// Rate limits of the tenants' token endpoints.
+    pub(crate) token_limits: crate::auth::limits::TokenLimits,
 }
 
 impl Gateway {
@@ -58,6 +72,7 @@ impl Gateway {
     pub fn new(settings: Settings, metrics: Metrics) -> Self {
         Self {
             routing: Routing::new(settings.jwks),
+            token_limits: crate::auth::limits::TokenLimits::new(settings.token_rate.0, settings.token_rate.1),
             settings,
             metrics,
         }

@@ -519,3 +519,19 @@ async fn a_connection_closed_without_notice_is_not_used_again() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
     task.abort();
 }
+
+/// Issue 20, item 4: `Http` bodies are bounded like transcoded ones (docs/gateway.md: 413 above
+/// `--max-body-bytes`), before anything reaches the backend.
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_before_the_backend() {
+    let backend = Backend::start(Mode::KeepAlive).await;
+    let (gw, addr) = gateway(&[backend.addr]).await;
+    let mut c = Client::connect(addr).await;
+    let too_big = vec![b'x'; gw.settings.max_body_bytes + 1];
+    let (status, body) = c.fetch(Request::post("/web/upload"), too_big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body:?}");
+    assert!(backend.seen().is_empty());
+    let mut c = Client::connect(addr).await;
+    let (status, _) = c.fetch(Request::post("/web/upload"), vec![b'x'; 1024]).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -66,23 +66,69 @@ fn endpoints_of(slices: &[&EndpointSlice]) -> (Vec<v1::Endpoint>, Vec<String>) {
 
 /// Type of the Secrets that are accounts of a tenant (docs/auth.md).
 pub(crate) const ACCOUNT_TYPE: &str = "microplane.dev/account";
-/// Data key the operator puts in place of an account's secret: its SHA-256.
-pub(crate) const SECRET_SHA256: &str = "secret-sha256";
+/// Data key the operator puts in place of an account's secret: its PBKDF2 hash ([`hash_secret`]).
+pub(crate) const SECRET_HASH: &str = "secret-pbkdf2";
+/// Data key of the hash's salt.
+pub(crate) const SECRET_SALT: &str = "secret-salt";
+/// Data key set instead when the secret is too short to be an account secret.
+pub(crate) const SECRET_TOO_SHORT: &str = "secret-too-short";
+/// The shortest account secret accepted: 16 bytes (128 bits when random; `openssl rand -hex 16`
+/// gives 32 characters). A shorter one never signs in, and the tenant says why.
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
+/// PBKDF2-HMAC-SHA256 iterations of account secrets: about 10 ms per check on one core, which
+/// the token endpoint's rate limit makes the most a client can cost.
+pub(crate) const SECRET_ITERATIONS: u32 = 20_000;
 
-/// Replaces an account Secret's `secret` by its SHA-256 before the Secret reaches a cache: the
-/// operator never holds account secrets, and the gateway gets only what checks them.
+/// The PBKDF2-HMAC-SHA256 hash of `secret` with `salt`.
+pub(crate) fn hash_secret(secret: &[u8], salt: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    let iterations = std::num::NonZeroU32::new(SECRET_ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        secret,
+        &mut out,
+    );
+    out
+}
+
+/// Replaces an account Secret's `secret` by its salted PBKDF2 hash before the Secret reaches a
+/// cache: the operator never holds account secrets, and the gateway gets only what checks them.
+/// The salt is the Secret's own (its uid, else its namespace and name), so that one secret hashes
+/// the same way on every event and two accounts with one secret hash differently. Hash fields a
+/// user wrote into the Secret are removed first: only the operator sets them.
 pub(crate) fn hash_account(secret: &mut k8s_openapi::api::core::v1::Secret) {
     use sha2::Digest;
     secret.metadata.managed_fields = None;
     secret.metadata.annotations = None;
     secret.string_data = None;
+    let salt = sha2::Sha256::digest(format!(
+        "microplane.dev/account:{}:{}/{}",
+        secret.metadata.uid.as_deref().unwrap_or(""),
+        secret.metadata.namespace.as_deref().unwrap_or(""),
+        secret.metadata.name.as_deref().unwrap_or("")
+    ))[..16]
+        .to_vec();
     if let Some(data) = secret.data.as_mut() {
-        let hashed = data
-            .remove("secret")
-            .map(|v| k8s_openapi::ByteString(sha2::Sha256::digest(&v.0).to_vec()));
-        data.remove(SECRET_SHA256);
-        if let Some(h) = hashed {
-            data.insert(SECRET_SHA256.into(), h);
+        let raw = data.remove("secret");
+        for k in [SECRET_HASH, SECRET_SALT, SECRET_TOO_SHORT] {
+            data.remove(k);
+        }
+        match raw {
+            Some(v) if v.0.len() < MIN_SECRET_BYTES => {
+                tracing::warn!(
+                    namespace = secret.metadata.namespace.as_deref().unwrap_or(""),
+                    account = secret.metadata.name.as_deref().unwrap_or(""),
+                    "account secret shorter than {MIN_SECRET_BYTES} bytes: it cannot sign in"
+                );
+                data.insert(SECRET_TOO_SHORT.into(), k8s_openapi::ByteString(b"true".to_vec()));
+            }
+            Some(v) => {
+                data.insert(SECRET_HASH.into(), k8s_openapi::ByteString(hash_secret(&v.0, &salt)));
+                data.insert(SECRET_SALT.into(), k8s_openapi::ByteString(salt));
+            }
+            None => {}
         }
     }
 }
@@ -178,8 +224,10 @@ fn tenant_auth(
         .iter()
         .filter(|s| s.namespace().as_deref() == Some(name))
         .filter_map(|s| {
+            use sha2::Digest;
             let data = s.data.as_ref()?;
-            let hash = data.get(SECRET_SHA256)?.0.clone();
+            let hash = data.get(SECRET_HASH)?.0.clone();
+            let salt = data.get(SECRET_SALT)?.0.clone();
             Some(v1::Account {
                 id: text(data, "id").unwrap_or_else(|| s.name_any()),
                 r#type: text(data, "type").unwrap_or_else(|| "user".into()),
@@ -191,7 +239,10 @@ fn tenant_auth(
                             .collect()
                     })
                     .unwrap_or_default(),
-                secret_sha256: hash,
+                secret_version: sha2::Sha256::digest(&hash)[..8].to_vec(),
+                secret_pbkdf2: hash,
+                salt,
+                iterations: SECRET_ITERATIONS,
             })
         })
         .collect();
@@ -513,7 +564,7 @@ mod tests {
             crate::issuer::secret("acme", std::slice::from_ref(&key), owner).unwrap(),
         )];
         let mut account: Secret = serde_yaml::from_str(
-            "metadata: {name: alice, namespace: acme}\ntype: microplane.dev/account\nstringData: {}\ndata: {secret: c2VjcmV0, scopes: YWRtaW4gcmVhZA==}",
+            "metadata: {name: alice, namespace: acme}\ntype: microplane.dev/account\nstringData: {}\ndata: {secret: Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5, scopes: YWRtaW4gcmVhZA==}",
         )
         .unwrap();
         hash_account(&mut account);
@@ -551,8 +602,11 @@ mod tests {
         assert_eq!(t.accounts[0].id, "alice");
         assert_eq!(t.accounts[0].r#type, "user");
         assert_eq!(t.accounts[0].scopes, ["admin", "read"]);
-        use sha2::Digest;
-        assert_eq!(t.accounts[0].secret_sha256, sha2::Sha256::digest(b"secret").to_vec());
+        let a = &t.accounts[0];
+        assert_eq!(a.salt.len(), 16);
+        assert_eq!(a.iterations, SECRET_ITERATIONS);
+        assert_eq!(a.secret_pbkdf2, hash_secret(b"correct-horse-battery", &a.salt));
+        assert_eq!(a.secret_version.len(), 8);
         assert_eq!(t.external_issuers.len(), 1);
         assert_eq!(t.external_issuers[0].algorithms, ["ES256"]);
     }
@@ -583,6 +637,35 @@ mod tests {
         };
         assert_eq!(hosts("zeta"), ["api.shared.example", "zeta.example"]);
         assert_eq!(hosts("alpha"), ["alpha.example"]);
+    }
+
+    /// Issue 20, item 5: salted and slow; a short secret never signs in; hash fields a user writes
+    /// are not taken.
+    #[test]
+    fn account_secrets_are_salted_slow_hashes_and_short_ones_are_refused() {
+        use k8s_openapi::api::core::v1::Secret;
+        let account = |name: &str, uid: &str, data: &str| {
+            let mut s: Secret = serde_yaml::from_str(&format!(
+                "metadata: {{name: {name}, namespace: acme, uid: {uid}}}\ntype: microplane.dev/account\ndata: {data}"
+            ))
+            .unwrap();
+            hash_account(&mut s);
+            s
+        };
+        // One secret, two accounts: two hashes.
+        let same = "{secret: Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5}";
+        let (a, b) = (account("a", "u1", same), account("b", "u2", same));
+        let hash = |s: &Secret| s.data.as_ref().unwrap()[SECRET_HASH].0.clone();
+        assert_ne!(hash(&a), hash(&b));
+        // The same Secret again: the same hash (no churn on every event).
+        assert_eq!(hash(&account("a", "u1", same)), hash(&a));
+        // Too short: no hash at all, and the tenant can name it.
+        let short = account("weak", "u3", "{secret: c2VjcmV0}");
+        assert!(!short.data.as_ref().unwrap().contains_key(SECRET_HASH));
+        assert!(short.data.as_ref().unwrap().contains_key(SECRET_TOO_SHORT));
+        // A hash the user wrote is dropped.
+        let forged = account("f", "u4", "{secret-pbkdf2: AAAA, secret-salt: AAAA}");
+        assert!(forged.data.as_ref().unwrap().is_empty(), "{forged:?}");
     }
 
     #[test]

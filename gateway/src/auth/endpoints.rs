@@ -10,11 +10,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, header};
-use sha2::Digest;
-use subtle::ConstantTimeEq;
 
 use super::TenantAuth;
-use super::token::{Claims, TokenUse, Verifier};
+use super::token::{Audience, Claims, REFRESH_AUDIENCE, TokenUse, Verifier};
 use crate::error::GatewayError;
 
 /// Lifetime of refresh tokens.
@@ -127,31 +125,53 @@ pub(crate) fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<TokenRe
     Ok(req)
 }
 
+/// The `aud` of refresh tokens issued for a secret of version `version`.
+fn refresh_audience(version: &str) -> String {
+    format!("{REFRESH_AUDIENCE}{version}")
+}
+
 fn invalid_client() -> GatewayError {
     GatewayError::unauthorized("invalid client credentials")
 }
 
-/// Checks a presented secret against an account, in time that does not depend on where they differ
-/// or on whether the account exists.
+/// Most PBKDF2 iterations a check does, whatever a snapshot says.
+const MAX_ITERATIONS: u32 = 1_000_000;
+/// Iterations of the check made for an unknown account: the operator's.
+const UNKNOWN_ITERATIONS: u32 = 20_000;
+
+/// Checks a presented secret against an account's PBKDF2 hash (constant time), doing the same work
+/// whether or not the account exists. It takes milliseconds: call it off the runtime's threads.
 pub(crate) fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
-    let presented = sha2::Sha256::digest(secret.as_bytes());
-    match t.accounts.get(id) {
-        Some(a) => bool::from(presented.as_slice().ct_eq(&a.secret_sha256)),
-        None => {
-            // Same work as a real comparison.
-            let _ = presented.as_slice().ct_eq(&[0u8; 32]);
-            false
-        }
-    }
+    use aws_lc_rs::pbkdf2;
+    let (salt, iterations, hash, known) = match t.accounts.get(id) {
+        Some(a) => (a.salt.as_slice(), a.iterations, a.secret_pbkdf2.as_slice(), true),
+        None => (
+            &b"microplane.dev/unknown-account"[..],
+            UNKNOWN_ITERATIONS,
+            &[0u8; 32][..],
+            false,
+        ),
+    };
+    let Some(iterations) = std::num::NonZeroU32::new(iterations.min(MAX_ITERATIONS)) else {
+        return false;
+    };
+    let ok = pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, salt, secret.as_bytes(), hash).is_ok();
+    ok && known
 }
 
 /// Issues tokens for a request: 200 with `{access_token, token_type, expires_in, refresh_token,
 /// scope}`, or a docs/gateway.md#errors error (401 for wrong credentials or an unusable refresh token).
+/// `secret_ok` says whether the request's client secret matched ([`check_secret`], run before).
+///
+/// A refresh token names the account's secret version, so a changed secret ends it; one obtained
+/// by refreshing keeps the expiry of the one presented, so a chain of refreshes ends
+/// [`REFRESH_TTL`] after the secret was last presented.
 pub(crate) fn issue(
     t: &TenantAuth,
     verifier: &Verifier,
     req: &TokenRequest,
     now: i64,
+    secret_ok: bool,
 ) -> Result<serde_json::Value, GatewayError> {
     let signing = t
         .signing
@@ -162,15 +182,15 @@ pub(crate) fn issue(
     } else {
         "client_credentials"
     });
-    let id = match grant {
+    let (id, refresh_expires) = match grant {
         "client_credentials" | "password" => {
-            let (Some(id), Some(secret)) = (req.client_id.as_deref(), req.client_secret.as_deref()) else {
+            let (Some(id), Some(_)) = (req.client_id.as_deref(), req.client_secret.as_deref()) else {
                 return Err(GatewayError::bad_request("client_id and client_secret are required"));
             };
-            if !check_secret(t, id, secret) {
+            if !secret_ok {
                 return Err(invalid_client());
             }
-            id.to_string()
+            (id.to_string(), now + REFRESH_TTL)
         }
         "refresh_token" => {
             let token = req
@@ -180,10 +200,15 @@ pub(crate) fn issue(
             let v = verifier
                 .verify_refresh(token, now)
                 .map_err(|_| GatewayError::unauthorized("invalid refresh token"))?;
-            if v.tenant != t.tenant || !t.accounts.contains_key(&v.account_id) {
+            let current = t
+                .accounts
+                .get(&v.account_id)
+                .map(|a| refresh_audience(&a.secret_version));
+            if v.tenant != t.tenant || current.is_none_or(|aud| !v.audiences.contains(&aud)) {
+                // Another tenant's, an account that is gone, or a secret that changed since.
                 return Err(GatewayError::unauthorized("invalid refresh token"));
             }
-            v.account_id
+            (v.account_id, v.expires_at)
         }
         other => {
             return Err(GatewayError::bad_request(format!(
@@ -192,11 +217,12 @@ pub(crate) fn issue(
         }
     };
     let account = t.accounts.get(&id).ok_or_else(invalid_client)?;
-    let claims = |use_: TokenUse, ttl: i64| Claims {
+    let claims = |use_: TokenUse, exp: i64| Claims {
         sub: id.clone(),
         iss: t.issuer.clone(),
-        exp: now + ttl,
+        exp,
         iat: now,
+        aud: (use_ == TokenUse::Refresh).then(|| Audience::One(refresh_audience(&account.secret_version))),
         account_type: account.account_type.clone(),
         scopes: account.scopes.clone(),
         token_use: use_.as_str().to_string(),
@@ -207,8 +233,8 @@ pub(crate) fn issue(
             .sign(c)
             .map_err(|e| GatewayError::internal(format!("signing a token failed: {}", e.category())))
     };
-    let access = sign(&claims(TokenUse::Access, t.token_ttl))?;
-    let refresh = sign(&claims(TokenUse::Refresh, REFRESH_TTL))?;
+    let access = sign(&claims(TokenUse::Access, now + t.token_ttl))?;
+    let refresh = sign(&claims(TokenUse::Refresh, refresh_expires))?;
     Ok(serde_json::json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -221,6 +247,93 @@ pub(crate) fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
+
+    use crate::auth::AuthState;
+    use crate::auth::token::{SigningKey, TokenCache};
+    use microplane_wire::sync::v1;
+
+    /// Tenant `acme` with the account `alice` whose secret is `secret`, as the operator sends it.
+    fn state(key: &SigningKey, secret: &str) -> AuthState {
+        let salt = b"0123456789abcdef".to_vec();
+        let mut hash = vec![0u8; 32];
+        let iterations = std::num::NonZeroU32::new(1000).unwrap();
+        aws_lc_rs::pbkdf2::derive(
+            aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            &salt,
+            secret.as_bytes(),
+            &mut hash,
+        );
+        let wire = v1::Snapshot {
+            version: 1,
+            tenants: vec![v1::Tenant {
+                name: "acme".into(),
+                issuer: "http://gw/acme".into(),
+                signing_keys: vec![v1::SigningKey {
+                    kid: key.kid.clone(),
+                    pkcs8: key.pkcs8_der(),
+                }],
+                accounts: vec![v1::Account {
+                    id: "alice".into(),
+                    r#type: "user".into(),
+                    secret_version: sha2::Sha256::digest(&hash)[..8].to_vec(),
+                    secret_pbkdf2: hash,
+                    salt,
+                    iterations: 1000,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        AuthState::build(&wire, &std::collections::HashMap::new(), 0, TokenCache::new(64)).0
+    }
+
+    fn login(s: &AuthState, secret: &str, now: i64) -> Result<serde_json::Value, GatewayError> {
+        let t = &s.tenants["acme"];
+        let req = TokenRequest {
+            client_id: Some("alice".into()),
+            client_secret: Some(secret.into()),
+            ..Default::default()
+        };
+        issue(t, &s.verifier, &req, now, check_secret(t, "alice", secret))
+    }
+
+    fn refresh(s: &AuthState, token: &str, now: i64) -> Result<serde_json::Value, GatewayError> {
+        let req = TokenRequest {
+            refresh_token: Some(token.into()),
+            ..Default::default()
+        };
+        issue(&s.tenants["acme"], &s.verifier, &req, now, false)
+    }
+
+    /// Issue 20, item 5: secrets checked against a salted PBKDF2 hash; a refresh chain ends when
+    /// the first refresh token would have (no endless renewal); a new secret ends every refresh
+    /// token of the old one.
+    #[test]
+    fn refresh_tokens_neither_outlive_their_login_nor_a_changed_secret() {
+        let key = SigningKey::generate("k").unwrap();
+        let s = state(&key, "correct-horse-battery");
+        let now = crate::auth::now_unix();
+        assert_eq!(login(&s, "wrong-horse-battery!", now).unwrap_err().code, 401);
+        assert!(!check_secret(&s.tenants["acme"], "nobody", "correct-horse-battery"));
+        let first = login(&s, "correct-horse-battery", now).unwrap();
+        let r1 = first["refresh_token"].as_str().unwrap().to_string();
+        let exp = |t: &str| s.verifier.verify_refresh(t, now + 1).unwrap().expires_at;
+        assert_eq!(exp(&r1), now + REFRESH_TTL);
+
+        // An hour later: a new refresh token, expiring when the first one does.
+        let second = refresh(&s, &r1, now + 3600).unwrap();
+        let r2 = second["refresh_token"].as_str().unwrap().to_string();
+        assert_eq!(exp(&r2), now + REFRESH_TTL, "refreshing does not extend the chain");
+
+        // The secret is rotated: the old refresh tokens are refused, a login with the new one works.
+        let rotated = state(&key, "a-brand-new-secret-0001");
+        assert_eq!(refresh(&rotated, &r2, now + 7200).unwrap_err().code, 401);
+        assert!(login(&rotated, "a-brand-new-secret-0001", now).is_ok());
+        assert_eq!(login(&rotated, "correct-horse-battery", now).unwrap_err().code, 401);
+    }
 
     #[test]
     fn paths() {

@@ -14,6 +14,7 @@
 
 pub(crate) mod endpoints;
 pub(crate) mod jwks;
+pub(crate) mod limits;
 pub(crate) mod login;
 pub mod rules;
 pub mod token;
@@ -136,8 +137,14 @@ pub(crate) struct AccountEntry {
     pub account_type: String,
     /// Its scopes.
     pub scopes: Vec<String>,
-    /// SHA-256 of its secret.
-    pub secret_sha256: Vec<u8>,
+    /// PBKDF2-HMAC-SHA256 of its secret with `salt` and `iterations`.
+    pub secret_pbkdf2: Vec<u8>,
+    /// The hash's salt.
+    pub salt: Vec<u8>,
+    /// The hash's iterations.
+    pub iterations: u32,
+    /// Carried by its refresh tokens: a changed secret ends them.
+    pub secret_version: String,
 }
 
 /// A tenant's auth state in one snapshot.
@@ -224,7 +231,10 @@ impl TenantAuth {
                     AccountEntry {
                         account_type: a.r#type.clone(),
                         scopes: a.scopes.clone(),
-                        secret_sha256: a.secret_sha256.clone(),
+                        secret_pbkdf2: a.secret_pbkdf2.clone(),
+                        salt: a.salt.clone(),
+                        iterations: a.iterations,
+                        secret_version: a.secret_version.iter().map(|b| format!("{b:02x}")).collect(),
                     },
                 )
             })
@@ -381,17 +391,43 @@ impl AuthState {
                     // The first tenant's configuration of a shared external issuer wins.
                     continue;
                 }
-                let algorithms: Vec<Alg> = e.algorithms.iter().filter_map(|a| Alg::from_name(a)).collect();
+                // RS256 when none is configured; a name the gateway does not support is left out
+                // (never replaced by another algorithm), and an issuer left with none, or without
+                // audiences (any token of the issuer, for any application, would pass), verifies
+                // nothing. The CRD refuses both at apply time; this holds for older objects too.
+                let mut algorithms = Vec::new();
+                for name in &e.algorithms {
+                    match Alg::from_name(name) {
+                        Some(a) => algorithms.push(a),
+                        None => problems.push(AuthConfigError {
+                            tenant: t.name.clone(),
+                            reason: format!("external issuer {}: algorithm {name:?} is not supported", e.issuer),
+                        }),
+                    }
+                }
+                if e.algorithms.is_empty() {
+                    algorithms.push(Alg::RS256);
+                }
+                if e.audiences.is_empty() {
+                    problems.push(AuthConfigError {
+                        tenant: t.name.clone(),
+                        reason: format!(
+                            "external issuer {} lists no audiences: its tokens are refused until spec.auth.issuers[].audiences names them",
+                            e.issuer
+                        ),
+                    });
+                    continue;
+                }
+                if algorithms.is_empty() {
+                    // Reported above, per name: trusting it with other algorithms would be a guess.
+                    continue;
+                }
                 issuers_by_iss.insert(
                     e.issuer.clone(),
                     Issuer {
                         issuer: e.issuer.clone(),
                         tenant: String::new(),
-                        algorithms: if algorithms.is_empty() {
-                            vec![Alg::RS256]
-                        } else {
-                            algorithms
-                        },
+                        algorithms,
                         audiences: e.audiences.clone(),
                         scopes_claim: (!e.scopes_claim.is_empty()).then(|| e.scopes_claim.clone()),
                         keys: external_keys.get(&e.issuer).cloned().unwrap_or_default(),
@@ -472,6 +508,7 @@ mod tests {
             issuer: "i".into(),
             expires_at: 0,
             token_use: "access".into(),
+            audiences: vec![],
         };
         h.insert("micro-account-id", "forged".parse().unwrap());
         h.insert("micro-account-namespace", "forged".parse().unwrap());
@@ -513,6 +550,7 @@ mod tests {
             issuer: issuer.into(),
             expires_at: 0,
             token_use: "access".into(),
+            audiences: vec![],
         }
     }
 

@@ -26,6 +26,10 @@ mod verifier;
 mod tests;
 
 pub use claims::{Audience, Claims, TokenUse, Verified};
+
+/// The `aud` of a platform refresh token: this prefix and the account's secret version, so that a
+/// changed secret ends every refresh token issued for the old one.
+pub const REFRESH_AUDIENCE: &str = "microplane-refresh:";
 pub use error::{KeyError, TokenError};
 pub use extract::{TOKEN_COOKIE, extract};
 pub use keys::{Alg, PublicKey, SigningKey, parse_jwks};

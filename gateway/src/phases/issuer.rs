@@ -7,18 +7,21 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::limits::TokenLimits;
 use crate::auth::{self, AuthState};
 use crate::body::BoxBody;
 use crate::error::GatewayError;
 use crate::response::json_response;
 use crate::snapshot::Tenant;
 
-/// Answers `endpoint` of `tenant`'s issuer.
+/// Answers `endpoint` of `tenant`'s issuer; token requests from `ip` count against `limits`.
 pub(super) async fn serve(
     auth_state: &AuthState,
     tenant: &Tenant,
     endpoint: &str,
     req: Request<Incoming>,
+    limits: &TokenLimits,
+    ip: std::net::IpAddr,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let ta = auth_state
         .tenants
@@ -38,7 +41,25 @@ pub(super) async fn serve(
                 .map_err(|_| GatewayError::payload_too_large("token request too large"))?
                 .to_bytes();
             let request = auth::endpoints::parse_request(&headers, &body)?;
-            let issued = auth::endpoints::issue(&ta, &auth_state.verifier, &request, auth::now_unix())?;
+            let client = request.client_id.as_deref();
+            let known = client.is_some_and(|id| ta.accounts.contains_key(id));
+            if let Err(wait) = limits.check(&tenant.name, client, known, ip) {
+                return Err(GatewayError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many token requests; try again in {} s", wait.as_secs().max(1)),
+                ));
+            }
+            // PBKDF2 takes milliseconds: off the runtime's threads.
+            let secret_ok = match (request.client_id.clone(), request.client_secret.clone()) {
+                (Some(id), Some(secret)) => {
+                    let ta = ta.clone();
+                    tokio::task::spawn_blocking(move || auth::endpoints::check_secret(&ta, &id, &secret))
+                        .await
+                        .unwrap_or(false)
+                }
+                _ => false,
+            };
+            let issued = auth::endpoints::issue(&ta, &auth_state.verifier, &request, auth::now_unix(), secret_ok)?;
             let mut r = json(issued);
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

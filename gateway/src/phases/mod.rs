@@ -111,7 +111,8 @@ impl Gateway {
                 .cloned()
                 .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
             ctx.tenant = Some(tenant.clone());
-            return issuer::serve(&auth_state, &tenant, endpoint, req).await;
+            let ip = proxy::client_ip(req.headers(), peer);
+            return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
 
         // Phase 1: tenant (header, host, the issuer of a valid token, the default).
@@ -128,7 +129,8 @@ impl Gateway {
             return Ok(cors::preflight());
         }
         if let Some((None, endpoint)) = well_known {
-            return issuer::serve(&auth_state, &tenant, endpoint, req).await;
+            let ip = proxy::client_ip(req.headers(), peer);
+            return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
         let tenant_auth = auth_state
             .tenants
@@ -158,7 +160,11 @@ impl Gateway {
                     account: account.as_ref(),
                     own_credentials,
                 };
-                proxy::forward(&route, &path.forward, req, peer, identity, &mut ctx.upstream).await
+                let limits = proxy::Limits {
+                    max_body_bytes: self.settings.max_body_bytes,
+                    tunnel_idle_timeout: self.settings.tunnel_idle_timeout,
+                };
+                proxy::forward(&route, &path.forward, req, peer, identity, limits, &mut ctx.upstream).await
             }
             route::Target::Version => Ok(json_response(
                 StatusCode::OK,

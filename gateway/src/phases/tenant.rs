@@ -26,7 +26,7 @@ impl Gateway {
         let authn = auth_state.authenticate(headers);
         if let Authn::UnknownKid { issuer } = &authn
             && self.routing.jwks.refresh_now(issuer).await
-            && let Some(fresh) = self.routing.rebuild_auth()
+            && let Some(fresh) = self.routing.try_rebuild_auth()
             && !Arc::ptr_eq(&fresh, &auth_state)
         {
             let authn = fresh.authenticate(headers);
@@ -111,6 +111,7 @@ mod tests {
                     issuer: ISS.into(),
                     jwks_uri: server.uri.clone(),
                     algorithms: vec!["ES256".into()],
+                    audiences: vec!["app".into()],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -128,6 +129,7 @@ mod tests {
                 iat: now,
                 account_type: "user".into(),
                 token_use: "access".into(),
+                aud: Some(crate::auth::token::Audience::One("app".into())),
                 ..Default::default()
             };
             let mut h = HeaderMap::new();

@@ -31,7 +31,7 @@ mod response;
 
 use prost_reflect::DeserializeOptions;
 
-pub use codec::{DynamicCodec, DynamicDecoder, DynamicEncoder};
+pub use codec::{BytesEncoder, DynamicCodec, DynamicDecoder, DynamicEncoder, EncodedRequestCodec};
 pub use error::TranscodeError;
 pub use json::request_from_json;
 pub use method::find_method;

@@ -91,6 +91,9 @@ pub struct Verified {
     pub expires_at: i64,
     /// `token_use`; `"access"` when the token has none (external issuers).
     pub token_use: String,
+    /// `aud`, as given (empty without one). A platform refresh token names the account secret it
+    /// was issued for here ([`super::REFRESH_AUDIENCE`]).
+    pub audiences: Vec<String>,
 }
 
 /// The payload fields verification reads, taken strictly: `iss`, `sub` and `exp` required, each

@@ -186,6 +186,7 @@ fn good_rs256_token_verifies() {
             issuer: ISS.into(),
             expires_at: NOW + 600,
             token_use: "access".into(),
+            audiences: vec![],
         }
     );
 }

@@ -443,6 +443,7 @@ impl Verifier {
                 issuer: claims.iss,
                 expires_at: claims.exp,
                 token_use,
+                audiences: claims.aud.clone().unwrap_or_default(),
             },
             not_before,
             binding: key.binding,
