@@ -38,8 +38,9 @@ for t in "${targets[@]}"; do
     echo "fuzz $t: ${runs:-?} inputs in ${seconds}s, no failure (corpus $(ls "$corpus" | wc -l) files)"
   else
     status=1
-    echo "fuzz $t: FAILED — the input is in $corpus/crash-*; the log's end:" >&2
-    tail -40 "$log" >&2
+    echo "fuzz $t: FAILED — the input is in $corpus/crash-*:" >&2
+    grep -A6 -m1 'panicked' "$log" >&2 || true
+    grep -B2 -A4 'Test unit written' "$log" >&2 || tail -20 "$log" >&2
   fi
 done
 exit $status
