@@ -85,6 +85,15 @@ async fn kubectl_explain_prints_field_docs() {
 /// (what, manifest, message the user must see)
 const REJECTIONS: &[(&str, &str, &str)] = &[
     (
+        "a poll interval that hammers the git host",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: MicroService
+metadata: {name: pollfast}
+spec: {source: {git: {url: "https://example.com/a/b", pollInterval: 1ms}}}"#,
+        "pollInterval must be at least 5s",
+    ),
+    (
         "image and source",
         r#"
 apiVersion: microplane.dev/v1alpha1
@@ -317,6 +326,33 @@ kind: Namespace
 metadata: {name: TENANT}
 spec: {auth: {issuers: [{issuer: "https://id.example.com", jwksUri: "https://id.example.com/jwks", jwks: "{}"}]}}"#,
         "exactly one of issuers[].jwksUri and issuers[].jwks must be set",
+    ),
+    (
+        "issuer without audiences",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: TENANT}
+spec: {auth: {issuers: [{issuer: "https://id.example.com", jwksUri: "https://id.example.com/jwks"}]}}"#,
+        "issuers[].audiences must name the audiences (aud) of the tokens to accept",
+    ),
+    (
+        "a reserved namespace as a tenant",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: kube-system}
+spec: {adopt: true}"#,
+        "this namespace belongs to the cluster or to Microplane and cannot be a tenant",
+    ),
+    (
+        "credentials for any origin",
+        r#"
+apiVersion: microplane.dev/v1alpha1
+kind: Namespace
+metadata: {name: TENANT}
+spec: {cors: {allowedOrigins: ["*"], allowCredentials: true}}"#,
+        "allowCredentials needs origins listed by name",
     ),
     (
         "tenant loginUrl not a URL",

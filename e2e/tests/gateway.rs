@@ -125,12 +125,13 @@ async fn calls_through_the_gateway_by_post_and_get() {
     let headers = [("Micro-Namespace", ns.as_str()), ("X-Huge", huge.as_str())];
     let r = microplane_e2e::gateway::request(&gw.addr, "POST", "/helloworld/call", &headers, "{}").unwrap();
     assert_eq!(r.status, 431, "{}", r.body);
-    // CORS: a preflight is answered at once with Micro's defaults, and answers carry the headers.
+    // CORS: a preflight is answered at once, and answers carry the headers; without a tenant policy
+    // any origin may call, never with the browser's credentials (docs/gateway.md#cors).
     let headers = [("Micro-Namespace", ns.as_str()), ("Origin", "https://app.example")];
     let r = microplane_e2e::gateway::request(&gw.addr, "OPTIONS", "/helloworld/call", &headers, "").unwrap();
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
-    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-allow-credentials"), None);
     let r =
         microplane_e2e::gateway::request(&gw.addr, "POST", "/helloworld/call", &headers, r#"{"name":"C"}"#).unwrap();
     assert_eq!(r.status, 200);
