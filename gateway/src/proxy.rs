@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use crate::auth::{self, Caller};
 use crate::body::{BoxBody, empty_body};
 use crate::error::GatewayError;
-use crate::phases::Peer;
+use crate::peer::Peer;
 use crate::snapshot::Route;
 use crate::upstream::{Picked, PooledBody};
 
@@ -221,28 +221,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-/// The client's IP: the connection's peer, or, when the peer is a trusted proxy, the last address its
-/// `X-Forwarded-For` names (the one the proxy saw).
-pub(crate) fn client_ip(headers: &HeaderMap, peer: &Peer) -> std::net::IpAddr {
-    let peer_ip = peer.addr.ip().to_canonical();
-    if !peer.trusted {
-        return peer_ip;
-    }
-    headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
-        .next_back()
-        .map_or(peer_ip, |ip| ip.to_canonical())
-}
-
-/// The `X-Forwarded-For` value of a client at `ip`: made once per downstream connection.
-pub(crate) fn forwarded_for(ip: std::net::IpAddr) -> Option<HeaderValue> {
-    HeaderValue::from_str(&ip.to_string()).ok()
 }
 
 /// Forwards `req` to one endpoint of `route` over a kept-alive HTTP/1.1 connection of that
@@ -508,10 +486,10 @@ mod tests {
     fn the_client_ip_comes_from_a_trusted_proxy_only() {
         let h = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.5")]);
         let direct = Peer::new("192.0.2.7:1000".parse().unwrap(), &[]);
-        assert_eq!(client_ip(&h, &direct).to_string(), "192.0.2.7");
+        assert_eq!(direct.client_ip(&h).to_string(), "192.0.2.7");
         let lb = Peer::new("10.0.0.2:1000".parse().unwrap(), &["10.0.0.0/8".parse().unwrap()]);
-        assert_eq!(client_ip(&h, &lb).to_string(), "203.0.113.5");
-        assert_eq!(client_ip(&HeaderMap::new(), &lb).to_string(), "10.0.0.2");
+        assert_eq!(lb.client_ip(&h).to_string(), "203.0.113.5");
+        assert_eq!(lb.client_ip(&HeaderMap::new()).to_string(), "10.0.0.2");
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl Routing {
     /// [`Routing::rebuild_auth`] for the request path, which never blocks a runtime thread on a
     /// lock: while a snapshot or auth state is being built (which may take a while with many
     /// descriptors), the state served now is returned. That build reads the key sets when it builds
-    /// the auth state, and [`crate::sync::follow_external_keys`] rebuilds after every key change, so
+    /// the auth state, and the sync task's key follower (`follow_external_keys`) rebuilds after every key change, so
     /// a request that loses this race at worst sees the new key a moment later.
     pub(crate) fn try_rebuild_auth(&self) -> Option<Arc<AuthState>> {
         match self.auth_build.try_lock() {

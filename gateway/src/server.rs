@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::phases::Peer;
+use crate::peer::Peer;
 use crate::state::Gateway;
 
 /// Serves HTTP/1.1 and h2c on `listener` until `shutdown`, then lets open requests finish.

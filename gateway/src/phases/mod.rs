@@ -20,7 +20,6 @@ mod route;
 mod tenant;
 mod transcode;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,33 +29,11 @@ use hyper::body::Incoming;
 
 use crate::body::BoxBody;
 use crate::error::GatewayError;
+use crate::peer::Peer;
 use crate::response::json_response;
 use crate::snapshot::{Route, Tenant};
 use crate::state::Gateway;
 use crate::{cors, proxy};
-
-/// The client end of a downstream connection, made once per connection.
-#[derive(Debug)]
-pub struct Peer {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its IP as an `X-Forwarded-For` element.
-    pub forwarded_for: Option<HeaderValue>,
-    /// Whether it is a proxy whose forwarding headers are believed.
-    pub trusted: bool,
-}
-
-impl Peer {
-    /// The peer at `addr`, trusted when one of `trusted_proxies` holds its address.
-    pub fn new(addr: SocketAddr, trusted_proxies: &[ipnet::IpNet]) -> Self {
-        let ip = addr.ip().to_canonical();
-        Self {
-            addr,
-            forwarded_for: proxy::forwarded_for(ip),
-            trusted: trusted_proxies.iter().any(|net| net.contains(&ip)),
-        }
-    }
-}
 
 /// What one request learned on its way, for the response, the metrics and the access log.
 #[derive(Default)]
@@ -111,7 +88,7 @@ impl Gateway {
                 .cloned()
                 .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
             ctx.tenant = Some(tenant.clone());
-            let ip = proxy::client_ip(req.headers(), peer);
+            let ip = peer.client_ip(req.headers());
             return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
 
@@ -129,7 +106,7 @@ impl Gateway {
             return Ok(cors::preflight());
         }
         if let Some((None, endpoint)) = well_known {
-            let ip = proxy::client_ip(req.headers(), peer);
+            let ip = peer.client_ip(req.headers());
             return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
         let tenant_auth = auth_state
