@@ -135,7 +135,7 @@ async fn authenticated_tenant_needs_a_platform_token() {
     bad.pop();
     assert_eq!(call(&gw, &ns, Some(&bad)).status, 401);
 
-    // A token of another tenant is a foreign account here (SPEC §5): the Authenticated default
+    // A token of another tenant is a foreign account here (docs/auth.md#foreign-accounts): the Authenticated default
     // (a `*` rule) refuses it at once with 403 — neither served nor taken for anonymous — and a
     // `+` rule ("any valid account of any tenant") admits it.
     let (c2, _, other) = setup("auth-other", json!({"defaultAccess": "Authenticated"})).await;

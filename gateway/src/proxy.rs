@@ -115,13 +115,13 @@ where
 pub(crate) fn prepare_headers(headers: &mut HeaderMap, upgrade: bool, peer: &Peer, identity: Identity<'_>) {
     let original_host = headers.remove(header::HOST);
     strip_hop_by_hop(headers, upgrade);
-    let micro: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("micro-"))
-        .cloned()
-        .collect();
-    for k in micro {
-        headers.remove(k);
+    // Most requests carry none: look before collecting.
+    let is_micro = |k: &HeaderName| k.as_str().starts_with("micro-");
+    if headers.keys().any(is_micro) {
+        let micro: Vec<HeaderName> = headers.keys().filter(|k| is_micro(k)).cloned().collect();
+        for k in micro {
+            headers.remove(k);
+        }
     }
     if !identity.own_credentials {
         auth::strip_credentials(headers);
@@ -419,7 +419,7 @@ mod tests {
         h
     }
 
-    fn caller(tenant: &str, own: bool) -> Caller {
+    fn caller(tenant: &str) -> Caller {
         Caller {
             verified: crate::auth::token::Verified {
                 account_id: "alice".into(),
@@ -432,7 +432,6 @@ mod tests {
                 audiences: vec![],
             },
             issuer_tenant: tenant.into(),
-            own,
         }
     }
 
@@ -441,7 +440,7 @@ mod tests {
     #[test]
     fn clients_cannot_remove_or_forge_what_the_gateway_sets() {
         let peer = Peer::new("203.0.113.7:5000".parse().unwrap(), &[]);
-        let account = caller("micro", true);
+        let account = caller("micro");
         let identity = Identity {
             tenant: "micro",
             account: Some(&account),
@@ -522,7 +521,7 @@ mod tests {
     #[test]
     fn another_tenants_credentials_stay_at_the_gateway() {
         let peer = Peer::new("127.0.0.1:1".parse().unwrap(), &[]);
-        let foreign = caller("beta", false);
+        let foreign = caller("beta");
         let mut h = headers(&[
             ("authorization", "Bearer beta-token"),
             ("cookie", "micro-token=beta-token; theme=dark"),

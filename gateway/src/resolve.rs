@@ -59,9 +59,6 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
         segment: seg.to_string(),
         what,
     };
-    if seg.contains(';') {
-        return Err(ambiguous("`;` parameters"));
-    }
     if seg.contains('\\') {
         return Err(ambiguous("a backslash"));
     }
@@ -74,6 +71,7 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
     if decoded.contains('\\') {
         return Err(ambiguous("an encoded backslash"));
     }
+    // Sent or encoded alike (decoding keeps a `;` that was sent).
     if decoded.contains(';') {
         return Err(ambiguous("`;` parameters"));
     }

@@ -126,8 +126,13 @@ pub(crate) struct Caller {
     /// accounts, the issuing tenant for another tenant's platform token, empty for an external issuer
     /// the called tenant does not trust.
     pub issuer_tenant: String,
-    /// Whether the account is the called tenant's own (its issuer or one of its external issuers).
-    pub own: bool,
+}
+
+impl Caller {
+    /// Whether the account is `tenant`'s own (its issuer or one of its external issuers).
+    pub(crate) fn is_own_in(&self, tenant: &str) -> bool {
+        self.issuer_tenant == tenant
+    }
 }
 
 /// An account the gateway issues tokens for: what checks its secret, never the secret.
@@ -285,11 +290,7 @@ impl TenantAuth {
         let acc = account.map(|c| Account {
             id: c.verified.account_id.clone(),
             // Never equal to this tenant for a foreign account (an empty name is no tenant's).
-            issuer_tenant: if c.own {
-                self.tenant.clone()
-            } else {
-                c.issuer_tenant.clone()
-            },
+            issuer_tenant: c.issuer_tenant.clone(),
             scopes: c.verified.scopes.clone(),
             account_type: c.verified.account_type.clone(),
         });
@@ -309,13 +310,12 @@ impl TenantAuth {
     }
 
     /// The account a verified token gives in this tenant: its own when issued by its issuer or one
-    /// of its external issuers, else a foreign account of the tenant that issued it (SPEC §5–§6:
-    /// the rules decide; only public and `+` rules admit it).
+    /// of its external issuers, else a foreign account of the tenant that issued it
+    /// (docs/auth.md#foreign-accounts: the rules decide; only public and `+` rules admit it).
     pub(crate) fn account_of(&self, v: Verified) -> Caller {
         let own = (!v.tenant.is_empty() && v.tenant == self.tenant) || self.external.contains(&v.issuer);
         Caller {
             issuer_tenant: if own { self.tenant.clone() } else { v.tenant.clone() },
-            own,
             verified: v,
         }
     }
@@ -515,7 +515,6 @@ mod tests {
         let own = Caller {
             verified: v.clone(),
             issuer_tenant: "acme".into(),
-            own: true,
         };
         set_identity(&mut h, "acme", Some(&own));
         assert_eq!(h[ACCOUNT_ID], "alice");
@@ -566,14 +565,14 @@ mod tests {
         }
     }
 
-    /// SPEC §5–§6: another tenant's valid token is a foreign account, which `+` admits and `*` or a
+    /// docs/auth.md#foreign-accounts: another tenant's valid token is a foreign account, which `+` admits and `*` or a
     /// named scope refuses (403, not the anonymous 401), even above a public grant.
     #[test]
     fn foreign_accounts_are_decided_by_the_rules() {
         let micro = |rules| tenant_auth("micro", rules);
         let beta_token = verified("beta", "https://beta.issuer", &["admin"]);
         let foreign = micro(vec![]).account_of(beta_token.clone());
-        assert!(!foreign.own);
+        assert!(!foreign.is_own_in("micro"));
         assert_eq!(foreign.issuer_tenant, "beta");
         let code = |t: &TenantAuth, c: &Caller| t.authorize(Some(c), "web", "/x").map_err(|e| e.code.as_u16());
 
@@ -595,15 +594,15 @@ mod tests {
 
         // The tenant's own token and its external issuer's are its own accounts.
         let own = micro(vec![]).account_of(verified("micro", "https://micro.issuer", &[]));
-        assert!(own.own);
+        assert!(own.is_own_in("micro"));
         let external = micro(vec![]).account_of(verified("", "https://idp.shared", &["admin"]));
-        assert!(external.own);
+        assert!(external.is_own_in("micro"));
         assert_eq!(external.issuer_tenant, "micro");
         assert_eq!(code(&named, &external), Ok(()));
         assert_eq!(code(&star, &own), Ok(()));
         // An external issuer this tenant does not trust is foreign, of no known tenant.
         let stranger = micro(vec![]).account_of(verified("", "https://idp.other", &[]));
-        assert!(!stranger.own);
+        assert!(!stranger.is_own_in("micro"));
         assert_eq!(code(&star, &stranger), Err(403));
         assert_eq!(code(&plus, &stranger), Ok(()));
     }

@@ -627,6 +627,64 @@ type KeyMap<V> = HashMap<u64, V, FixedState>;
 /// A map keyed by lower-cased strings.
 type StrMap<V> = HashMap<Box<[u8]>, V, FixedState>;
 
+/// docs/auth.md#rules written out directly, one rule after another (Micro's `VerifyAccess` plus
+/// the trailing-`*` globs): the oracle [`RuleSet::decide`] is checked against, by the unit tests
+/// and by the `rules_decide` fuzz target (feature `rules-reference`). Slow; never on a request path.
+#[cfg(any(test, feature = "rules-reference"))]
+#[doc(hidden)]
+pub mod reference {
+    use super::{Access, Account, Decision, Rule};
+
+    /// The decision for a request of type `ty` to `name`/`ep` in `tenant` by `account`.
+    pub fn decide(rules: &[Rule], tenant: &str, account: Option<&Account>, ty: &str, name: &str, ep: &str) -> Decision {
+        let eq = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
+        let mut endpoints = vec!["*".to_string(), ep.to_string()];
+        if ep.contains('/') {
+            let comps: Vec<&str> = ep.split('/').collect();
+            for i in 1..=comps.len() {
+                endpoints.push(format!("{}/*", comps[..i].join("/")));
+            }
+        }
+        let glob = |p: &str| {
+            p.len() > 1 && p.ends_with('*') && ep.to_lowercase().starts_with(&p[..p.len() - 1].to_lowercase())
+        };
+        let mut kept: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| {
+                ["*", ty].iter().any(|t| eq(t, &r.resource_type))
+                    && ["*", name].iter().any(|n| eq(n, &r.name))
+                    && (endpoints.iter().any(|e| eq(e, &r.endpoint)) || glob(&r.endpoint))
+            })
+            .collect();
+        kept.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        let refused = if account.is_some() {
+            Decision::Forbidden
+        } else {
+            Decision::Unauthorized
+        };
+        let verdict = |r: &Rule| {
+            if r.access == Access::Granted {
+                Decision::Granted
+            } else {
+                refused
+            }
+        };
+        for rule in kept {
+            if rule.scope.is_empty() {
+                return verdict(rule);
+            }
+            let Some(a) = account else { continue };
+            if rule.scope != "+" && a.issuer_tenant != tenant {
+                return refused;
+            }
+            if rule.scope == "*" || rule.scope == "+" || a.scopes.iter().any(|s| eq(s, &rule.scope)) {
+                return verdict(rule);
+            }
+        }
+        refused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Access::{Denied as D, Granted as G};
@@ -1245,46 +1303,6 @@ mod tests {
         assert!(!rules.is_empty());
     }
 
-    /// Micro's `VerifyAccess` written out directly (plus the trailing-`*` globs), for
-    /// [`matches_the_reference`].
-    fn reference(rules: &[Rule], tenant: &str, account: Option<&Account>, ty: &str, name: &str, ep: &str) -> Decision {
-        let eq = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
-        let mut endpoints = vec!["*".to_string(), ep.to_string()];
-        if ep.contains('/') {
-            let comps: Vec<&str> = ep.split('/').collect();
-            for i in 1..=comps.len() {
-                endpoints.push(format!("{}/*", comps[..i].join("/")));
-            }
-        }
-        let glob = |p: &str| {
-            p.len() > 1 && p.ends_with('*') && ep.to_lowercase().starts_with(&p[..p.len() - 1].to_lowercase())
-        };
-        let mut kept: Vec<&Rule> = rules
-            .iter()
-            .filter(|r| {
-                ["*", ty].iter().any(|t| eq(t, &r.resource_type))
-                    && ["*", name].iter().any(|n| eq(n, &r.name))
-                    && (endpoints.iter().any(|e| eq(e, &r.endpoint)) || glob(&r.endpoint))
-            })
-            .collect();
-        kept.sort_by_key(|r| std::cmp::Reverse(r.priority));
-        let refused = if account.is_some() { Forbidden } else { Unauthorized };
-        let verdict = |r: &Rule| if r.access == G { Granted } else { refused };
-        for rule in kept {
-            if rule.scope.is_empty() {
-                return verdict(rule);
-            }
-            let Some(a) = account else { continue };
-            if rule.scope != "+" && a.issuer_tenant != tenant {
-                return refused;
-            }
-            if rule.scope == "*" || rule.scope == "+" || a.scopes.iter().any(|s| eq(s, &rule.scope)) {
-                return verdict(rule);
-            }
-        }
-        refused
-    }
-
     #[test]
     fn matches_the_reference() {
         // Random rule sets and requests, small and large (indexed groups), against `reference`.
@@ -1361,7 +1379,7 @@ mod tests {
                 pick(&mut rng, NAMES),
                 pick(&mut rng, REQ_ENDPOINTS),
             );
-            let want = reference(&rules, T, account.as_ref(), ty, name, ep);
+            let want = super::reference::decide(&rules, T, account.as_ref(), ty, name, ep);
             let got = RuleSet::new(rules.clone()).decide(T, account.as_ref(), ty, name, ep);
             assert_eq!(got, want, "{ty}:{name}:{ep} by {account:?} with {rules:#?}");
         }

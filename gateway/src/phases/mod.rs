@@ -114,7 +114,7 @@ impl Gateway {
             .get(&tenant.name)
             .cloned()
             .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
-        // Another tenant's token is a foreign account: the rules decide (SPEC §5).
+        // Another tenant's token is a foreign account: the rules decide (docs/auth.md#foreign-accounts).
         let account = verified.map(|v| tenant_auth.account_of(v));
         ctx.account = account.as_ref().map(|a| a.verified.account_id.clone());
 
@@ -131,7 +131,7 @@ impl Gateway {
                 }
                 // Phase 4: proxy, with the identity the gateway verified and no credentials the
                 // backend's tenant does not own.
-                let own_credentials = account.as_ref().is_some_and(|a| a.own);
+                let own_credentials = account.as_ref().is_some_and(|a| a.is_own_in(&tenant.name));
                 let identity = proxy::Identity {
                     tenant: &tenant.name,
                     account: account.as_ref(),
