@@ -304,7 +304,7 @@ mod tests {
                 http::header::AUTHORIZATION,
                 format!("Bearer {}", k.sign(&claims).unwrap()).parse().unwrap(),
             );
-            let who = auth.authenticate(&h).into_account().map(|v| v.tenant);
+            let who = auth.authenticate_for(&h, None).into_account().map(|v| v.tenant);
             assert_eq!(who.as_deref(), Some(tenant));
         }
         assert_eq!(
@@ -358,7 +358,7 @@ mod tests {
         let bearer = format!("Bearer {}", old.sign(&claims).unwrap());
         headers.insert(http::header::AUTHORIZATION, bearer.parse().unwrap());
         let first = gw.routing.auth.load_full().unwrap();
-        assert!(first.authenticate(&headers).into_account().is_some());
+        assert!(first.authenticate_for(&headers, None).into_account().is_some());
         assert_eq!(gw.routing.token_cache.len(), 1);
         // No external key changed: nothing to rebuild.
         assert!(Arc::ptr_eq(&gw.routing.rebuild_auth().unwrap(), &first));
@@ -370,14 +370,14 @@ mod tests {
         let second = gw.routing.auth.load_full().unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(gw.routing.token_cache.len(), 1);
-        assert!(second.authenticate(&headers).into_account().is_some());
+        assert!(second.authenticate_for(&headers, None).into_account().is_some());
 
         // The old key is rotated out: its token, cached or not, no longer verifies.
         wire.version = 3;
         wire.tenants = vec![tenant(&[&new], false)];
         assert_eq!(apply(&gw, &wire), Ok(true));
         let third = gw.routing.auth.load_full().unwrap();
-        let refused = third.authenticate(&headers);
+        let refused = third.authenticate_for(&headers, None);
         assert!(
             matches!(&refused, crate::auth::Authn::UnknownKid { .. }),
             "refused because its key is gone, not for another reason: {refused:?}"

@@ -94,6 +94,11 @@ struct World {
 impl World {
     /// The two tenants; `micro_rules` replace micro's default (admin denied above a public grant).
     async fn start(micro_rules: Option<Vec<v1::Rule>>) -> Self {
+        Self::start_with(micro_rules, |_| {}).await
+    }
+
+    /// [`World::start`], with the snapshot changed by `edit` before the gateway gets it.
+    async fn start_with(micro_rules: Option<Vec<v1::Rule>>, edit: impl FnOnce(&mut v1::Snapshot)) -> Self {
         let (micro, beta) = (Backend::start().await, Backend::start().await);
         let (micro_key, beta_key) = (SigningKey::generate("m1").unwrap(), SigningKey::generate("b1").unwrap());
         let tenant = |name: &str, key: &SigningKey, rules: Vec<v1::Rule>| v1::Tenant {
@@ -120,7 +125,7 @@ impl World {
                 rule("public", "", "*", false, 0),
             ]
         });
-        let wire = v1::Snapshot {
+        let mut wire = v1::Snapshot {
             version: 1,
             source: "test".into(),
             tenants: vec![
@@ -130,6 +135,7 @@ impl World {
             services: vec![web("micro", &micro), web("beta", &beta)],
             ..Default::default()
         };
+        edit(&mut wire);
         let gw = Arc::new(Gateway::new(
             Settings {
                 access_log: false,
@@ -356,5 +362,91 @@ async fn a_hostile_page_gets_no_credentialed_cors_by_default() {
     assert!(
         !headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
         "the browser would send the signed-in user's cookie: {headers:?}"
+    );
+}
+
+/// Item 2: two tenants trusting one external issuer each keep their own policy and their own keys.
+/// Beta names micro's identity provider with an inline key set of its own making: before, the
+/// first tenant's audiences and the last tenant's keys verified everybody's tokens, so beta could
+/// mint micro admin tokens and micro's real ones stopped verifying.
+#[tokio::test]
+async fn tenants_sharing_an_external_issuer_keep_their_own_policy_and_keys() {
+    const IDP: &str = "https://idp.shared.test";
+    let (idp, forger) = (
+        SigningKey::generate("idp-1").unwrap(),
+        SigningKey::generate("idp-1").unwrap(),
+    );
+    let trust = |key: &SigningKey, audience: &str| v1::ExternalIssuer {
+        issuer: IDP.into(),
+        jwks: serde_json::json!({ "keys": [key.public().to_jwk()] }).to_string(),
+        audiences: vec![audience.into()],
+        algorithms: vec!["ES256".into()],
+        ..Default::default()
+    };
+    let (idp_trust, forged_trust) = (trust(&idp, "micro-app"), trust(&forger, "beta-app"));
+    let w = World::start_with(
+        Some(vec![
+            rule("named", "admin", "/admin/*", false, 0),
+            rule("any-tenant", "+", "/shared/*", false, 0),
+        ]),
+        move |wire| {
+            wire.tenants[0].external_issuers = vec![idp_trust];
+            wire.tenants[1].external_issuers = vec![forged_trust];
+        },
+    )
+    .await;
+    let bearer = |key: &SigningKey, audience: &str| {
+        let now = microplane_gateway::auth::now_unix();
+        let token = key
+            .sign(&Claims {
+                sub: format!("someone-for-{audience}"),
+                iss: IDP.into(),
+                exp: now + 600,
+                iat: now,
+                scopes: vec!["admin".into()],
+                account_type: "user".into(),
+                token_use: "access".into(),
+                aud: Some(microplane_gateway::auth::token::Audience::One(audience.into())),
+                ..Default::default()
+            })
+            .unwrap();
+        format!("Bearer {token}")
+    };
+    let status = |path: &'static str, auth: String| {
+        let w = &w;
+        async move { w.get(MICRO, path, &[("authorization", &auth)]).await.0 }
+    };
+    // The identity provider's own token for micro's application: micro's admin.
+    assert_eq!(status("/web/admin/x", bearer(&idp, "micro-app")).await, StatusCode::OK);
+    // Beta's key, same issuer and kid, micro's audience: no tenant's policy accepts it.
+    assert_eq!(
+        status("/web/admin/x", bearer(&forger, "micro-app")).await,
+        StatusCode::UNAUTHORIZED,
+        "a key one tenant names never verifies for another"
+    );
+    // Beta's key for beta's audience: a valid beta account, foreign in micro.
+    assert_eq!(
+        status("/web/admin/x", bearer(&forger, "beta-app")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status("/web/shared/x", bearer(&forger, "beta-app")).await,
+        StatusCode::OK
+    );
+    // The identity provider's token for beta's audience is not beta's (beta trusts other keys).
+    assert_eq!(
+        status("/web/admin/x", bearer(&idp, "beta-app")).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let seen = w.micro.seen();
+    let namespaces: Vec<Option<&str>> = seen
+        .iter()
+        .map(|s| s.headers.get("micro-account-namespace").map(|v| v.to_str().unwrap()))
+        .collect();
+    assert_eq!(namespaces, [Some("micro"), Some("beta")], "{seen:?}");
+    assert!(
+        !seen[1].headers.contains_key("authorization"),
+        "beta's token stays with beta"
     );
 }

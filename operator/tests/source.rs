@@ -118,7 +118,8 @@ fn limits() -> Limits {
 }
 
 fn resolve(f: &Fixture, req: &Request) -> Result<git::Resolved, git::SourceError> {
-    git::resolve(&f.cache, req, &Credentials::None, &Transport::File, limits())
+    let repo = git::cache_path(&f.cache, "t", &req.url);
+    git::resolve(&repo, req, &Credentials::None, &Transport::File, limits())
 }
 
 #[test]
@@ -342,13 +343,13 @@ async fn the_resolver_caches_polls_and_backs_off() {
     };
     let poll = Some(Duration::from_millis(300));
     let a = resolver
-        .resolve("t/a", req.clone(), None, poll, creds(), &settings)
+        .resolve(("t", "a"), req.clone(), None, poll, creds(), &settings)
         .await;
     assert_eq!(a.outcome.unwrap().commit, f.head);
     assert_eq!(a.again_in, poll);
     // Within the poll interval: cached, no network.
     let b = resolver
-        .resolve("t/a", req.clone(), None, poll, creds(), &settings)
+        .resolve(("t", "a"), req.clone(), None, poll, creds(), &settings)
         .await;
     assert!(b.outcome.is_ok());
     assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -358,18 +359,18 @@ async fn the_resolver_caches_polls_and_backs_off() {
     let newer = commit(&origin, "main", &[("services/hello/src/lib.rs", "")], "third");
     tokio::time::sleep(Duration::from_millis(350)).await;
     let c = resolver
-        .resolve("t/a", req.clone(), None, poll, creds(), &settings)
+        .resolve(("t", "a"), req.clone(), None, poll, creds(), &settings)
         .await;
     assert_eq!(c.outcome.unwrap().commit, newer);
     assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
     // A failure is not retried before its delay.
     let bad = request(&f.url, Revision::Branch("nope".into()), "");
     let d = resolver
-        .resolve("t/b", bad.clone(), None, None, creds(), &settings)
+        .resolve(("t", "b"), bad.clone(), None, None, creds(), &settings)
         .await;
     assert_eq!(d.outcome.unwrap_err().reason, "RevisionNotFound");
     assert_eq!(d.again_in, Some(src::retry_delay(1)));
-    let e = resolver.resolve("t/b", bad, None, None, creds(), &settings).await;
+    let e = resolver.resolve(("t", "b"), bad, None, None, creds(), &settings).await;
     assert!(e.again_in.unwrap() <= src::retry_delay(1));
     assert_eq!(fetched.load(std::sync::atomic::Ordering::SeqCst), 3, "no second fetch");
 }
@@ -712,4 +713,40 @@ fn status_of_the_source_step() {
         ("AuthenticationFailed", "AuthenticationFailed")
     );
     assert_eq!(st.phase, Some(microplane_crds::Phase::Failed));
+}
+
+/// Issue 20, item 8: a commit pinned by URL is answered from the git cache without the network. A
+/// cache shared by tenants would tell tenant B, with no credentials, whether a commit (and a path)
+/// exists in tenant A's private repository; each tenant has a partition of its own.
+#[tokio::test]
+async fn the_git_cache_never_answers_for_another_tenant() {
+    let f = fixture();
+    let settings = SourceSettings {
+        cache_dir: f.cache.clone(),
+        allow_insecure: true,
+        ..SourceSettings::default()
+    };
+    let resolver = Resolver::default();
+    let none = || async { Ok(Credentials::None) };
+    let main = request(&f.url, Revision::Branch("main".into()), "services/hello");
+    let a = resolver
+        .resolve(("alpha", "a"), main, None, None, none(), &settings)
+        .await;
+    assert_eq!(a.outcome.unwrap().commit, f.head);
+    // The remote goes away (for tenant B: a private repository it has no credentials for).
+    std::fs::remove_dir_all(f.url.trim_start_matches("file://")).unwrap();
+    let pinned = request(&f.url, Revision::Commit(f.main1.clone()), "services/go");
+    let b = resolver
+        .resolve(("beta", "probe"), pinned.clone(), None, None, none(), &settings)
+        .await;
+    assert_eq!(
+        b.outcome.unwrap_err().reason,
+        "SourceUnreachable",
+        "tenant beta must not learn from alpha's fetch that the commit exists"
+    );
+    // Tenant alpha's own pinned commit still needs no network.
+    let again = resolver
+        .resolve(("alpha", "b"), pinned, None, None, none(), &settings)
+        .await;
+    assert_eq!(again.outcome.unwrap().commit, f.main1);
 }

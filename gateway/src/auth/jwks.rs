@@ -1,13 +1,18 @@
-//! External issuers' key sets: fetched from `jwksUri` with timeouts, cached, refreshed in the
-//! background (stale-while-revalidate: the cached keys keep verifying while a refresh runs or
-//! fails), one task per issuer (so one fetch in flight per issuer). A key set that cannot be fetched
-//! is never replaced by anything: the last good one stays, or, before any success, the issuer has
-//! no keys and its tokens are refused.
+//! External issuers' key sets, by their *source* ([`source_key`]): the `jwksUri` they are fetched
+//! from, or the inline JWKS document itself. Keys are never looked up by `iss`: a tenant that names
+//! another tenant's issuer with keys of its own (an inline set, another URI) gets those keys for
+//! itself only, never for the other tenant (docs/security.md).
+//!
+//! Fetched sets are fetched with timeouts, cached, refreshed in the background
+//! (stale-while-revalidate: the cached keys keep verifying while a refresh runs or fails), one task
+//! per URI (so one fetch in flight per URI, shared by every tenant naming it). A key set that
+//! cannot be fetched is never replaced by anything: the last good one stays, or, before any
+//! success, the source has no keys and tokens needing them are refused.
 //!
 //! A token whose `kid` the cached set lacks may be signed by a key the issuer has just rotated in:
-//! [`JwksCache::refresh_now`] asks that issuer's task to fetch at once and waits for it (at most
+//! [`JwksCache::refresh_now`] asks that source's task to fetch at once and waits for it (at most
 //! the fetch timeout). The task stays the only fetcher (single flight), and such refreshes are
-//! rate-limited per issuer ([`ON_DEMAND_INTERVAL`]), so tokens with made-up kids cannot make the
+//! rate-limited per source ([`ON_DEMAND_INTERVAL`]), so tokens with made-up kids cannot make the
 //! gateway hammer the issuer: within the interval, a caller joins the refresh in flight or, when
 //! it has completed, is answered from the keys it brought.
 
@@ -26,10 +31,22 @@ use super::token::{PublicKey, parse_jwks};
 pub(crate) const REFRESH: Duration = Duration::from_secs(300);
 /// Time limit of one fetch, and of the wait for an on-demand refresh.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Least time between two on-demand refreshes of one issuer's key set.
+/// Least time between two on-demand refreshes of one fetched key set.
 pub(crate) const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest JWKS document accepted.
 pub(crate) const MAX_JWKS_BYTES: usize = 256 << 10;
+
+/// Where an external issuer's keys come from, as [`JwksCache`] keys them: its inline JWKS document
+/// (`inline:` and the document's SHA-256) when it has one, else its `jwksUri`.
+pub(crate) fn source_key(e: &v1::ExternalIssuer) -> String {
+    if e.jwks.is_empty() {
+        e.jwks_uri.clone()
+    } else {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, e.jwks.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("inline:{hex}")
+    }
+}
 
 /// Retry delay after `n` consecutive failures: 1 s doubling to 60 s.
 pub(crate) fn retry_after(n: u32) -> Duration {
@@ -45,7 +62,7 @@ pub struct JwksSettings {
     pub refresh: Duration,
     /// Time limit of a fetch and of the wait for an on-demand refresh ([`FETCH_TIMEOUT`]).
     pub fetch_timeout: Duration,
-    /// Least time between two on-demand refreshes of one issuer ([`ON_DEMAND_INTERVAL`]).
+    /// Least time between two on-demand refreshes of one source ([`ON_DEMAND_INTERVAL`]).
     pub on_demand_interval: Duration,
 }
 
@@ -59,7 +76,7 @@ impl Default for JwksSettings {
     }
 }
 
-/// Fetches of one issuer's key set so far: `started` counts those begun, `completed` those ended
+/// Fetches of one key set so far: `started` counts those begun, `completed` those ended
 /// (whether or not they brought keys). Fetches run one after another, so fetch `n` has ended once
 /// `completed >= n`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +85,7 @@ struct Progress {
     completed: u64,
 }
 
-/// What the background task of one fetched issuer shares with on-demand callers.
+/// What the background task of one fetched key set shares with on-demand callers.
 struct Refresher {
     uri: String,
     /// The number of the fetch on-demand callers wait for: when it is past the fetches started,
@@ -79,13 +96,13 @@ struct Refresher {
     on_demand: Mutex<Option<(Instant, u64)>>,
 }
 
-/// A fetched issuer: its refresher and the task that fetches.
+/// A fetched key set: its refresher and the task that fetches.
 struct Fetched {
     refresher: Arc<Refresher>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The key sets of every external issuer the snapshot names.
+/// The key sets of every external issuer the snapshot names, by [`source_key`].
 pub(crate) struct JwksCache {
     keys: ArcSwap<HashMap<String, Vec<PublicKey>>>,
     /// Grows whenever `keys` changes (after the change is visible).
@@ -99,7 +116,7 @@ pub(crate) struct JwksCache {
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksCache")
-            .field("issuers", &self.keys.load().len())
+            .field("sources", &self.keys.load().len())
             .field("generation", &self.generation())
             .finish()
     }
@@ -125,7 +142,7 @@ impl JwksCache {
         }
     }
 
-    /// Keys by issuer.
+    /// Keys by [`source_key`].
     pub(crate) fn keys(&self) -> Arc<HashMap<String, Vec<PublicKey>>> {
         self.keys.load_full()
     }
@@ -141,15 +158,15 @@ impl JwksCache {
         (generation, self.keys())
     }
 
-    fn set(&self, issuer: &str, set: Option<Vec<PublicKey>>) {
+    fn set(&self, source: &str, set: Option<Vec<PublicKey>>) {
         self.keys.rcu(|cur| {
             let mut next = HashMap::clone(cur);
             match &set {
                 Some(k) => {
-                    next.insert(issuer.to_string(), k.clone());
+                    next.insert(source.to_string(), k.clone());
                 }
                 None => {
-                    next.remove(issuer);
+                    next.remove(source);
                 }
             }
             next
@@ -158,65 +175,72 @@ impl JwksCache {
     }
 
     /// Follows the external issuers of a snapshot: inline key sets are parsed at once, fetched ones
-    /// get a background task; issuers no longer named are dropped. Returns whether keys changed now.
+    /// get a background task (one per URI); sources no longer named are dropped. Returns whether
+    /// keys changed now.
     pub(crate) fn follow(self: &Arc<Self>, issuers: &[&v1::ExternalIssuer]) -> bool {
         let mut changed = false;
         let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
-        let wanted: HashMap<&str, &v1::ExternalIssuer> = issuers.iter().map(|i| (i.issuer.as_str(), *i)).collect();
-        // Stop what is gone or changed its URI.
-        let stale: Vec<String> = fetched
+        let wanted: HashMap<String, &v1::ExternalIssuer> = issuers
             .iter()
-            .filter(|(iss, f)| wanted.get(iss.as_str()).is_none_or(|w| w.jwks_uri != f.refresher.uri))
-            .map(|(iss, _)| iss.clone())
+            .filter(|i| !i.jwks.is_empty() || !i.jwks_uri.is_empty())
+            .map(|i| (source_key(i), *i))
             .collect();
-        for iss in stale {
-            if let Some(f) = fetched.remove(&iss) {
+        // Stop what is gone.
+        let stale: Vec<String> = fetched
+            .keys()
+            .filter(|uri| !wanted.contains_key(*uri))
+            .cloned()
+            .collect();
+        for uri in stale {
+            if let Some(f) = fetched.remove(&uri) {
                 f.task.abort();
             }
         }
-        for (iss, e) in &wanted {
+        for (source, e) in &wanted {
             if !e.jwks.is_empty() {
-                let parsed = parse_jwks(e.jwks.as_bytes()).ok();
-                let now = self.keys.load().get(*iss).cloned();
-                if parsed.is_some() && parsed != now {
-                    self.set(iss, parsed);
-                    changed = true;
+                if !self.keys.load().contains_key(source) {
+                    // Named by its content: parsed once; unparsable is reported by the auth state.
+                    if let Ok(parsed) = parse_jwks(e.jwks.as_bytes()) {
+                        self.set(source, Some(parsed));
+                        changed = true;
+                    }
                 }
-            } else if !e.jwks_uri.is_empty() && !fetched.contains_key(*iss) {
+            } else if !fetched.contains_key(source) {
                 let refresher = Arc::new(Refresher {
                     uri: e.jwks_uri.clone(),
                     wanted: watch::Sender::new(0),
                     progress: watch::Sender::new(Progress::default()),
                     on_demand: Mutex::new(None),
                 });
-                let (this, issuer, r) = (self.clone(), iss.to_string(), refresher.clone());
-                let task = tokio::spawn(async move { this.refresh_loop(issuer, r).await });
-                fetched.insert(iss.to_string(), Fetched { refresher, task });
+                let (this, r) = (self.clone(), refresher.clone());
+                let task = tokio::spawn(async move { this.refresh_loop(r).await });
+                fetched.insert(source.clone(), Fetched { refresher, task });
             }
         }
-        // Forget keys of issuers no longer named.
+        // Forget keys of sources no longer named.
         let known: Vec<String> = self.keys.load().keys().cloned().collect();
-        for iss in known {
-            if !wanted.contains_key(iss.as_str()) {
-                self.set(&iss, None);
+        for source in known {
+            if !wanted.contains_key(source.as_str()) {
+                self.set(&source, None);
                 changed = true;
             }
         }
         changed
     }
 
-    /// Asks for `issuer`'s key set to be fetched now, because a token named a key it lacks, and
+    /// Asks for the key set of `source` ([`source_key`]) to be fetched now, because a token named a
+    /// key it lacks, and
     /// waits for that fetch, at most the fetch timeout. Returns whether a fetch that started after
     /// the call (or after the on-demand refresh this call joined) has completed: the keys are then
     /// as current as the issuer serves them, or, when the fetch failed, the last good ones.
     ///
-    /// Returns `false` at once for an issuer whose keys are not fetched (inline, or not an
-    /// external issuer), and when an on-demand refresh of this issuer was asked for less than the
+    /// Returns `false` at once for a source that is not fetched (inline, or not named), and when an
+    /// on-demand refresh of this source was asked for less than the
     /// on-demand interval ago and has completed (rate limit: its keys are the answer).
-    pub(crate) async fn refresh_now(&self, issuer: &str) -> bool {
+    pub(crate) async fn refresh_now(&self, source: &str) -> bool {
         let refresher = {
             let fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
-            match fetched.get(issuer) {
+            match fetched.get(source) {
                 Some(f) => f.refresher.clone(),
                 None => return false,
             }
@@ -237,7 +261,7 @@ impl JwksCache {
                     let target = now.started + 1;
                     *last = Some((Instant::now(), target));
                     refresher.wanted.send_modify(|w| *w = (*w).max(target));
-                    tracing::debug!(%issuer, "token with an unknown kid: refreshing the issuer's keys");
+                    tracing::debug!(jwks_uri = %source, "token with an unknown kid: refreshing the issuer's keys");
                     target
                 }
             }
@@ -252,7 +276,7 @@ impl JwksCache {
         )
     }
 
-    async fn refresh_loop(self: Arc<Self>, issuer: String, r: Arc<Refresher>) {
+    async fn refresh_loop(self: Arc<Self>, r: Arc<Refresher>) {
         let mut failures = 0u32;
         let mut wanted = r.wanted.subscribe();
         loop {
@@ -264,16 +288,16 @@ impl JwksCache {
             let delay = match self.fetch(&r.uri).await {
                 Ok(keys) => {
                     failures = 0;
-                    if self.keys.load().get(&issuer) != Some(&keys) {
-                        tracing::info!(%issuer, keys = keys.len(), "external issuer keys updated");
-                        self.set(&issuer, Some(keys));
+                    if self.keys.load().get(&r.uri) != Some(&keys) {
+                        tracing::info!(jwks_uri = %r.uri, keys = keys.len(), "external issuer keys updated");
+                        self.set(&r.uri, Some(keys));
                         self.changed.notify_one();
                     }
                     self.settings.refresh
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(%issuer, error = %e, "fetching the issuer's keys failed; keeping the last good ones");
+                    tracing::warn!(jwks_uri = %r.uri, error = %e, "fetching the issuer's keys failed; keeping the last good ones");
                     retry_after(failures)
                 }
             };
@@ -407,10 +431,10 @@ mod tests {
         }
     }
 
-    fn kids(cache: &JwksCache) -> Vec<String> {
+    fn kids_of(cache: &JwksCache, source: &str) -> Vec<String> {
         cache
             .keys()
-            .get(ISS)
+            .get(source)
             .map(|ks| ks.iter().map(|k| k.kid.clone()).collect())
             .unwrap_or_default()
     }
@@ -438,23 +462,23 @@ mod tests {
         let (k1, k2) = (SigningKey::generate("k1").unwrap(), SigningKey::generate("k2").unwrap());
         let server = Server::start(jwks(&[&k1])).await;
         let cache = following(&server, JwksSettings::default()).await;
-        assert_eq!(kids(&cache), ["k1"]);
+        assert_eq!(kids_of(&cache, &server.uri), ["k1"]);
         let (hits, generation) = (server.hits(), cache.generation());
 
         // The issuer rotates: the next fetch is on demand, not in 5 minutes.
         server.set(jwks(&[&k2]));
-        assert!(cache.refresh_now(ISS).await);
+        assert!(cache.refresh_now(&server.uri).await);
         assert_eq!(server.hits(), hits + 1);
-        assert_eq!(kids(&cache), ["k2"], "the removed key is gone");
+        assert_eq!(kids_of(&cache, &server.uri), ["k2"], "the removed key is gone");
         assert!(cache.generation() > generation);
 
         // Within the interval: answered from the keys just fetched, nothing is fetched.
         server.set(jwks(&[&k1, &k2]));
         for _ in 0..5 {
-            assert!(!cache.refresh_now(ISS).await);
+            assert!(!cache.refresh_now(&server.uri).await);
         }
         assert_eq!(server.hits(), hits + 1);
-        assert_eq!(kids(&cache), ["k2"]);
+        assert_eq!(kids_of(&cache, &server.uri), ["k2"]);
     }
 
     #[tokio::test]
@@ -464,10 +488,10 @@ mod tests {
         let cache = following(&server, JwksSettings::default()).await;
         let hits = server.hits();
         server.set(jwks(&[&k1, &k2]));
-        let all = futures::future::join_all((0..32).map(|_| cache.refresh_now(ISS))).await;
+        let all = futures::future::join_all((0..32).map(|_| cache.refresh_now(&server.uri))).await;
         assert!(all.iter().all(|r| *r), "every caller waited for the one fetch: {all:?}");
         assert_eq!(server.hits(), hits + 1, "single flight");
-        assert_eq!(kids(&cache), ["k1", "k2"]);
+        assert_eq!(kids_of(&cache, &server.uri), ["k1", "k2"]);
     }
 
     #[tokio::test]
@@ -489,15 +513,15 @@ mod tests {
         ] {
             server.set(failure);
             let hits = server.hits();
-            assert!(cache.refresh_now(ISS).await, "the refresh ran");
+            assert!(cache.refresh_now(&server.uri).await, "the refresh ran");
             assert_eq!(server.hits(), hits + 1);
-            assert_eq!(kids(&cache), ["k1"]);
+            assert_eq!(kids_of(&cache, &server.uri), ["k1"]);
         }
         // The issuer goes away altogether.
         server.task.abort();
         assert!(server.task.await.is_err_and(|e| e.is_cancelled()));
-        assert!(cache.refresh_now(ISS).await);
-        assert_eq!(kids(&cache), ["k1"]);
+        assert!(cache.refresh_now(&server.uri).await);
+        assert_eq!(kids_of(&cache, &server.uri), ["k1"]);
         assert_eq!(cache.generation(), generation, "the keys never changed");
     }
 
@@ -515,10 +539,10 @@ mod tests {
         let started = Instant::now();
         // Whether the wait or the fetch gives up first, the caller is answered within about the
         // fetch timeout, not the issuer's pace.
-        let _ = cache.refresh_now(ISS).await;
+        let _ = cache.refresh_now(&server.uri).await;
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         assert_eq!(server.hits(), hits + 1, "the fetch was asked for");
-        assert_eq!(kids(&cache), ["k1"]);
+        assert_eq!(kids_of(&cache, &server.uri), ["k1"]);
     }
 
     #[tokio::test]
@@ -531,12 +555,15 @@ mod tests {
             jwks: serde_json::json!({"keys": [k1.public().to_jwk()]}).to_string(),
             ..Default::default()
         };
+        let source = source_key(&inline);
+        assert!(source.starts_with("inline:"), "{source}");
         assert!(cache.follow(&[&inline]));
-        assert_eq!(kids(&cache), ["k1"]);
-        assert!(!cache.refresh_now(ISS).await, "inline keys are not fetched");
+        assert_eq!(kids_of(&cache, &source), ["k1"]);
+        assert!(cache.keys().get(ISS).is_none(), "keys are never found by issuer");
+        assert!(!cache.refresh_now(&source).await, "inline keys are not fetched");
         assert!(!cache.refresh_now("https://unknown.test").await);
         // No longer named: its keys are dropped.
         assert!(cache.follow(&[]));
-        assert!(kids(&cache).is_empty());
+        assert!(kids_of(&cache, &source).is_empty());
     }
 }

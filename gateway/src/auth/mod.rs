@@ -122,9 +122,9 @@ pub(crate) fn strip_credentials(headers: &mut HeaderMap) {
 pub(crate) struct Caller {
     /// What the token says.
     pub verified: Verified,
-    /// The tenant that issued the account: the called tenant for its own and its external issuers'
-    /// accounts, the issuing tenant for another tenant's platform token, empty for an external issuer
-    /// the called tenant does not trust.
+    /// The tenant that issued the account: the tenant whose platform issuer signed the token, or
+    /// whose external issuer's policy accepted it (the called tenant's own policy first: see
+    /// [`token::Verifier`]).
     pub issuer_tenant: String,
 }
 
@@ -168,8 +168,6 @@ pub(crate) struct TenantAuth {
     pub accounts: HashMap<String, AccountEntry>,
     /// Its AuthRules.
     pub rules: RuleSet,
-    /// External issuers (`iss`) the tenant trusts.
-    pub external: Vec<String>,
     /// Where a browser refused without an account is sent to sign in (`spec.auth.loginUrl`).
     pub login_url: Option<String>,
 }
@@ -256,7 +254,6 @@ impl TenantAuth {
             },
             accounts,
             rules: RuleSet::new(rules),
-            external: t.external_issuers.iter().map(|e| e.issuer.clone()).collect(),
             login_url: (!t.login_url.is_empty()).then(|| t.login_url.clone()),
         }
     }
@@ -309,13 +306,13 @@ impl TenantAuth {
         }
     }
 
-    /// The account a verified token gives in this tenant: its own when issued by its issuer or one
-    /// of its external issuers, else a foreign account of the tenant that issued it
-    /// (docs/auth.md#foreign-accounts: the rules decide; only public and `+` rules admit it).
+    /// The account a verified token gives in this tenant: its own when its issuer verified it (its
+    /// platform issuer, or one of its external issuers under its own policy), else a foreign
+    /// account of the tenant whose issuer did (docs/auth.md#foreign-accounts: the rules decide;
+    /// only public and `+` rules admit it).
     pub(crate) fn account_of(&self, v: Verified) -> Caller {
-        let own = (!v.tenant.is_empty() && v.tenant == self.tenant) || self.external.contains(&v.issuer);
         Caller {
-            issuer_tenant: if own { self.tenant.clone() } else { v.tenant.clone() },
+            issuer_tenant: v.tenant.clone(),
             verified: v,
         }
     }
@@ -331,6 +328,9 @@ pub(crate) struct AuthState {
     pub verifier: token::Verifier,
     /// The [`jwks::JwksCache::generation`] of the external keys it was built with.
     pub keys_generation: u64,
+    /// External issuer (`iss`) → the tenants trusting it and the [`jwks::source_key`] of each
+    /// one's keys: which key set to refresh for a token with an unknown `kid`.
+    pub key_sources: HashMap<String, Vec<(String, String)>>,
 }
 
 /// What a request's credentials come to.
@@ -344,8 +344,10 @@ pub(crate) enum Authn {
     /// A token whose issuer has no key with its `kid`: no account, unless a refresh of that
     /// issuer's key set brings the key (the issuer rotated its keys).
     UnknownKid {
-        /// The `iss` the token claims (not verified).
-        issuer: String,
+        /// The [`jwks::source_key`] of the fetched key set to refresh: the called tenant's for
+        /// the `iss` the token claims (not verified), else the first trusting tenant's; `None`
+        /// when no fetched key set could bring the key (a platform issuer, inline keys).
+        source: Option<String>,
     },
 }
 
@@ -378,73 +380,37 @@ impl AuthState {
     ) -> (Self, Vec<AuthConfigError>) {
         let mut problems = Vec::new();
         let mut tenants = HashMap::new();
-        let mut issuers_by_iss: HashMap<String, Issuer> = HashMap::new();
+        let mut issuers: Vec<Issuer> = Vec::new();
         let mut own = HashMap::new();
+        let mut key_sources: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for t in &msg.tenants {
             let ta = TenantAuth::build(t, &mut problems);
             if !ta.issuer.is_empty() {
                 own.insert(ta.issuer.clone(), ta.tenant.clone());
-                issuers_by_iss.insert(ta.issuer.clone(), ta.own_issuer(t));
+                issuers.push(ta.own_issuer(t));
             }
             for e in &t.external_issuers {
-                if issuers_by_iss.contains_key(&e.issuer) {
-                    // The first tenant's configuration of a shared external issuer wins.
-                    continue;
-                }
-                // RS256 when none is configured; a name the gateway does not support is left out
-                // (never replaced by another algorithm), and an issuer left with none, or without
-                // audiences (any token of the issuer, for any application, would pass), verifies
-                // nothing. The CRD refuses both at apply time; this holds for older objects too.
-                let mut algorithms = Vec::new();
-                for name in &e.algorithms {
-                    match Alg::from_name(name) {
-                        Some(a) => algorithms.push(a),
-                        None => problems.push(AuthConfigError {
-                            tenant: t.name.clone(),
-                            reason: format!("external issuer {}: algorithm {name:?} is not supported", e.issuer),
-                        }),
+                // Every tenant trusting an issuer is a candidate of its own, with its own policy
+                // and the keys of its own source: tenants sharing an issuer never lend each other
+                // audiences, algorithms, scopes claim or keys (docs/auth.md#external-issuers).
+                if let Some(issuer) = external_issuer(t, e, external_keys, &mut problems) {
+                    if !e.jwks_uri.is_empty() && e.jwks.is_empty() {
+                        key_sources
+                            .entry(e.issuer.clone())
+                            .or_default()
+                            .push((t.name.clone(), jwks::source_key(e)));
                     }
+                    issuers.push(issuer);
                 }
-                if e.algorithms.is_empty() {
-                    algorithms.push(Alg::RS256);
-                }
-                if e.audiences.is_empty() {
-                    problems.push(AuthConfigError {
-                        tenant: t.name.clone(),
-                        reason: format!(
-                            "external issuer {} lists no audiences: its tokens are refused until spec.auth.issuers[].audiences names them",
-                            e.issuer
-                        ),
-                    });
-                    continue;
-                }
-                if algorithms.is_empty() {
-                    // Reported above, per name: trusting it with other algorithms would be a guess.
-                    continue;
-                }
-                issuers_by_iss.insert(
-                    e.issuer.clone(),
-                    Issuer {
-                        issuer: e.issuer.clone(),
-                        tenant: String::new(),
-                        algorithms,
-                        audiences: e.audiences.clone(),
-                        scopes_claim: (!e.scopes_claim.is_empty()).then(|| e.scopes_claim.clone()),
-                        keys: external_keys.get(&e.issuer).cloned().unwrap_or_default(),
-                    },
-                );
             }
             tenants.insert(ta.tenant.clone(), Arc::new(ta));
         }
         let state = Self {
             tenants,
             issuers: own,
-            verifier: token::Verifier::with_cache(
-                issuers_by_iss.into_values().collect(),
-                token::VerifierSettings::default(),
-                cache,
-            ),
+            verifier: token::Verifier::with_cache(issuers, token::VerifierSettings::default(), cache),
             keys_generation,
+            key_sources,
         };
         (state, problems)
     }
@@ -455,7 +421,10 @@ impl AuthState {
     /// Basic auth of its own) and the rules refuse with 401 where an account is needed. A token
     /// whose issuer lacks its `kid` says which issuer, so that the caller may refresh its keys and
     /// try again.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Authn {
+    ///
+    /// Where tenants share the token's issuer, `tenant`'s own policy is tried first (its own
+    /// account), then the others' (a foreign one).
+    pub(crate) fn authenticate_for(&self, headers: &HeaderMap, tenant: Option<&str>) -> Authn {
         let token = match token::extract(headers) {
             Ok(Some(t)) => t,
             Ok(None) => return Authn::Anonymous,
@@ -465,19 +434,82 @@ impl AuthState {
             }
         };
         let now = now_unix();
-        match self.verifier.verify(&token, now) {
+        match self.verifier.verify_for(&token, now, token::TokenUse::Access, tenant) {
             Ok(v) if v.token_use == "access" => Authn::Account(v),
             Ok(_) => Authn::Anonymous,
-            Err(TokenError::UnknownKid) => match token::unverified_issuer(&token) {
-                Some(issuer) => Authn::UnknownKid { issuer },
-                None => Authn::Anonymous,
-            },
+            Err(TokenError::UnknownKid) => {
+                let source = token::unverified_issuer(&token).and_then(|iss| {
+                    let trusting = self.key_sources.get(&iss)?;
+                    trusting
+                        .iter()
+                        .find(|(t, _)| Some(t.as_str()) == tenant)
+                        .or_else(|| trusting.first())
+                        .map(|(_, source)| source.clone())
+                });
+                Authn::UnknownKid { source }
+            }
             Err(e) => {
                 tracing::debug!(category = e.category(), "token refused");
                 Authn::Anonymous
             }
         }
     }
+}
+
+/// The verifier's candidate for tenant `t`'s external issuer `e`, with keys from `external_keys`
+/// (by [`jwks::source_key`]), or `None` (reported in `problems`) when it can verify nothing.
+fn external_issuer(
+    t: &v1::Tenant,
+    e: &v1::ExternalIssuer,
+    external_keys: &HashMap<String, Vec<PublicKey>>,
+    problems: &mut Vec<AuthConfigError>,
+) -> Option<Issuer> {
+    let mut report = |reason: String| {
+        problems.push(AuthConfigError {
+            tenant: t.name.clone(),
+            reason,
+        });
+    };
+    // RS256 when none is configured; a name the gateway does not support is left out (never
+    // replaced by another algorithm), and an issuer left with none, or without audiences (any
+    // token of the issuer, for any application, would pass), verifies nothing. The CRD refuses
+    // both at apply time; this holds for older objects too.
+    let mut algorithms = Vec::new();
+    for name in &e.algorithms {
+        match Alg::from_name(name) {
+            Some(a) => algorithms.push(a),
+            None => report(format!(
+                "external issuer {}: algorithm {name:?} is not supported",
+                e.issuer
+            )),
+        }
+    }
+    if e.algorithms.is_empty() {
+        algorithms.push(Alg::RS256);
+    }
+    if e.audiences.is_empty() {
+        report(format!(
+            "external issuer {} lists no audiences: its tokens are refused until spec.auth.issuers[].audiences names them",
+            e.issuer
+        ));
+        return None;
+    }
+    if algorithms.is_empty() {
+        // Reported above, per name: trusting it with other algorithms would be a guess.
+        return None;
+    }
+    if !e.jwks.is_empty() && token::parse_jwks(e.jwks.as_bytes()).is_err() {
+        report(format!("external issuer {}: the inline jwks does not parse", e.issuer));
+        return None;
+    }
+    Some(Issuer {
+        issuer: e.issuer.clone(),
+        tenant: t.name.clone(),
+        algorithms,
+        audiences: e.audiences.clone(),
+        scopes_claim: (!e.scopes_claim.is_empty()).then(|| e.scopes_claim.clone()),
+        keys: external_keys.get(&jwks::source_key(e)).cloned().unwrap_or_default(),
+    })
 }
 
 /// Seconds since the Unix epoch.
@@ -535,7 +567,6 @@ mod tests {
             token_ttl: 900,
             accounts: HashMap::new(),
             rules: RuleSet::new(rules),
-            external: vec!["https://idp.shared".into()],
             login_url: None,
         }
     }
@@ -592,18 +623,20 @@ mod tests {
         let public = micro(vec![rule("", "*", Access::Granted, 0)]);
         assert_eq!(code(&public, &foreign), Ok(()));
 
-        // The tenant's own token and its external issuer's are its own accounts.
+        // The tenant's own token and one its external issuer verified under its policy are its
+        // own accounts.
         let own = micro(vec![]).account_of(verified("micro", "https://micro.issuer", &[]));
         assert!(own.is_own_in("micro"));
-        let external = micro(vec![]).account_of(verified("", "https://idp.shared", &["admin"]));
+        let external = micro(vec![]).account_of(verified("micro", "https://idp.shared", &["admin"]));
         assert!(external.is_own_in("micro"));
         assert_eq!(external.issuer_tenant, "micro");
         assert_eq!(code(&named, &external), Ok(()));
         assert_eq!(code(&star, &own), Ok(()));
-        // An external issuer this tenant does not trust is foreign, of no known tenant.
-        let stranger = micro(vec![]).account_of(verified("", "https://idp.other", &[]));
+        // A token of the same external issuer that only beta's policy accepted is beta's account.
+        let stranger = micro(vec![]).account_of(verified("beta", "https://idp.shared", &["admin"]));
         assert!(!stranger.is_own_in("micro"));
         assert_eq!(code(&star, &stranger), Err(403));
+        assert_eq!(code(&named, &stranger), Err(403));
         assert_eq!(code(&plus, &stranger), Ok(()));
     }
 

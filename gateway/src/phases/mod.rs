@@ -92,15 +92,16 @@ impl Gateway {
             return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
 
-        // Phase 1: tenant (header, host, the issuer of a valid token, the default).
-        let (auth_state, verified) = self.authenticate(auth_state, req.headers()).await;
-        let tenant = self.resolve_tenant(
-            &snap,
-            &auth_state,
-            verified.as_ref(),
-            req.headers(),
-            req.uri().authority().map(|a| a.as_str()),
-        )?;
+        // Phase 1: tenant (host, header, the issuer of a valid token, the default) and the account
+        // verified for it.
+        let (tenant, auth_state, verified) = self
+            .tenant_and_account(
+                &snap,
+                auth_state,
+                req.headers(),
+                req.uri().authority().map(|a| a.as_str()),
+            )
+            .await?;
         ctx.tenant = Some(tenant.clone());
         if req.method() == Method::OPTIONS && ctx.origin.is_some() {
             return Ok(cors::preflight());

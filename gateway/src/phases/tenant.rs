@@ -1,5 +1,5 @@
-//! Phase 1, tenant: the caller's token is verified (an external issuer's keys fetched at once for a
-//! `kid` they lack) and the tenant chosen (docs/gateway.md, docs/auth.md).
+//! Phase 1, tenant: the tenant is chosen and the caller's token verified for it (an external
+//! issuer's keys fetched at once for a `kid` they lack) (docs/gateway.md, docs/auth.md).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -13,57 +13,105 @@ use crate::snapshot::{Snapshot, Tenant};
 use crate::state::Gateway;
 
 impl Gateway {
-    /// The caller's account, if the request carries a valid access token (`auth_state` verifies
-    /// it). A token whose external issuer lacks its `kid` may be signed by a key the issuer just
-    /// rotated in: that issuer's keys are fetched at once (single flight with the background
-    /// refresh, rate-limited, a bounded wait) and the token verified again with the auth state
-    /// rebuilt from them, which is returned for the rest of the request.
+    /// The caller's account in a call to `tenant`, if the request carries a valid access token
+    /// (`auth_state` verifies it, `tenant`'s own issuer policy first). A token whose external
+    /// issuer lacks its `kid` may be signed by a key the issuer just rotated in: that key set is
+    /// fetched at once (single flight with the background refresh, rate-limited, a bounded wait)
+    /// and the token verified again with the auth state rebuilt from it, which is returned for the
+    /// rest of the request.
     pub(crate) async fn authenticate(
         &self,
         auth_state: Arc<AuthState>,
         headers: &HeaderMap,
+        tenant: Option<&str>,
     ) -> (Arc<AuthState>, Option<auth::token::Verified>) {
-        let authn = auth_state.authenticate(headers);
-        if let Authn::UnknownKid { issuer } = &authn
-            && self.routing.jwks.refresh_now(issuer).await
+        let authn = auth_state.authenticate_for(headers, tenant);
+        if let Authn::UnknownKid { source: Some(source) } = &authn
+            && self.routing.jwks.refresh_now(source).await
             && let Some(fresh) = self.routing.try_rebuild_auth()
             && !Arc::ptr_eq(&fresh, &auth_state)
         {
-            let authn = fresh.authenticate(headers);
+            let authn = fresh.authenticate_for(headers, tenant);
             return (fresh, authn.into_account());
         }
         (auth_state, authn.into_account())
     }
 
-    /// Phase 1's tenant: a host some tenant lists (a `Micro-Namespace` naming another tenant there
-    /// is refused with 400), else the `Micro-Namespace` header, else the tenant whose issuer signed
-    /// the verified token, else the default tenant.
-    pub(super) fn resolve_tenant(
+    /// Phase 1: the tenant, and the caller's account verified for it. The tenant is a host some
+    /// tenant lists (a `Micro-Namespace` naming another tenant there is refused with 400), else the
+    /// `Micro-Namespace` header, else the tenant whose platform issuer signed the verified token,
+    /// else the default tenant. The token is verified once, for the tenant it is presented to: the
+    /// issuer it claims only proposes the tenant, which holds when the token verifies.
+    pub(super) async fn tenant_and_account(
         &self,
         snap: &Snapshot,
-        auth_state: &AuthState,
-        verified: Option<&auth::token::Verified>,
+        auth_state: Arc<AuthState>,
         headers: &HeaderMap,
         authority: Option<&str>,
-    ) -> Result<Arc<Tenant>, GatewayError> {
+    ) -> Result<(Arc<Tenant>, Arc<AuthState>, Option<auth::token::Verified>), GatewayError> {
+        let named = self.tenant_name(snap, &auth_state, headers, authority)?;
+        let (auth_state, verified) = self.authenticate(auth_state, headers, Some(named.name())).await;
+        let name = match named {
+            Named::Given(n) | Named::Default(n) => n,
+            // Proposed by a token that did not verify as that tenant's: the default tenant.
+            Named::ByIssuer(n) if verified.as_ref().is_some_and(|v| v.tenant == n) => n,
+            Named::ByIssuer(_) => Cow::Borrowed(self.settings.default_tenant.as_str()),
+        };
+        let tenant = snap
+            .tenants
+            .get(name.as_ref())
+            .cloned()
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {name} not found")))?;
+        Ok((tenant, auth_state, verified))
+    }
+
+    /// The tenant a request names: by host or header, else proposed by the platform issuer its
+    /// token claims (unverified), else the default.
+    fn tenant_name<'a>(
+        &'a self,
+        snap: &Snapshot,
+        auth_state: &AuthState,
+        headers: &'a HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<Named<'a>, GatewayError> {
         let header = headers
             .get(microplane_wire::headers::NAMESPACE)
             .and_then(|v| v.to_str().ok());
         let host = resolve::host_of(headers.get(header::HOST).and_then(|v| v.to_str().ok()), authority);
         let source = resolve::tenant_source(header, host, |h| snap.hosts.get(h).map(String::as_str))
             .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-        let name: Cow<'_, str> = match source {
-            TenantSource::Header(h) => Cow::Borrowed(h),
-            TenantSource::Host(h) => Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default()),
-            TenantSource::Default => match verified.and_then(|v| auth_state.issuers.get(&v.issuer)) {
-                Some(t) => Cow::Owned(t.clone()),
-                None => Cow::Borrowed(self.settings.default_tenant.as_str()),
-            },
-        };
-        snap.tenants
-            .get(name.as_ref())
-            .cloned()
-            .ok_or_else(|| GatewayError::not_found(format!("namespace {name} not found")))
+        Ok(match source {
+            TenantSource::Header(h) => Named::Given(Cow::Borrowed(h)),
+            TenantSource::Host(h) => Named::Given(Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default())),
+            TenantSource::Default => {
+                let claimed = match auth::token::extract(headers) {
+                    Ok(Some(token)) => auth::token::unverified_issuer(&token),
+                    _ => None,
+                };
+                match claimed.and_then(|iss| auth_state.issuers.get(&iss)) {
+                    Some(t) => Named::ByIssuer(Cow::Owned(t.clone())),
+                    None => Named::Default(Cow::Borrowed(self.settings.default_tenant.as_str())),
+                }
+            }
+        })
+    }
+}
+
+/// How a request named its tenant.
+enum Named<'a> {
+    /// By host or `Micro-Namespace`.
+    Given(Cow<'a, str>),
+    /// Proposed by the platform issuer its token claims: holds only if the token verifies.
+    ByIssuer(Cow<'a, str>),
+    /// Nothing named one.
+    Default(Cow<'a, str>),
+}
+
+impl Named<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Named::Given(n) | Named::ByIssuer(n) | Named::Default(n) => n,
+        }
     }
 }
 
@@ -143,7 +191,7 @@ mod tests {
             let gw = gw.clone();
             async move {
                 let state = gw.routing.auth.load_full().unwrap();
-                gw.authenticate(state, &h).await.1.map(|v| v.account_id)
+                gw.authenticate(state, &h, Some("acme")).await.1.map(|v| v.account_id)
             }
         };
 

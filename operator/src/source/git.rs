@@ -1,8 +1,11 @@
 //! Resolving a git source to a commit with git2, and inspecting the tree at its path. Everything
 //! here blocks: callers run it on a blocking thread with a deadline (`Limits`).
 //!
-//! Repositories are fetched into bare repositories of an on-disk cache (one per URL); a commit that
-//! is already there is not fetched again.
+//! Repositories are fetched into bare repositories of an on-disk cache, one per tenant and URL; a
+//! commit that is already there is not fetched again. The partition is what keeps the cache from
+//! answering for another tenant: a commit pinned by URL is answered without the network, so a shared
+//! cache would tell tenant B, without credentials, whether a commit or a path exists in tenant A's
+//! private repository (docs/security.md).
 
 use std::cell::Cell;
 use std::path::Path;
@@ -426,10 +429,16 @@ fn classify(e: &git2::Error, seen: &Seen, req: &Request, limits: &Limits) -> Sou
     }
 }
 
-/// The bare repository caching `url` inside `cache_dir`.
-pub fn cache_path(cache_dir: &Path, url: &str) -> std::path::PathBuf {
+/// The bare repository caching `url` for `tenant` inside `cache_dir`: every tenant has its own
+/// copy, so that nothing one tenant fetched with its credentials answers another.
+pub fn cache_path(cache_dir: &Path, tenant: &str, url: &str) -> std::path::PathBuf {
     use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(url.as_bytes());
+    let mut h = sha2::Sha256::new();
+    // Length-prefixed: no (tenant, url) pair can be spelled as another.
+    h.update((tenant.len() as u64).to_be_bytes());
+    h.update(tenant.as_bytes());
+    h.update(url.as_bytes());
+    let digest = h.finalize();
     let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     cache_dir.join(format!("{name}.git"))
 }
@@ -453,9 +462,10 @@ fn open_cache(path: &Path) -> Result<Repository, SourceError> {
     Ok(repo)
 }
 
-/// Resolves `req` to a commit and a strategy. Blocks; honours `limits`.
+/// Resolves `req` to a commit and a strategy with the bare repository at `repo` (its
+/// [`cache_path`]; created when missing). Blocks; honours `limits`.
 pub fn resolve(
-    cache_dir: &Path,
+    repo: &Path,
     req: &Request,
     creds: &Credentials,
     transport: &Transport,
@@ -470,7 +480,7 @@ pub fn resolve(
             "ssh sources need a Secret with `ssh-privatekey` and `known_hosts`: unknown host keys are refused",
         ));
     }
-    let repo = open_cache(&cache_path(cache_dir, &req.url))?;
+    let repo = open_cache(repo)?;
     let seen = Seen::default();
     let commit = find_commit(&repo, req, creds, transport, limits, &seen)?;
     let strategy = inspect(&repo, commit, req)?;

@@ -149,20 +149,23 @@ impl Resolver {
         }
     }
 
-    /// The resolution of `key`'s source: the cached one while it is current (same request, poll
-    /// interval not elapsed, retry delay not elapsed), else a new one. `credentials` is awaited
-    /// only when the network is used.
+    /// The resolution of the source of MicroService `owner` (tenant, name): the cached one while
+    /// it is current (same request, poll interval not elapsed, retry delay not elapsed), else a
+    /// new one, fetched into the tenant's partition of the git cache. `credentials` is awaited
+    /// only when the network is used. [`Self::known`] and [`Self::retain`] name it `tenant/name`.
     pub async fn resolve(
         &self,
-        key: &str,
+        owner: (&str, &str),
         req: Request,
         secret: Option<&str>,
         poll: Option<Duration>,
         credentials: impl std::future::Future<Output = Result<Credentials, SourceError>>,
         settings: &SourceSettings,
     ) -> Answer {
+        let (tenant, name) = owner;
+        let key = format!("{tenant}/{name}");
         let cached = self.memo.lock().ok().and_then(|m| {
-            m.get(key)
+            m.get(&key)
                 .filter(|e| e.request == req && e.secret.as_deref() == secret)
                 .map(|e| (e.outcome.clone(), e.at.elapsed(), e.failures))
         });
@@ -180,7 +183,7 @@ impl Resolver {
             }
         }
         let previous_failures = cached.map_or(0, |c| if c.0.is_err() { c.2 } else { 0 });
-        let outcome = self.fetch(req.clone(), credentials, settings).await;
+        let outcome = self.fetch(tenant, req.clone(), credentials, settings).await;
         let failures = if outcome.is_err() { previous_failures + 1 } else { 0 };
         let again_in = match &outcome {
             Ok(_) => poll,
@@ -188,7 +191,7 @@ impl Resolver {
         };
         if let Ok(mut m) = self.memo.lock() {
             m.insert(
-                key.to_string(),
+                key,
                 Memo {
                     request: req,
                     secret: secret.map(str::to_owned),
@@ -203,6 +206,7 @@ impl Resolver {
 
     async fn fetch(
         &self,
+        tenant: &str,
         req: Request,
         credentials: impl std::future::Future<Output = Result<Credentials, SourceError>>,
         settings: &SourceSettings,
@@ -214,7 +218,7 @@ impl Resolver {
             .acquire()
             .await
             .map_err(|_| SourceError::new(Reason::SourceCacheError, "the resolver is shutting down"))?;
-        let path = git::cache_path(&settings.cache_dir, &req.url);
+        let path = git::cache_path(&settings.cache_dir, tenant, &req.url);
         let repo_lock = self
             .repos
             .lock()
@@ -223,16 +227,16 @@ impl Resolver {
             .or_default()
             .clone();
         let guard = repo_lock.lock_owned().await;
-        let cache_dir = settings.cache_dir.clone();
+        let repo = path.clone();
         let limits = git::Limits {
             max_bytes: settings.max_repo_bytes,
             deadline: Instant::now() + settings.timeout,
         };
-        std::fs::create_dir_all(&cache_dir)
+        std::fs::create_dir_all(&settings.cache_dir)
             .map_err(|e| SourceError::new(Reason::SourceCacheError, format!("cannot create the git cache: {e}")))?;
         let url = req.url.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let r = git::resolve(&cache_dir, &req, &creds, &transport, limits);
+            let r = git::resolve(&repo, &req, &creds, &transport, limits);
             drop(guard);
             r
         });

@@ -1206,3 +1206,48 @@ fn categories_are_bounded() {
         assert!(known.contains(&err.category()), "{err:?}");
     }
 }
+
+/// Tenants sharing an issuer: each its own candidate. The called tenant's policy decides first and
+/// the cache remembers which tenant was preferred, so one token can be acme's own account and
+/// beta's foreign one without either answer leaking into the other.
+#[test]
+fn a_shared_issuer_is_decided_by_the_called_tenants_policy_first() {
+    let k = &*KEYS;
+    let policy = |tenant: &str, audience: &str| {
+        let mut i = Issuer::new(ISS, tenant, vec![k.rsa.public.clone()]);
+        i.audiences = vec![audience.into()];
+        i
+    };
+    let v = verifier(vec![
+        policy("acme", "shared-app"),
+        policy("beta", "shared-app"),
+        policy("gamma", "gamma-app"),
+    ]);
+    let both = token_with(&k.rsa, &with(claims(), "aud", json!("shared-app")));
+    for _ in 0..2 {
+        // The second round is answered from the cache.
+        for (called, owner) in [
+            (Some("beta"), "beta"),
+            (Some("acme"), "acme"),
+            (None, "acme"),
+            (Some("gamma"), "acme"),
+        ] {
+            let got = v.verify_for(&both, NOW, TokenUse::Access, called).unwrap();
+            assert_eq!(got.tenant, owner, "called {called:?}");
+        }
+    }
+    // Gamma's audience: gamma's own account wherever it is presented.
+    let gammas = token_with(&k.rsa, &with(claims(), "aud", json!("gamma-app")));
+    assert_eq!(
+        v.verify_for(&gammas, NOW, TokenUse::Access, Some("acme"))
+            .unwrap()
+            .tenant,
+        "gamma"
+    );
+    // No policy accepts it: the called tenant's refusal is the answer.
+    let nobodys = token_with(&k.rsa, &with(claims(), "aud", json!("other")));
+    assert_eq!(
+        v.verify_for(&nobodys, NOW, TokenUse::Access, Some("beta")).unwrap_err(),
+        TokenError::Audience
+    );
+}

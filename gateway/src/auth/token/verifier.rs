@@ -91,6 +91,8 @@ struct Trusted {
 /// A key of a [`Trusted`] issuer, with what binds a verification to it.
 struct TrustedKey {
     key: PublicKey,
+    /// [`PublicKey::fingerprint`], computed once.
+    fingerprint: [u8; 32],
     /// SHA-256 over the issuer's settings (issuer, tenant, algorithms, audiences, scopes claim) and
     /// the key's fingerprint: a cached verification counts only while a verifier trusts exactly
     /// this issuer with exactly this key.
@@ -204,8 +206,13 @@ struct RawHeader {
 ///    must be the expected one (a token without `token_use`, from an external issuer, is an
 ///    access token).
 ///
-/// Several issuers may share one `iss` (e.g. two tenants trusting the same external issuer): the
-/// token belongs to the tenant whose key verified it.
+/// Several issuers may share one `iss`: two tenants trusting the same external issuer, each with
+/// its own policy (audiences, algorithms, scopes claim) and its own key source. Each is a candidate
+/// of its own, tried in turn — the called tenant's first ([`Verifier::verify_for`]), then the
+/// others in the order given — and the token belongs to the first whose key, signature and policy
+/// all accept it: the called tenant's account when its own policy accepts the token, else a
+/// foreign account of the tenant whose policy does (docs/auth.md#foreign-accounts). One tenant's
+/// policy or keys never decide for another.
 pub struct Verifier {
     issuers: HashMap<String, Vec<Trusted>>,
     /// Every [`TrustedKey::binding`]: what a cache hit must name.
@@ -288,7 +295,11 @@ impl Verifier {
                     &key,
                 );
                 bindings.insert(binding);
-                keys.push(TrustedKey { key, binding });
+                keys.push(TrustedKey {
+                    fingerprint: key.fingerprint(),
+                    key,
+                    binding,
+                });
             }
             if keys.is_empty() {
                 tracing::warn!(issuer = %issuer.issuer, tenant = %issuer.tenant, "issuer has no usable key");
@@ -312,27 +323,43 @@ impl Verifier {
         }
     }
 
-    /// Verifies an access token at `now_unix` (seconds since the epoch).
+    /// Verifies an access token at `now_unix` (seconds since the epoch), no tenant preferred.
     pub fn verify(&self, token: &str, now_unix: i64) -> Result<Verified, TokenError> {
-        self.verify_as(token, now_unix, TokenUse::Access)
+        self.verify_for(token, now_unix, TokenUse::Access, None)
     }
 
-    /// Verifies a refresh token (`token_use: "refresh"`) at `now_unix`.
+    /// Verifies a refresh token (`token_use: "refresh"`) at `now_unix`, no tenant preferred.
     pub fn verify_refresh(&self, token: &str, now_unix: i64) -> Result<Verified, TokenError> {
-        self.verify_as(token, now_unix, TokenUse::Refresh)
+        self.verify_for(token, now_unix, TokenUse::Refresh, None)
     }
 
-    /// Verifies a token of the given use at `now_unix`. See [`Verifier`] for the rules.
+    /// Verifies a token of the given use at `now_unix`, no tenant preferred.
     pub fn verify_as(&self, token: &str, now_unix: i64, expected: TokenUse) -> Result<Verified, TokenError> {
+        self.verify_for(token, now_unix, expected, None)
+    }
+
+    /// Verifies a token of the given use at `now_unix` for a call to `tenant`: where several
+    /// issuers share the token's `iss`, `tenant`'s own comes first. See [`Verifier`] for the rules.
+    pub fn verify_for(
+        &self,
+        token: &str,
+        now_unix: i64,
+        expected: TokenUse,
+        tenant: Option<&str>,
+    ) -> Result<Verified, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge {
                 limit: self.max_token_bytes,
             });
         }
         let Some(cache) = &self.cache.inner else {
-            return self.verify_uncached(token, now_unix, expected).map(|c| c.verified);
+            return self
+                .verify_uncached(token, now_unix, expected, tenant)
+                .map(|c| c.verified);
         };
-        let digest = sha256(token);
+        // Which tenant was preferred is part of the key: the same token may be one tenant's own
+        // account and another's foreign one.
+        let digest = cache_key(token, tenant);
         if let Some(hit) = cache.get(&digest)
             && now_unix < hit.verified.expires_at
             && now_unix.saturating_add(self.skew) >= hit.not_before
@@ -341,7 +368,7 @@ impl Verifier {
         {
             return Ok(hit.verified.clone());
         }
-        let cached = self.verify_uncached(token, now_unix, expected)?;
+        let cached = self.verify_uncached(token, now_unix, expected, tenant)?;
         let verified = cached.verified.clone();
         if now_unix < verified.expires_at {
             cache.insert(digest, Arc::new(cached));
@@ -359,7 +386,13 @@ impl Verifier {
         &self.cache
     }
 
-    fn verify_uncached(&self, token: &str, now: i64, expected: TokenUse) -> Result<Cached, TokenError> {
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: i64,
+        expected: TokenUse,
+        tenant: Option<&str>,
+    ) -> Result<Cached, TokenError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -386,69 +419,129 @@ impl Verifier {
             .map_err(|_| TokenError::Claims("iss is required and must be a string"))?
             .iss;
         let candidates = self.issuers.get(&iss).ok_or(TokenError::UnknownIssuer)?;
-        let (trusted, key) = select_key(candidates, alg, header.kid.as_deref())?;
-
+        if !candidates.iter().any(|t| t.algorithms.contains(&alg)) {
+            return Err(TokenError::Algorithm("alg is not allowed for this issuer"));
+        }
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| TokenError::Malformed("the signature is not base64url"))?;
         // The signed message is the token up to the second dot.
         let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        if !key.key.verify_signature(message, &signature) {
-            return Err(TokenError::Signature);
-        }
 
-        // The signature holds: the payload is the issuer's. Read it strictly.
-        let problem = Cell::new("the claims are not a JSON object");
-        let mut de = serde_json::Deserializer::from_slice(&payload);
-        let claims = PayloadSeed {
-            scopes_claim: &trusted.scopes_claim,
-            problem: &problem,
-        }
-        .deserialize(&mut de)
-        .and_then(|claims| de.end().map(|()| claims))
-        .map_err(|_| TokenError::Claims(problem.get()))?;
-
-        if claims.iss != trusted.issuer {
-            return Err(TokenError::IssuerMismatch);
-        }
-        if !trusted.audiences.is_empty() {
-            let named = claims.aud.as_deref().unwrap_or_default();
-            if !named.iter().any(|aud| trusted.audiences.contains(aud)) {
-                return Err(TokenError::Audience);
+        // The called tenant's issuer first, then the others in order.
+        let preferred = candidates.iter().filter(|t| tenant == Some(t.tenant.as_str()));
+        let others = candidates.iter().filter(|t| tenant != Some(t.tenant.as_str()));
+        // The first refusal is the answer when no candidate accepts; a key's signature check is
+        // done once, however many tenants trust that key.
+        let mut first_error = None;
+        let mut checked: Vec<([u8; 32], bool)> = Vec::new();
+        for trusted in preferred.chain(others).filter(|t| t.algorithms.contains(&alg)) {
+            let key = match select_key(trusted, alg, header.kid.as_deref()) {
+                Ok(k) => k,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            let valid = match checked.iter().find(|(f, _)| *f == key.fingerprint) {
+                Some((_, v)) => *v,
+                None => {
+                    let v = key.key.verify_signature(message, &signature);
+                    checked.push((key.fingerprint, v));
+                    v
+                }
+            };
+            if !valid {
+                first_error.get_or_insert(TokenError::Signature);
+                continue;
+            }
+            match check_claims(trusted, key, &payload, now, self.skew, expected) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        if claims.sub.is_empty() {
-            return Err(TokenError::Claims("sub is empty"));
-        }
-        if now >= claims.exp.saturating_add(self.skew) {
-            return Err(TokenError::Expired);
-        }
-        let not_before = claims.nbf.unwrap_or(i64::MIN);
-        if not_before > now.saturating_add(self.skew) {
-            return Err(TokenError::NotYetValid);
-        }
-        let token_use = claims.token_use.unwrap_or_else(|| TokenUse::Access.as_str().to_owned());
-        if token_use != expected.as_str() {
-            return Err(TokenError::WrongUse(match expected {
-                TokenUse::Access => "an access",
-                TokenUse::Refresh => "a refresh",
-            }));
-        }
-        Ok(Cached {
-            verified: Verified {
-                account_id: claims.sub,
-                account_type: claims.account_type.unwrap_or_else(|| "user".to_owned()),
-                scopes: claims.scopes,
-                tenant: trusted.tenant.clone(),
-                issuer: claims.iss,
-                expires_at: claims.exp,
-                token_use,
-                audiences: claims.aud.clone().unwrap_or_default(),
-            },
-            not_before,
-            binding: key.binding,
-        })
+        Err(first_error.unwrap_or(TokenError::UnknownKid))
     }
+}
+
+/// The cache key of `token` verified with `tenant` preferred.
+fn cache_key(token: &str, tenant: Option<&str>) -> [u8; 32] {
+    match tenant {
+        None => sha256(token),
+        Some(t) => {
+            let mut ctx = digest::Context::new(&digest::SHA256);
+            ctx.update(&(t.len() as u64).to_be_bytes());
+            ctx.update(t.as_bytes());
+            ctx.update(token.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        }
+    }
+}
+
+/// The payload of a token whose signature `key` of `trusted` verified, read strictly and checked
+/// against `trusted`'s policy.
+fn check_claims(
+    trusted: &Trusted,
+    key: &TrustedKey,
+    payload: &[u8],
+    now: i64,
+    skew: i64,
+    expected: TokenUse,
+) -> Result<Cached, TokenError> {
+    let problem = Cell::new("the claims are not a JSON object");
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let claims = PayloadSeed {
+        scopes_claim: &trusted.scopes_claim,
+        problem: &problem,
+    }
+    .deserialize(&mut de)
+    .and_then(|claims| de.end().map(|()| claims))
+    .map_err(|_| TokenError::Claims(problem.get()))?;
+
+    if claims.iss != trusted.issuer {
+        return Err(TokenError::IssuerMismatch);
+    }
+    if !trusted.audiences.is_empty() {
+        let named = claims.aud.as_deref().unwrap_or_default();
+        if !named.iter().any(|aud| trusted.audiences.contains(aud)) {
+            return Err(TokenError::Audience);
+        }
+    }
+    if claims.sub.is_empty() {
+        return Err(TokenError::Claims("sub is empty"));
+    }
+    if now >= claims.exp.saturating_add(skew) {
+        return Err(TokenError::Expired);
+    }
+    let not_before = claims.nbf.unwrap_or(i64::MIN);
+    if not_before > now.saturating_add(skew) {
+        return Err(TokenError::NotYetValid);
+    }
+    let token_use = claims.token_use.unwrap_or_else(|| TokenUse::Access.as_str().to_owned());
+    if token_use != expected.as_str() {
+        return Err(TokenError::WrongUse(match expected {
+            TokenUse::Access => "an access",
+            TokenUse::Refresh => "a refresh",
+        }));
+    }
+    Ok(Cached {
+        verified: Verified {
+            account_id: claims.sub,
+            account_type: claims.account_type.unwrap_or_else(|| "user".to_owned()),
+            scopes: claims.scopes,
+            tenant: trusted.tenant.clone(),
+            issuer: claims.iss,
+            expires_at: claims.exp,
+            token_use,
+            audiences: claims.aud.clone().unwrap_or_default(),
+        },
+        not_before,
+        binding: key.binding,
+    })
 }
 
 /// The `iss` a token claims, read without verifying anything: only to tell which issuer's keys a
@@ -460,27 +553,18 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
     serde_json::from_slice::<UnverifiedIssuer>(&payload).ok().map(|u| u.iss)
 }
 
-/// The issuer and key for a token's `alg` and `kid`.
-fn select_key<'a>(
-    candidates: &'a [Trusted],
-    alg: Alg,
-    kid: Option<&str>,
-) -> Result<(&'a Trusted, &'a TrustedKey), TokenError> {
-    let mut allowed = candidates.iter().filter(|t| t.algorithms.contains(&alg)).peekable();
-    if allowed.peek().is_none() {
-        return Err(TokenError::Algorithm("alg is not allowed for this issuer"));
-    }
+/// The key of `trusted` for a token's `alg` and `kid` (a token without `kid` uses the only key of
+/// that `alg`, if there is exactly one).
+fn select_key<'a>(trusted: &'a Trusted, alg: Alg, kid: Option<&str>) -> Result<&'a TrustedKey, TokenError> {
     match kid {
         Some(kid) => {
             let mut other_alg = false;
-            for trusted in allowed {
-                for key in &trusted.keys {
-                    if key.key.kid == kid {
-                        if key.key.alg == alg {
-                            return Ok((trusted, key));
-                        }
-                        other_alg = true;
+            for key in &trusted.keys {
+                if key.key.kid == kid {
+                    if key.key.alg == alg {
+                        return Ok(key);
                     }
+                    other_alg = true;
                 }
             }
             Err(if other_alg {
@@ -490,17 +574,14 @@ fn select_key<'a>(
             })
         }
         None => {
-            let mut found = None;
-            for trusted in allowed {
-                for key in trusted.keys.iter().filter(|k| k.key.alg == alg) {
-                    if found.replace((trusted, key)).is_some() {
-                        return Err(TokenError::UnknownKey(
-                            "no kid, and the issuer has several keys for the alg",
-                        ));
-                    }
-                }
+            let mut of_alg = trusted.keys.iter().filter(|k| k.key.alg == alg);
+            match (of_alg.next(), of_alg.next()) {
+                (Some(key), None) => Ok(key),
+                (Some(_), Some(_)) => Err(TokenError::UnknownKey(
+                    "no kid, and the issuer has several keys for the alg",
+                )),
+                (None, _) => Err(TokenError::UnknownKid),
             }
-            found.ok_or(TokenError::UnknownKid)
         }
     }
 }

@@ -134,11 +134,10 @@ pub async fn plan(ms: &MicroService, source: &Source, ctx: &Context, name: &str,
             }
         }
     };
-    let key = format!("{namespace}/{name}");
     let answer = ctx
         .resolver
         .resolve(
-            &key,
+            (namespace, name),
             req.clone(),
             secret.as_deref(),
             poll,
