@@ -38,6 +38,10 @@ struct Args {
         default_value = "http://microplane-operator:8082"
     )]
     sync_endpoint: String,
+    /// PEM file of the CA the operator's sync certificate chains to (the `ca.crt` of the
+    /// operator's `--sync-tls-secret`); required for an `https://` endpoint, refused for `http://`.
+    #[arg(long, env = "MICROPLANE_SYNC_CA_FILE")]
+    sync_ca_file: Option<std::path::PathBuf>,
     /// File holding the sync token: the shared token, or a projected ServiceAccount token (the
     /// operator reviews it). Read again on every (re)connect, since the kubelet rotates it.
     #[arg(long, env = "MICROPLANE_SYNC_TOKEN_FILE")]
@@ -111,6 +115,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Fail fast on a missing file; it is read again on every connect.
     let token = sync::TokenSource::File(args.sync_token_file.clone());
     token.read().map_err(anyhow::Error::msg)?;
+    let sync_settings = sync::SyncSettings {
+        endpoint: args.sync_endpoint.clone(),
+        token,
+        name: std::env::var("POD_NAME").unwrap_or_else(|_| format!("gateway-{}", std::process::id())),
+        ca_file: args.sync_ca_file.clone(),
+    };
+    sync_settings.check().map_err(anyhow::Error::msg)?;
 
     let signal = microplane_runtime::shutdown_signal().context("installing the signal handlers")?;
     let shutdown = async move {
@@ -139,16 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(settings, metrics.clone()));
     let health = Arc::new(Health::new(Duration::from_secs(args.sync_stale_seconds)));
     tokio::spawn(sync::follow_external_keys(gateway.clone()));
-    let name = std::env::var("POD_NAME").unwrap_or_else(|_| format!("gateway-{}", std::process::id()));
-    tokio::spawn(sync::supervise(
-        gateway.clone(),
-        sync::SyncSettings {
-            endpoint: args.sync_endpoint,
-            token,
-            name,
-        },
-        health.clone(),
-    ));
+    tokio::spawn(sync::supervise(gateway.clone(), sync_settings, health.clone()));
     // The admin port outlives the drain: probes keep getting answers (not ready, but live).
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let (live, ready) = (health.clone(), health.clone());

@@ -9,7 +9,7 @@ use microplane_wire::sync::v1::routing_sync_client::RoutingSyncClient;
 use microplane_wire::sync::v1::{Ack, GatewayMessage, Hello, Snapshot as WireSnapshot, gateway_message};
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use crate::health::Health;
 use crate::state::Gateway;
@@ -23,6 +23,37 @@ pub struct SyncSettings {
     pub token: TokenSource,
     /// This gateway's name, for the operator's logs.
     pub name: String,
+    /// PEM file of the CA the operator's serving certificate must chain to (an `https://`
+    /// endpoint); read again on every (re)connect. `None`: cleartext h2c (`http://`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl SyncSettings {
+    /// Whether endpoint and CA agree: `https://` needs a CA file, and a CA file an `https://`
+    /// endpoint (never a silent fall back to cleartext).
+    pub fn check(&self) -> Result<(), String> {
+        match (self.endpoint.starts_with("https://"), &self.ca_file) {
+            (true, None) => Err(format!(
+                "the sync endpoint {} is https: give --sync-ca-file, the CA its certificate chains to",
+                self.endpoint
+            )),
+            (false, Some(_)) => Err(format!(
+                "--sync-ca-file is given but the sync endpoint {} is not https://",
+                self.endpoint
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The endpoint to dial, with TLS trusting exactly the CA file when there is one.
+    fn endpoint(&self) -> Result<Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())?;
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("reading the sync CA from {}: {e}", path.display()))?;
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+        }
+        Ok(endpoint)
+    }
 }
 
 /// Where the sync token comes from.
@@ -122,7 +153,8 @@ async fn follow(
     health: &Health,
     attempt: &mut u32,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let channel = Endpoint::from_shared(settings.endpoint.clone())?
+    let channel = settings
+        .endpoint()?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
@@ -382,6 +414,26 @@ mod tests {
             matches!(&refused, crate::auth::Authn::UnknownKid { .. }),
             "refused because its key is gone, not for another reason: {refused:?}"
         );
+    }
+
+    #[test]
+    fn an_https_endpoint_needs_a_ca_and_a_ca_needs_https() {
+        let settings = |endpoint: &str, ca: Option<&str>| SyncSettings {
+            endpoint: endpoint.into(),
+            token: TokenSource::Static("t".into()),
+            name: "gw".into(),
+            ca_file: ca.map(Into::into),
+        };
+        assert!(settings("https://op.ns.svc:8082", Some("/ca.crt")).check().is_ok());
+        assert!(settings("http://127.0.0.1:8082", None).check().is_ok());
+        let no_ca = settings("https://op.ns.svc:8082", None).check().unwrap_err();
+        assert!(no_ca.contains("--sync-ca-file"), "{no_ca}");
+        let cleartext = settings("http://op.ns.svc:8082", Some("/ca.crt")).check().unwrap_err();
+        assert!(cleartext.contains("not https"), "{cleartext}");
+        // A CA file that cannot be read fails the connect, naming the file.
+        let missing = settings("https://op.ns.svc:8082", Some("/nonexistent/ca.crt"));
+        let err = missing.endpoint().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.crt"), "{err}");
     }
 
     #[test]

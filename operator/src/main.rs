@@ -129,6 +129,15 @@ struct Args {
         default_value = "microplane-system/microplane-gateway"
     )]
     sync_allowed_service_accounts: Vec<String>,
+    /// Secret in the operator's namespace holding the sync stream's CA and serving certificate
+    /// (issued when missing; gateways trust its `ca.crt`). Empty: cleartext h2c, only for
+    /// host-process setups (docs/operator.md#sync-tls).
+    #[arg(long, env = "MICROPLANE_SYNC_TLS_SECRET", default_value = "")]
+    sync_tls_secret: String,
+    /// DNS names the sync serving certificate is issued for (comma-separated): the names gateways
+    /// dial, such as `microplane-operator.microplane-system.svc`.
+    #[arg(long, env = "MICROPLANE_SYNC_TLS_DNS_NAMES", value_delimiter = ',')]
+    sync_tls_dns_names: Vec<String>,
     /// Base URL of the gateway, shown as `status.url` of MicroServices.
     #[arg(long, env = "MICROPLANE_GATEWAY_URL")]
     gateway_url: Option<String>,
@@ -285,9 +294,27 @@ async fn main() -> anyhow::Result<()> {
             closing_tx.send_replace(true);
         }
     });
+    // The stream carries every tenant's signing keys: TLS unless asked to run without.
+    let tls = match (&auth, args.sync_tls_secret.as_str()) {
+        (None, _) | (_, "") => None,
+        (Some(_), secret) => Some(
+            microplane_operator::publish::tls::ensure(
+                client.clone(),
+                &args.lease_namespace,
+                secret,
+                &args.sync_tls_dns_names,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            )
+            .await
+            .context("sync TLS")?,
+        ),
+    };
     let sync_server = auth.map(|auth| {
         let service = SyncService::with_auth(snapshot_rx, auth, metrics.sync.clone(), closing);
-        tokio::spawn(sync_server::serve(args.sync_address, service, shutdown.clone()))
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { sync_server::serve(args.sync_address, service, tls.as_ref(), shutdown).await })
     });
     let ready = state.clone();
     controller::run(

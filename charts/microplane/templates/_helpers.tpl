@@ -56,20 +56,33 @@ ServiceAccount.
 */}}
 {{- define "microplane.sync.tokenDir" -}}/var/run/microplane/sync{{- end -}}
 
-{{- define "microplane.sync.endpoint" -}}
-{{- printf "http://%s.%s.svc:8082" (include "microplane.operator.fullname" .) .Release.Namespace -}}
+{{- define "microplane.sync.host" -}}
+{{- printf "%s.%s.svc" (include "microplane.operator.fullname" .) .Release.Namespace -}}
 {{- end -}}
+
+{{- define "microplane.sync.endpoint" -}}
+{{- printf "%s://%s:8082" (ternary "https" "http" .Values.sync.tls.enabled) (include "microplane.sync.host" .) -}}
+{{- end -}}
+
+{{- define "microplane.sync.caDir" -}}/var/run/microplane/sync-ca{{- end -}}
 
 {{- define "microplane.operator.syncArgs" -}}
 - --sync-address=0.0.0.0:8082
 - --sync-auth=token-review
 - --sync-audience={{ .Values.sync.audience }}
 - --sync-allowed-service-accounts={{ .Release.Namespace }}/{{ include "microplane.gateway.fullname" . }}
+{{- if .Values.sync.tls.enabled }}
+- --sync-tls-secret={{ .Values.sync.tls.secretName }}
+- --sync-tls-dns-names={{ include "microplane.sync.host" . }},{{ include "microplane.operator.fullname" . }}.{{ .Release.Namespace }},{{ include "microplane.operator.fullname" . }}
+{{- end }}
 {{- end -}}
 
 {{- define "microplane.gateway.syncArgs" -}}
 - --sync-endpoint={{ include "microplane.sync.endpoint" . }}
 - --sync-token-file={{ include "microplane.sync.tokenDir" . }}/token
+{{- if .Values.sync.tls.enabled }}
+- --sync-ca-file={{ include "microplane.sync.caDir" . }}/ca.crt
+{{- end }}
 {{- end -}}
 
 {{/* The projected token volume of the gateway pod. */}}
@@ -82,6 +95,16 @@ ServiceAccount.
           audience: {{ .Values.sync.audience }}
           expirationSeconds: {{ .Values.sync.tokenExpirationSeconds }}
           path: token
+{{- if .Values.sync.tls.enabled }}
+# The sync CA only (never the keys in the same Secret); the operator creates the Secret on start,
+# until then the kubelet retries the mount.
+- name: sync-ca
+  secret:
+    secretName: {{ .Values.sync.tls.secretName }}
+    defaultMode: 0444
+    items:
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
 {{- end -}}
 
 {{/* Graceful shutdown and sync-staleness flags of the gateway. */}}

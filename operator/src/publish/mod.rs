@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -135,14 +135,23 @@ impl RoutingSync for SyncService {
     }
 }
 
-/// Serves the sync service on `addr` until `shutdown`.
+/// Serves the sync service on `addr` until `shutdown`: over TLS with `tls` (the serving
+/// certificate and key, PEM), else cleartext h2c (host-process setups and tests only).
 pub async fn serve(
     addr: SocketAddr,
     service: SyncService,
+    tls: Option<&super::tls::Material>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    tracing::info!(%addr, "sync server listening");
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(m) = tls {
+        let identity = tonic::transport::Identity::from_pem(&m.cert, &m.key);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        tracing::info!(%addr, names = %m.dns_names, "sync server listening (TLS)");
+    } else {
+        tracing::warn!(%addr, "sync server listening in cleartext (no --sync-tls-secret): only for host-process setups");
+    }
+    builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(RoutingSyncServer::new(service).max_encoding_message_size(256 << 20))

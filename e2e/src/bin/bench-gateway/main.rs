@@ -286,6 +286,7 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
     let sync = tokio::spawn(server::serve(
         sync_addr,
         server::SyncService::new(rx, token, SyncMetrics::default()),
+        None,
         async move {
             let _ = stopped.await;
         },
