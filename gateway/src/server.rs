@@ -118,11 +118,15 @@ pub async fn serve_graceful(
         let _ = stream.set_nodelay(true);
         let gw = gateway.clone();
         let client = Arc::new(Peer::new(peer, &gateway.settings.trusted_proxies));
+        let activity = Arc::new(Activity::new());
+        let seen = activity.clone();
         let service = hyper::service::service_fn(move |req| {
+            seen.request();
             let gw = gw.clone();
             let client = client.clone();
             async move { Ok::<_, Infallible>(gw.handle(req, &client).await) }
         });
+        let idle_timeout = s.idle_timeout;
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -131,14 +135,30 @@ pub async fn serve_graceful(
             let _slot = slot;
             let (stop, _guard) = registered;
             let mut conn = std::pin::pin!(conn);
+            let mut stop = std::pin::pin!(stop);
             // The connection first: the stop signal is looked at only when the connection is not
-            // done, and costs an atomic load (a shared watch would take a lock on every poll).
-            let result = tokio::select! {
-                biased;
-                r = conn.as_mut() => r,
-                _ = stop => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // done, and costs an atomic load (a shared watch would take a lock on every poll). A
+            // connection on which no request started for `idle_timeout` is closed gracefully too
+            // (HTTP/2 sends GOAWAY; streams in flight, such as a server-sent event stream, finish),
+            // so idle HTTP/2 connections, which keep-alive pings would keep forever, free their
+            // slot and memory.
+            let result = loop {
+                let idle_for = activity.idle_for();
+                let check_in = idle_timeout.saturating_sub(idle_for);
+                tokio::select! {
+                    biased;
+                    r = conn.as_mut() => break r,
+                    _ = stop.as_mut() => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    () = tokio::time::sleep(check_in) => {
+                        if activity.idle_for() >= idle_timeout {
+                            tracing::debug!(%peer, "idle connection closed");
+                            conn.as_mut().graceful_shutdown();
+                            break conn.await;
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -163,6 +183,33 @@ pub async fn serve_graceful(
         tracing::info!(took_ms = started.elapsed().as_millis(), "connections drained");
     }
     Ok(())
+}
+
+/// When a connection last started a request: milliseconds since the connection was accepted.
+struct Activity {
+    since: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A request started now.
+    fn request(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last request started (or since the connection was accepted).
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
 }
 
 /// The open downstream connections, each with the sender that asks it to finish gracefully: the

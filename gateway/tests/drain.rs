@@ -163,3 +163,50 @@ async fn the_drain_timeout_bounds_the_wait() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// Issue 20, item 4: an HTTP/2 connection answers keep-alive pings forever, so an idle one was never
+/// closed and held its slot of `--max-connections` and its memory. One on which no request started
+/// for the idle timeout is closed (GOAWAY); one in use stays open.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_busy_ones_kept() {
+    use microplane_gateway::metrics::Metrics;
+    use microplane_gateway::state::Settings;
+
+    let idle = Duration::from_millis(400);
+    let gw = Arc::new(Gateway::new(
+        Settings {
+            access_log: false,
+            idle_timeout: idle,
+            ..Settings::default()
+        },
+        Metrics::new(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(microplane_gateway::server::serve(gw, listener, std::future::pending()));
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let started = Instant::now();
+    // Busy: a request every 150 ms for three idle timeouts keeps it open.
+    while started.elapsed() < idle * 3 {
+        let req = Request::get(format!("http://{addr}/helloworld/call"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.expect("the busy connection stays open");
+        assert_eq!(
+            resp.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no snapshot: 503, but answered"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(!conn.is_finished());
+    // Idle: closed by the gateway within about one more timeout.
+    let closed = tokio::time::timeout(idle * 4, conn).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection was not closed");
+}

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, header};
 
 use super::TenantAuth;
+use super::limits::SpentRefreshTokens;
 use super::token::{Audience, Claims, REFRESH_AUDIENCE, TokenUse, Verifier};
 use crate::error::GatewayError;
 
@@ -165,10 +166,12 @@ pub(crate) fn check_secret(t: &TenantAuth, id: &str, secret: &str) -> bool {
 ///
 /// A refresh token names the account's secret version, so a changed secret ends it; one obtained
 /// by refreshing keeps the expiry of the one presented, so a chain of refreshes ends
-/// [`REFRESH_TTL`] after the secret was last presented.
+/// [`REFRESH_TTL`] after the secret was last presented. Each refresh token is good for one refresh
+/// (`spent` remembers the redeemed ones).
 pub(crate) fn issue(
     t: &TenantAuth,
     verifier: &Verifier,
+    spent: &SpentRefreshTokens,
     req: &TokenRequest,
     now: i64,
     secret_ok: bool,
@@ -207,6 +210,11 @@ pub(crate) fn issue(
             if v.tenant != t.tenant || current.is_none_or(|aud| !v.audiences.contains(&aud)) {
                 // Another tenant's, an account that is gone, or a secret that changed since.
                 return Err(GatewayError::unauthorized("invalid refresh token"));
+            }
+            if !spent.spend(token) {
+                return Err(GatewayError::unauthorized(
+                    "refresh token already used: each is good for one refresh",
+                ));
             }
             (v.account_id, v.expires_at)
         }
@@ -297,15 +305,21 @@ mod tests {
             client_secret: Some(secret.into()),
             ..Default::default()
         };
-        issue(t, &s.verifier, &req, now, check_secret(t, "alice", secret))
+        let spent = SpentRefreshTokens::new(16);
+        issue(t, &s.verifier, &spent, &req, now, check_secret(t, "alice", secret))
     }
 
-    fn refresh(s: &AuthState, token: &str, now: i64) -> Result<serde_json::Value, GatewayError> {
+    fn refresh(
+        s: &AuthState,
+        spent: &SpentRefreshTokens,
+        token: &str,
+        now: i64,
+    ) -> Result<serde_json::Value, GatewayError> {
         let req = TokenRequest {
             refresh_token: Some(token.into()),
             ..Default::default()
         };
-        issue(&s.tenants["acme"], &s.verifier, &req, now, false)
+        issue(&s.tenants["acme"], &s.verifier, spent, &req, now, false)
     }
 
     /// Issue 20, item 5: secrets checked against a salted PBKDF2 hash; a refresh chain ends when
@@ -324,13 +338,18 @@ mod tests {
         assert_eq!(exp(&r1), now + REFRESH_TTL);
 
         // An hour later: a new refresh token, expiring when the first one does.
-        let second = refresh(&s, &r1, now + 3600).unwrap();
+        let spent = SpentRefreshTokens::new(16);
+        let second = refresh(&s, &spent, &r1, now + 3600).unwrap();
         let r2 = second["refresh_token"].as_str().unwrap().to_string();
         assert_eq!(exp(&r2), now + REFRESH_TTL, "refreshing does not extend the chain");
+        // Each refresh token is good once: a copy replayed (stolen, or a retry) is refused.
+        let replayed = refresh(&s, &spent, &r1, now + 3601).unwrap_err();
+        assert_eq!(replayed.code, 401);
+        assert!(replayed.detail.contains("already used"), "{replayed:?}");
 
         // The secret is rotated: the old refresh tokens are refused, a login with the new one works.
         let rotated = state(&key, "a-brand-new-secret-0001");
-        assert_eq!(refresh(&rotated, &r2, now + 7200).unwrap_err().code, 401);
+        assert_eq!(refresh(&rotated, &spent, &r2, now + 7200).unwrap_err().code, 401);
         assert!(login(&rotated, "a-brand-new-secret-0001", now).is_ok());
         assert_eq!(login(&rotated, "correct-horse-battery", now).unwrap_err().code, 401);
     }

@@ -4,6 +4,8 @@
 //! Two keyed limits, both in this gateway's memory (each replica counts on its own): per tenant and
 //! client id (ids the tenant does not have share one key, so made-up ids cannot grow the map), and
 //! per client IP. Idle keys are forgotten as the map grows.
+//!
+//! And [`SpentRefreshTokens`]: a refresh token is good for one refresh at this gateway.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,10 +21,49 @@ pub(crate) const PER_IP_PER_MINUTE: u32 = 30;
 /// Keys kept before idle ones are dropped.
 const RETAIN_AT: usize = 4096;
 
+/// Refresh tokens remembered as spent: far more than the rate limits let anyone redeem while
+/// one lives (24 h).
+pub(crate) const SPENT_CAPACITY: usize = 100_000;
+
 /// The token endpoint's limits.
 pub(crate) struct TokenLimits {
     by_client: DefaultKeyedRateLimiter<(String, String)>,
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Refresh tokens already redeemed here.
+    pub(crate) spent: SpentRefreshTokens,
+}
+
+/// The refresh tokens this gateway has redeemed, by SHA-256 (never the token): each is good for one
+/// refresh, which returns the next one of the chain. A stolen refresh token that its owner already
+/// used is refused, and one the thief uses first is refused to the owner, who signs in again.
+///
+/// Per replica, in memory: gateways share no state, so with several replicas a token may be
+/// redeemed once at each (docs/auth.md#accounts-and-tokens); a changed account secret still ends
+/// every chain at every gateway. At most [`SPENT_CAPACITY`] are kept; the rate limits let no one
+/// redeem that many in a token's lifetime.
+pub(crate) struct SpentRefreshTokens {
+    spent: quick_cache::sync::Cache<[u8; 32], ()>,
+}
+
+impl SpentRefreshTokens {
+    /// Room for `capacity` tokens.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            spent: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// Marks `token` spent; `false` when it already was (concurrent redemptions of one token:
+    /// exactly one gets `true`).
+    pub(crate) fn spend(&self, token: &str) -> bool {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        match self.spent.get_value_or_guard(&key, Some(Duration::from_secs(1))) {
+            quick_cache::sync::GuardResult::Guard(g) => g.insert(()).is_ok(),
+            quick_cache::sync::GuardResult::Value(()) | quick_cache::sync::GuardResult::Timeout => false,
+        }
+    }
 }
 
 impl Default for TokenLimits {
@@ -38,6 +79,7 @@ impl TokenLimits {
         Self {
             by_client: RateLimiter::keyed(quota(per_client)),
             by_ip: RateLimiter::keyed(quota(per_ip)),
+            spent: SpentRefreshTokens::new(SPENT_CAPACITY),
         }
     }
 
@@ -85,6 +127,21 @@ mod tests {
         // Another IP, another tenant: fresh.
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(limits.check("beta", Some("alice"), true, other).is_ok());
+    }
+
+    #[test]
+    fn a_refresh_token_is_spent_once_even_when_raced() {
+        let spent = std::sync::Arc::new(SpentRefreshTokens::new(16));
+        assert!(spent.spend("token-a"));
+        assert!(!spent.spend("token-a"));
+        assert!(spent.spend("token-b"));
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| usize::from(spent.spend("token-c"))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1);
     }
 
     #[test]

@@ -59,7 +59,14 @@ pub(super) async fn serve(
                 }
                 _ => false,
             };
-            let issued = auth::endpoints::issue(&ta, &auth_state.verifier, &request, auth::now_unix(), secret_ok)?;
+            let issued = auth::endpoints::issue(
+                &ta,
+                &auth_state.verifier,
+                &limits.spent,
+                &request,
+                auth::now_unix(),
+                secret_ok,
+            )?;
             let mut r = json(issued);
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
