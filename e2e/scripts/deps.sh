@@ -7,7 +7,9 @@
 #   OpenSSL); for the real node: nftables (kube-proxy), socat (bridges the API server into the node's
 #   namespace), util-linux (nsenter, unshare), iptables (CNI plugins), libseccomp-dev (runc, built
 #   with cgo, for the RuntimeDefault seccomp profile), musl-tools (static binaries for the images);
-#   lua5.4 (the e2e tier runs the Argo CD health checks in a real Lua interpreter).
+#   lua5.4 (the e2e tier runs the Argo CD health checks in a real Lua interpreter); and, from PyPI
+#   into .state/tools/openapi (a venv of its own), openapi-spec-validator, which validates the
+#   gateway's OpenAPI documents in gateway/tests/openapi.rs.
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 missing=()
@@ -28,4 +30,12 @@ if ((${#missing[@]})); then
 fi
 if command -v rustup >/dev/null; then
   rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+fi
+
+openapi_venv="$(cd "$(dirname "$0")/../.." && pwd)/.state/tools/openapi"
+if [[ ! -x $openapi_venv/bin/openapi-spec-validator ]]; then
+  echo "deps: installing openapi-spec-validator into $openapi_venv" >&2
+  rm -rf "$openapi_venv"
+  python3 -m venv "$openapi_venv"
+  "$openapi_venv/bin/pip" install -q --disable-pip-version-check 'openapi-spec-validator==0.9.0'
 fi

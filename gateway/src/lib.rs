@@ -28,6 +28,7 @@ pub(crate) mod decode;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub(crate) mod openapi;
 pub(crate) mod peer;
 pub(crate) mod phases;
 pub(crate) mod proxy;

@@ -88,6 +88,8 @@ struct Progress {
 /// What the background task of one fetched key set shares with on-demand callers.
 struct Refresher {
     uri: String,
+    /// The `iss` of the (first) issuer naming it, for the logs.
+    issuer: String,
     /// The number of the fetch on-demand callers wait for: when it is past the fetches started,
     /// the task starts the next one at once instead of at its scheduled time.
     wanted: watch::Sender<u64>,
@@ -208,6 +210,7 @@ impl JwksCache {
             } else if !fetched.contains_key(source) {
                 let refresher = Arc::new(Refresher {
                     uri: e.jwks_uri.clone(),
+                    issuer: e.issuer.clone(),
                     wanted: watch::Sender::new(0),
                     progress: watch::Sender::new(Progress::default()),
                     on_demand: Mutex::new(None),
@@ -289,7 +292,7 @@ impl JwksCache {
                 Ok(keys) => {
                     failures = 0;
                     if self.keys.load().get(&r.uri) != Some(&keys) {
-                        tracing::info!(jwks_uri = %r.uri, keys = keys.len(), "external issuer keys updated");
+                        tracing::info!(issuer = %r.issuer, jwks_uri = %r.uri, keys = keys.len(), "external issuer keys updated");
                         self.set(&r.uri, Some(keys));
                         self.changed.notify_one();
                     }
@@ -297,7 +300,7 @@ impl JwksCache {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(jwks_uri = %r.uri, error = %e, "fetching the issuer's keys failed; keeping the last good ones");
+                    tracing::warn!(issuer = %r.issuer, jwks_uri = %r.uri, error = %e, "fetching the issuer's keys failed; keeping the last good ones");
                     retry_after(failures)
                 }
             };

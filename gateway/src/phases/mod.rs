@@ -88,6 +88,10 @@ impl Gateway {
                 .cloned()
                 .ok_or_else(|| GatewayError::not_found(format!("namespace {named} not found")))?;
             ctx.tenant = Some(tenant.clone());
+            if endpoint == crate::openapi::WELL_KNOWN {
+                let (auth_state, verified) = self.authenticate(auth_state, req.headers(), Some(named)).await;
+                return self.explorer(&snap, &auth_state, &tenant, verified, &req);
+            }
             let ip = peer.client_ip(req.headers());
             return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
@@ -107,6 +111,9 @@ impl Gateway {
             return Ok(cors::preflight());
         }
         if let Some((None, endpoint)) = well_known {
+            if endpoint == crate::openapi::WELL_KNOWN {
+                return self.explorer(&snap, &auth_state, &tenant, verified, &req);
+            }
             let ip = peer.client_ip(req.headers());
             return issuer::serve(&auth_state, &tenant, endpoint, req, &self.token_limits, ip).await;
         }
@@ -179,5 +186,32 @@ impl Gateway {
                 .await
             }
         }
+    }
+}
+
+impl Gateway {
+    /// `GET <tenant>/.well-known/openapi.json`: the tenant's endpoints the caller may call
+    /// ([`crate::openapi`]).
+    fn explorer(
+        &self,
+        snap: &crate::snapshot::Snapshot,
+        auth_state: &crate::auth::AuthState,
+        tenant: &Tenant,
+        verified: Option<crate::auth::token::Verified>,
+        req: &Request<Incoming>,
+    ) -> Result<Response<BoxBody>, GatewayError> {
+        if req.method() != Method::GET {
+            return Err(GatewayError::method_not_allowed(format!(
+                "{} is not allowed on openapi.json: use GET",
+                req.method()
+            )));
+        }
+        let ta = auth_state
+            .tenants
+            .get(&tenant.name)
+            .ok_or_else(|| GatewayError::not_found(format!("namespace {} not found", tenant.name)))?;
+        let account = verified.map(|v| ta.account_of(v));
+        let doc = crate::openapi::document(tenant, ta, account.as_ref(), snap.version);
+        Ok(json_response(StatusCode::OK, bytes::Bytes::from(doc.to_string())))
     }
 }
