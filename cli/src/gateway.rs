@@ -156,6 +156,11 @@ impl Target {
         })
     }
 
+    /// Whether a login is stored for this gateway and tenant.
+    pub fn signed_in(&self) -> bool {
+        Self::load_all().contains_key(&self.key())
+    }
+
     /// Signs in with an account's id and secret; the tokens are kept for this gateway and tenant.
     pub async fn login(&self, id: &str, secret: &str) -> Result<()> {
         let stored = self

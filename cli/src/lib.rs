@@ -361,6 +361,13 @@ async fn endpoint_command(cli: &Cli, words: &[String]) -> Result<()> {
         } else {
             format!("did you mean:\n{}", near.join("\n"))
         };
+        // The document holds only what this caller may call: an endpoint that needs an account is
+        // not in an anonymous caller's.
+        let hint = if t.signed_in() {
+            hint
+        } else {
+            format!("{hint}; endpoints that need an account show once you sign in (microplane login)")
+        };
         anyhow::bail!(Failure::NotFound(format!("no endpoint {}: {hint}", path.join(" "))));
     };
     if help {

@@ -173,13 +173,16 @@ async fn run_call_stream_login_and_kill_with_the_cli() {
         .unwrap();
     let deadline = std::time::Instant::now() + T;
     let err = loop {
-        let out = cli.run(&["helloworld", "call", "--name", "x"]);
+        let out = cli.run(&["call", "helloworld", "call", r#"{"name":"x"}"#]);
         if out.status.code() == Some(4) {
             break String::from_utf8_lossy(&out.stderr).into_owned();
         }
         assert!(std::time::Instant::now() < deadline, "never refused");
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    assert!(err.contains("microplane login"), "{err}");
+    // The anonymous caller's document no longer holds the endpoint: not found, with the hint.
+    let (_, err) = cli.expect(3, &["helloworld", "call", "--name", "x"]);
     assert!(err.contains("microplane login"), "{err}");
     cli.eventually(&["login", "--id", "cli-user", "--secret", "cli-user-secret-0123456789"])
         .await;

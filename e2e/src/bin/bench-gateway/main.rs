@@ -68,6 +68,24 @@
 //!   publisher — and poll `GET /web/` with the token back to back on one kept-alive connection until
 //!   the answer follows the new rule (403 after a deny, 200 after a grant); the time from before the
 //!   snapshot was built to that answer.
+//! - **(g) Abusive load.** Last, against the same gateway (its memory state after (a)–(f)): VmHWM is
+//!   reset (`clear_refs` 5), then for 10 s this binary attacks it from 268 connections at once: 32
+//!   HTTP/1.1 connections posting 4 MiB JSON bodies of tiny values (`{"name":"x","a":[0,0,…]}`,
+//!   refused by the transcoder's cap of one value per 16 bytes) to `POST /helloworld/call`; 8 each
+//!   posting 5 MiB (over `--max-body-bytes`, 4 MiB) to `/web/` and to `/helloworld/call`, with
+//!   `Content-Length` and chunked; 4 HTTP/2 prior-knowledge connections with 128 stream tasks each
+//!   (the gateway allows 100 at once; the rest queue in h2), each stream sending a 5 MiB body at
+//!   16 KiB per 25 ms; and 200 slow-loris connections whose request head grows by a 2 KiB header
+//!   line every 200 ms and never ends. Every attacker reconnects and starts over when the gateway
+//!   answers or closes. Meanwhile a normal client sends `POST /helloworld/call {"name":"John"}` and
+//!   `GET /web/` alternately at 50/s (kept-alive connections, 5 s timeout, latency from the
+//!   scheduled time), and a thread samples the gateway's VmRSS every 20 ms; VmHWM is read at the
+//!   end. The peak (the higher of the two) is compared with the gateway pod's memory limit,
+//!   `gateway.resources.limits.memory` of the chart's values; the table counts each attack's
+//!   answers (413 and 431 expected), closes without answer and errors. The attack stops early if
+//!   the RSS passes 4× the limit (nothing limits it on the bench machine). `BENCH_GATEWAY_PART=g`
+//!   runs (g) alone, right after the setup; `BENCH_GATEWAY_ATTACKS` (a comma-separated subset of
+//!   `json`, `over`, `h2`, `loris`) runs only some of its attacks, to tell their costs apart.
 //!
 //! The report (markdown) goes to stdout and `.state/bench/gateway-report.md` with MET/NOT MET per
 //! target. The exit status is non-zero only when the bench could not run, never for a missed target.
@@ -78,8 +96,10 @@
 //! it starts and stops; `cpu` and `host` what it reads from /proc and /sys; `fixtures` the snapshots
 //! it publishes as the operator; `h1` its HTTP/1.1 client for checks and polling; `load` the
 //! generator of (a); `wrk` the runs of (b) and (e); `changes` the measurements of (c), (d) and (f);
-//! `report` the report; `params` the measurement parameters.
+//! `report` the report; `abuse` the attackers, the normal client and the RSS sampler of (g);
+//! `params` the measurement parameters.
 
+mod abuse;
 mod changes;
 mod cpu;
 mod fixtures;
@@ -106,6 +126,7 @@ use microplane_operator::publish::server;
 use microplane_wire::sync::v1;
 use tokio::sync::watch;
 
+use crate::abuse::abusive_load;
 use crate::changes::{bulk_routes, route_changes, rule_changes};
 use crate::cpu::{CpuBusy, CpuSample, online_cpus};
 use crate::fixtures::{DESCRIPTORS_KEY, Routing, SECURE, SECURE_KID, TENANT, secure_token, unix_nanos};
@@ -113,8 +134,8 @@ use crate::h1::H1;
 use crate::host::{commit, load_average, machine};
 use crate::load::{Target, closed_loop, open_loop};
 use crate::params::{
-    AUTH_OFF, AUTH_ON, BACKEND_BODY, BACKEND_CPU, BULK, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS, GREETING,
-    JSON_REQUEST, LOAD_CPU, OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROBES, PROXY_CPU, RULE_CHANGES,
+    ABUSE_DURATION, AUTH_OFF, AUTH_ON, BACKEND_BODY, BACKEND_CPU, BULK, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS,
+    GREETING, JSON_REQUEST, LOAD_CPU, OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROBES, PROXY_CPU, RULE_CHANGES,
 };
 use crate::procs::{Proc, free_ports, nginx_args, pin, tool, version, wait_http_ok, write_config};
 use crate::report::Report;
@@ -133,7 +154,8 @@ const HOLD_ENV: &str = "BENCH_GATEWAY_HOLD";
 /// binary's directory).
 const BINARIES_ENV: &str = "BENCH_GATEWAY_BINARIES";
 
-/// `a` runs (a) only and prints its figures instead of a report (for working on the data path).
+/// `a` runs (a) only and prints its figures instead of a report (for working on the data path);
+/// `g` runs (g) only, right after the setup, and writes its report to `gateway-report-g.md`.
 const PART_ENV: &str = "BENCH_GATEWAY_PART";
 
 /// With `BENCH_GATEWAY_PART=a`: the open-loop rate (calls/s) instead of half the closed-loop one.
@@ -165,9 +187,9 @@ async fn run(priority: String) -> Result<()> {
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&base)?;
     match bench(dir.path(), priority).await {
-        Ok(report) => {
+        Ok((report, name)) => {
             println!("{report}");
-            let file = state.join("gateway-report.md");
+            let file = state.join(name);
             std::fs::write(&file, &report).with_context(|| format!("writing {}", file.display()))?;
             eprintln!("report written to {}", file.display());
             Ok(())
@@ -180,7 +202,8 @@ async fn run(priority: String) -> Result<()> {
     }
 }
 
-async fn bench(dir: &Path, priority: String) -> Result<String> {
+/// Runs the bench; the report and the name of its file.
+async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
     let load_before = load_average();
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     ensure!(
@@ -397,9 +420,40 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         bail!("held until interrupted (no measurement)");
     }
     let cpu_before = CpuSample::take(&groups)?;
+    let part = std::env::var(PART_ENV).unwrap_or_default();
+
+    // (g) alone.
+    if part == "g" {
+        eprintln!("(g) abusive load for {} s ({PART_ENV}=g)", ABUSE_DURATION.as_secs());
+        let abuse = abusive_load(gw_addr, &mut gateway).await?;
+        let others_cpu = CpuSample::take(&groups)?.others_since(&cpu_before);
+        let _ = stop_sync.send(());
+        let mut o = vec![
+            format!("# bench-gateway: (g) only ({PART_ENV}=g)"),
+            String::new(),
+            format!(
+                "Commit {}; {}; 1-minute load average before the run {load_before}; {priority}. The gateway pinned \
+                 to CPU {PROXY_CPU} (TOKIO_WORKER_THREADS=1), the attackers and the normal client to CPU {LOAD_CPU}. \
+                 Processes other than the bench's used {:.1}% of the machine's CPU time.",
+                commit(),
+                machine(),
+                others_cpu * 100.0
+            ),
+        ];
+        o.extend(abuse.section());
+        o.extend([
+            String::new(),
+            "## Targets".into(),
+            String::new(),
+            "| target | measured | verdict |".into(),
+            "|---|---|---|".into(),
+            abuse.target_row(),
+        ]);
+        return Ok((o.join("\n") + "\n", "gateway-report-g.md"));
+    }
 
     // (b) Proxy throughput.
-    let only_a = std::env::var(PART_ENV).is_ok_and(|p| p == "a");
+    let only_a = part == "a";
     let mut wrk_results = Vec::new();
     // The proxies in the order A B C C B A, so that a drift of the machine's speed (a shared VM's
     // neighbours) weighs on all alike; ratios are of the means.
@@ -502,6 +556,10 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
     let bulk = bulk_routes(&mut routing, &snapshots, gw_addr).await?;
     gateway.check_running()?;
 
+    // (g) Abusive load, last: it leaves the gateway's memory and connections as it may.
+    eprintln!("(g) abusive load for {} s", ABUSE_DURATION.as_secs());
+    let abuse = abusive_load(gw_addr, &mut gateway).await?;
+
     let others_cpu = CpuSample::take(&groups)?.others_since(&cpu_before);
     let _ = stop_sync.send(());
     drop(snapshots);
@@ -526,8 +584,9 @@ async fn bench(dir: &Path, priority: String) -> Result<String> {
         bulk,
         auth: auth_results,
         rule_changes,
+        abuse,
     };
-    Ok(report.render())
+    Ok((report.render(), "gateway-report.md"))
 }
 
 /// Discovers helloworld's descriptors through reflection, as the operator does, once it listens.

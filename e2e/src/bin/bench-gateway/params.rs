@@ -45,3 +45,38 @@ pub const BACKEND_BODY: &str = r#"{"message":"Hello"}"#;
 /// The transcoded call of (a) and what it answers.
 pub const JSON_REQUEST: &str = r#"{"name":"John"}"#;
 pub const GREETING: &str = "Hello John";
+
+/// (g): how long the attack lasts.
+pub const ABUSE_DURATION: Duration = Duration::from_secs(10);
+/// (g): the gateway's request body limit (its `--max-body-bytes` default, which the bench keeps).
+pub const ABUSE_BODY_LIMIT: usize = 4 << 20;
+/// (g): the size of the bodies just over the limit (HTTP/1.1 and HTTP/2).
+pub const ABUSE_OVER_BODY: usize = 5 << 20;
+/// (g): HTTP/1.1 connections posting JSON of tiny values just under the limit to the transcoded route.
+pub const ABUSE_JSON_CONNS: usize = 32;
+/// (g): HTTP/1.1 connections for each of the four over-the-limit attacks (`/web/` and
+/// `/helloworld/call`, each with `Content-Length` and chunked).
+pub const ABUSE_OVER_CONNS: usize = 8;
+/// (g): HTTP/2 connections, and stream tasks on each (more than the gateway's 100 streams per
+/// connection: the rest wait in h2's queue for a free stream).
+pub const ABUSE_H2_CONNS: usize = 4;
+pub const ABUSE_H2_STREAMS: usize = 128;
+/// (g): each HTTP/2 stream sends its body in pieces of this size, one per interval (640 KiB/s: a
+/// stream passes the limit after about 6.5 s).
+pub const ABUSE_H2_CHUNK: usize = 16 << 10;
+pub const ABUSE_H2_INTERVAL: Duration = Duration::from_millis(25);
+/// (g): slow-loris connections; each adds a header line of this many bytes per interval.
+pub const ABUSE_LORIS_CONNS: usize = 200;
+pub const ABUSE_LORIS_LINE: usize = 2048;
+pub const ABUSE_LORIS_INTERVAL: Duration = Duration::from_millis(200);
+/// (g): an attacker's request that gets no answer in this time counts as an error.
+pub const ABUSE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// (g): the normal client's calls per second (alternately transcoded and proxied).
+pub const ABUSE_NORMAL_RATE: f64 = 50.0;
+/// (g): how often the gateway's VmRSS is sampled.
+pub const ABUSE_RSS_INTERVAL: Duration = Duration::from_millis(20);
+/// (g): the attack stops early when the gateway's RSS passes this multiple of its pod limit (it
+/// has no limit on the bench machine).
+pub const ABUSE_RSS_STOP: f64 = 4.0;
+/// (g): the wait after the attack before the RSS is read again.
+pub const ABUSE_SETTLE: Duration = Duration::from_secs(2);

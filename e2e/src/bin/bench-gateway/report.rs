@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::abuse::Abuse;
 use crate::changes::Bulk;
 use crate::load::{ClosedLoop, OpenLoop};
 use crate::params::{
-    AUTH_OFF, AUTH_ON, BACKEND_BODY, BULK, BULK_POLLERS, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS, LOAD_CPU,
-    OPEN_KEPT_UP, OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROXY_CPU, RULE_CHANGES, WRK_DURATION, WRK_WARMUP,
+    ABUSE_DURATION, ABUSE_NORMAL_RATE, ABUSE_RSS_INTERVAL, ABUSE_RSS_STOP, ABUSE_SETTLE, AUTH_OFF, AUTH_ON,
+    BACKEND_BODY, BULK, BULK_POLLERS, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS, LOAD_CPU, OPEN_KEPT_UP, OPEN_MEASURE,
+    OPEN_SHARE, OPEN_WARMUP, PROXY_CPU, RULE_CHANGES, WRK_DURATION, WRK_WARMUP,
 };
 use crate::wrk::Wrk;
 
@@ -48,6 +50,8 @@ pub struct Report {
     pub auth: Vec<(String, Wrk)>,
     /// (f): rule change → first answer that follows it.
     pub rule_changes: Vec<Duration>,
+    /// (g): the abusive load.
+    pub abuse: Abuse,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -335,6 +339,11 @@ impl Report {
             ms(rules.first().copied().unwrap_or_default())
         ));
 
+        // (g)
+        for l in self.abuse.section() {
+            line(l);
+        }
+
         // Targets.
         line(String::new());
         line("## Targets".into());
@@ -376,7 +385,140 @@ impl Report {
             ms(f99),
             verdict(rules.len() >= RULE_CHANGES && ms(f99) <= TARGET_RULE_P99_MS)
         ));
+        line(self.abuse.target_row());
         o
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+impl Abuse {
+    /// The (g) section of the report, line by line.
+    pub fn section(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        o.push(String::new());
+        o.push(format!(
+            "## (g) Abusive load: the gateway's peak memory vs its pod limit, {:.1} s of attack",
+            self.ran.as_secs_f64()
+        ));
+        o.push(String::new());
+        o.push(
+            "All attackers at once, from this binary (on the load CPU), against the same gateway; each reconnects \
+             when the gateway closes on it. Meanwhile a normal client calls `POST /helloworld/call {\"name\":\"John\"}` \
+             and `GET /web/` alternately at a fixed rate, on kept-alive connections. MiB sent: handed to \
+             the socket, also what the gateway never read before it answered (413 on a too large \
+             `Content-Length` at once). The proxied route streams a chunked body to the backend as it arrives: \
+             the bench's nginx answers 200 without reading it, which can come before the gateway has counted \
+             4 MiB."
+                .into(),
+        );
+        if self.selected != "all" {
+            o.push(String::new());
+            o.push(format!(
+                "Only these attacks ran ({}): {}.",
+                crate::abuse::ATTACKS_ENV,
+                self.selected
+            ));
+        }
+        o.push(String::new());
+        o.push("| attack | connections | requests | expected answers | other answers | closed without answer | errors | MiB sent |".into());
+        o.push("|---|---|---|---|---|---|---|---|".into());
+        for a in &self.attacks {
+            let t = &a.tally;
+            o.push(format!(
+                "| {} | {} | {} | {}×{} | {} | {} | {} | {:.0} |",
+                a.name,
+                a.concurrency,
+                t.requests,
+                a.expect,
+                t.status(a.expect),
+                t.others(a.expect),
+                t.closed,
+                t.errors,
+                mib(t.bytes)
+            ));
+        }
+        let n = &self.normal;
+        let p99 = n.hist.value_at_quantile(0.99) as f64 / 1e3;
+        o.push(String::new());
+        o.push(format!(
+            "Normal calls ({ABUSE_NORMAL_RATE:.0}/s, latency from the scheduled send time): **{} ok, {} failed** \
+             ({:.2}% ok); p50 {:.3} ms, p99 **{p99:.3} ms**, max {:.3} ms.",
+            n.ok,
+            n.failed,
+            n.success() * 100.0,
+            n.hist.value_at_quantile(0.5) as f64 / 1e3,
+            n.hist.max() as f64 / 1e3
+        ));
+        for (reason, count) in &n.failures {
+            o.push(format!("- {count}× {reason}"));
+        }
+        o.push(String::new());
+        o.push("| gateway RSS before | peak (VmHWM) | peak sampled | pod limit | peak / limit | RSS after |".into());
+        o.push("|---|---|---|---|---|---|".into());
+        o.push(format!(
+            "| {:.1} MiB | **{:.1} MiB** | {:.1} MiB | {:.0} MiB | **{:.2}** | {:.1} MiB |",
+            mib(self.rss_before),
+            mib(self.hwm),
+            mib(self.rss_sampled),
+            mib(self.limit),
+            self.peak() as f64 / self.limit as f64,
+            mib(self.rss_after)
+        ));
+        o.push(String::new());
+        let per_second: Vec<String> = self.per_second.iter().map(|b| format!("{:.0}", mib(*b))).collect();
+        o.push(format!(
+            "VmRSS sampled every {} ms ({} samples); its highest per second, MiB: {}. VmHWM {} (clear_refs) \
+             right before the attack. The limit is {}. RSS after: {} s after the attackers were gone, when the \
+             gateway had {} open file descriptors ({} before the attack). The gateway {} afterwards.",
+            ABUSE_RSS_INTERVAL.as_millis(),
+            self.samples,
+            per_second.join(", "),
+            if self.hwm_reset {
+                "was reset"
+            } else {
+                "could not be reset: it is the process's whole life, was not reset"
+            },
+            self.limit_source,
+            ABUSE_SETTLE.as_secs(),
+            self.fds[1],
+            self.fds[0],
+            if self.alive_after {
+                "still answered `GET /web/` with 200"
+            } else {
+                "did NOT answer `GET /web/` with 200"
+            }
+        ));
+        if self.stopped_early {
+            o.push(String::new());
+            o.push(format!(
+                "The attack was stopped after {:.1} s of the planned {} s: the gateway's RSS passed {ABUSE_RSS_STOP}× \
+                 its pod limit.",
+                self.ran.as_secs_f64(),
+                ABUSE_DURATION.as_secs()
+            ));
+        }
+        o
+    }
+
+    /// (g)'s row of the targets table.
+    pub fn target_row(&self) -> String {
+        format!(
+            "| (g) under abusive load: peak RSS < pod limit and normal calls ≥ 99% ok | {:.1} MiB of {:.0} MiB, \
+             {:.2}% ok (p99 {:.1} ms){} | {} |",
+            mib(self.peak()),
+            mib(self.limit),
+            self.normal.success() * 100.0,
+            self.normal.hist.value_at_quantile(0.99) as f64 / 1e3,
+            if self.alive_after {
+                ""
+            } else {
+                ", gateway dead afterwards"
+            },
+            verdict(self.met())
+        )
     }
 }
 
@@ -487,6 +629,57 @@ mod tests {
                 (AUTH_OFF.into(), wrk(41_000.0, 0, 1.0)),
             ],
             rule_changes: (1..=RULE_CHANGES as u64).map(millis).collect(),
+            abuse: sample_abuse(hist(3000)),
+        }
+    }
+
+    /// (g) with made-up figures.
+    fn sample_abuse(hist: Histogram<u64>) -> Abuse {
+        use crate::abuse::{Attack, Normal, Tally};
+        let mib = |n: u64| n << 20;
+        let tally = |requests: u64, statuses: &[(u16, u64)], closed: u64| Tally {
+            opened: requests,
+            requests,
+            statuses: statuses.iter().copied().collect(),
+            closed,
+            errors: 0,
+            bytes: mib(requests * 4),
+        };
+        Abuse {
+            selected: "all".into(),
+            ran: Duration::from_millis(10_020),
+            stopped_early: false,
+            rss_before: mib(20),
+            rss_sampled: mib(200),
+            samples: 480,
+            hwm: mib(210),
+            hwm_reset: true,
+            per_second: vec![mib(40), mib(150), mib(200)],
+            rss_after: mib(30),
+            fds: [20, 21],
+            limit: mib(512),
+            limit_source: "`gateway.resources.limits.memory: 512Mi` in charts/microplane/values.yaml".into(),
+            attacks: vec![
+                Attack {
+                    name: "HTTP/1.1 `POST /helloworld/call`, 4 MiB JSON of tiny values (`[0,0,…]`)".into(),
+                    concurrency: "32".into(),
+                    expect: 413,
+                    tally: tally(100, &[(413, 99)], 1),
+                },
+                Attack {
+                    name: "slow-loris".into(),
+                    concurrency: "200".into(),
+                    expect: 431,
+                    tally: tally(250, &[(408, 2), (431, 50)], 0),
+                },
+            ],
+            normal: Normal {
+                ok: 999,
+                failed: 1,
+                hist,
+                failures: [("no answer within 5s".to_string(), 1)].into_iter().collect(),
+            },
+            alive_after: true,
         }
     }
 
