@@ -5,12 +5,15 @@
 //! like a JSON object, whether there is a query); [`request_message`] reads the body within the
 //! size limit and builds the message from the chosen source.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, Request};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::GatewayError;
 use crate::transcode;
@@ -69,21 +72,73 @@ pub(crate) fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<S
     }
 }
 
+/// The memory all request bodies being read may take together: each body takes its bytes from it
+/// as they arrive and gives them back when its request is done. A body that finds it spent is
+/// refused at once with 503 (a slow sender never makes others wait): per-request limits alone let
+/// a client with many connections, or 100 HTTP/2 streams on each, hold `max_body_bytes` on every one
+/// of them (issue 20, `make bench-gateway` part (g)).
+#[derive(Debug)]
+pub(crate) struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes a request holds of the [`BodyBudget`]; given back when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Held(Option<OwnedSemaphorePermit>);
+
+impl BodyBudget {
+    /// A budget of `total` bytes.
+    pub(crate) fn new(total: usize) -> Self {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Takes `n` more bytes for `held`, or refuses (503) when the budget has not that many left.
+    fn take(&self, held: &mut Held, n: usize) -> Result<(), GatewayError> {
+        let refused = || {
+            GatewayError::unavailable(format!(
+                "the gateway is holding {} MiB of request bodies, its limit: try again shortly",
+                self.total >> 20
+            ))
+        };
+        let n = u32::try_from(n).map_err(|_| refused())?;
+        let permit = self.bytes.clone().try_acquire_many_owned(n).map_err(|_| refused())?;
+        match &mut held.0 {
+            Some(h) => h.merge(permit),
+            None => held.0 = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Bytes free now.
+    #[cfg(test)]
+    fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+}
+
 /// Builds the request message of type `input`: `GET`/`HEAD` from the query, others from the body
-/// (JSON, or a form; see [`source`]), read up to `max_body_bytes` (→ 413).
+/// (JSON, or a form; see [`source`]), read up to `max_body_bytes` (→ 413) within `budget` (→ 503).
+/// The body's bytes stay taken from the budget until the returned [`Held`] is dropped: keep it for
+/// as long as the request's message (and what is encoded from it) lives.
 pub(crate) async fn request_message(
     req: Request<Incoming>,
     input: &MessageDescriptor,
     max_body_bytes: usize,
-) -> Result<DynamicMessage, GatewayError> {
+    budget: &BodyBudget,
+) -> Result<(DynamicMessage, Held), GatewayError> {
     let query = req.uri().query().unwrap_or("").to_string();
     if !has_body(req.method())? {
-        return message(input, Source::Query, &[], &query);
+        return Ok((message(input, Source::Query, &[], &query)?, Held::default()));
     }
     let media_type = media_type(req.headers());
-    let body = read_body(req, max_body_bytes).await?;
+    let (body, held) = read_body(req, max_body_bytes, budget).await?;
     let source = source(&media_type, &body, !query.is_empty())?;
-    message(input, source, &body, &query)
+    Ok((message(input, source, &body, &query)?, held))
 }
 
 /// Bytes of JSON body per value the gateway accepts at most: a body of many tiny values (`[0,0,…]`)
@@ -139,30 +194,37 @@ fn message(
     .map_err(GatewayError::from)
 }
 
-/// The whole body, refused (413) when `Content-Length` or the body itself is over `limit`.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, GatewayError> {
-    if let Some(len) = req
+/// The whole body, refused (413) when `Content-Length` or the body itself is over `limit`, and
+/// (503) when `budget` cannot hold it.
+async fn read_body<B>(req: Request<B>, limit: usize, budget: &BodyBudget) -> Result<(Bytes, Held), GatewayError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let too_large = || GatewayError::payload_too_large(format!("request body is larger than {limit} bytes"));
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > limit
-    {
-        return Err(GatewayError::payload_too_large(format!(
-            "request body is larger than {limit} bytes"
-        )));
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large());
     }
-    Ok(Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                GatewayError::payload_too_large(format!("request body is larger than {limit} bytes"))
-            } else {
-                GatewayError::bad_request(format!("reading the request body: {e}"))
-            }
-        })?
-        .to_bytes())
+    let mut held = Held::default();
+    let mut buf = BytesMut::new();
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| GatewayError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        budget.take(&mut held, data.len())?;
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
 }
 
 #[cfg(test)]
@@ -170,6 +232,35 @@ mod tests {
     use http::{HeaderValue, StatusCode};
 
     use super::*;
+
+    /// Issue 20, item 4 (`make bench-gateway` (g) found it): slow bodies on 100 HTTP/2 streams per
+    /// connection each held up to `max_body_bytes`, with nothing bounding the sum. Bodies now take
+    /// their bytes from one gateway-wide budget, refused at once (503) when it is spent, and give
+    /// them back when their request is done.
+    #[tokio::test]
+    async fn bodies_share_one_budget_and_give_it_back() {
+        let budget = BodyBudget::new(10);
+        let req = |body: &'static str| {
+            Request::post("/x")
+                .body(http_body_util::Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap()
+        };
+        let (body, first) = read_body(req("12345678"), 100, &budget).await.unwrap();
+        assert_eq!(&body[..], b"12345678");
+        assert_eq!(budget.available(), 2);
+        let refused = read_body(req("12345"), 100, &budget).await.unwrap_err();
+        assert_eq!(refused.code, StatusCode::SERVICE_UNAVAILABLE, "{refused:?}");
+        assert_eq!(budget.available(), 2, "a refused body holds nothing");
+        drop(first);
+        assert_eq!(budget.available(), 10);
+        let (_, second) = read_body(req("12345"), 100, &budget).await.unwrap();
+        assert_eq!(budget.available(), 5);
+        drop(second);
+        // The per-request limit still answers 413 first.
+        let over = read_body(req("123456789012"), 8, &budget).await.unwrap_err();
+        assert_eq!(over.code, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(budget.available(), 10);
+    }
 
     #[test]
     fn json_values_are_counted_outside_strings() {

@@ -62,6 +62,10 @@ struct Args {
     /// Largest request body in bytes (larger → 413).
     #[arg(long, env = "MICROPLANE_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     max_body_bytes: usize,
+    /// Bytes of request bodies held in memory at once, over all requests (beyond → 503): keeps
+    /// the gateway inside its memory limit however many bodies arrive together.
+    #[arg(long, env = "MICROPLANE_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 << 20)]
+    max_buffered_body_bytes: usize,
     /// Largest request head (line + headers) in bytes.
     #[arg(long, env = "MICROPLANE_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
     max_header_bytes: usize,
@@ -134,6 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let settings = Settings {
         default_tenant: args.default_tenant,
         max_body_bytes: args.max_body_bytes,
+        max_buffered_body_bytes: args.max_buffered_body_bytes,
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
         max_header_bytes: args.max_header_bytes,

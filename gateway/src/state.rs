@@ -13,6 +13,9 @@ pub struct Settings {
     pub default_tenant: String,
     /// Largest request body accepted (→ 413).
     pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, over all requests (→ 503 beyond): the bound that
+    /// makes many slow bodies, on many HTTP/2 streams, cost no more than this.
+    pub max_buffered_body_bytes: usize,
     /// Deadline of a request, propagated to gRPC backends as `grpc-timeout` (→ 504).
     pub request_timeout: Duration,
     /// Time a client gets to send a request's headers, and an idle HTTP/1.1 connection stays open.
@@ -39,6 +42,7 @@ impl Default for Settings {
         Self {
             default_tenant: "micro".into(),
             max_body_bytes: 4 << 20,
+            max_buffered_body_bytes: 64 << 20,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 << 10,
@@ -65,6 +69,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Rate limits of the tenants' token endpoints.
     pub(crate) token_limits: crate::auth::limits::TokenLimits,
+    /// The memory request bodies being read may take, gateway-wide.
+    pub(crate) bodies: crate::decode::BodyBudget,
 }
 
 impl Gateway {
@@ -73,6 +79,7 @@ impl Gateway {
         Self {
             routing: Routing::new(settings.jwks),
             token_limits: crate::auth::limits::TokenLimits::new(settings.token_rate.0, settings.token_rate.1),
+            bodies: crate::decode::BodyBudget::new(settings.max_buffered_body_bytes),
             settings,
             metrics,
         }

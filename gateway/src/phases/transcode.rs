@@ -41,7 +41,9 @@ impl Gateway {
             )));
         }
         let sse = accepts_event_stream(req.headers());
-        let input = decode::request_message(req, &method.input(), self.settings.max_body_bytes).await?;
+        // The body's share of the gateway's body budget is held until the call is done.
+        let (input, _held) =
+            decode::request_message(req, &method.input(), self.settings.max_body_bytes, &self.bodies).await?;
         let c = GrpcCall {
             route,
             tenant,
