@@ -77,28 +77,43 @@ pub(crate) fn source(media_type: &str, body: &[u8], has_query: bool) -> Result<S
 /// refused at once with 503 (a slow sender never makes others wait): per-request limits alone let
 /// a client with many connections, or 100 HTTP/2 streams on each, hold `max_body_bytes` on every one
 /// of them (issue 20, `make bench-gateway` part (g)).
+///
+/// An eighth of it is kept for small bodies (a `Content-Length` of at most [`SMALL_BODY`]), which
+/// take from it first: clients sending large bodies, however many, cannot starve ordinary calls.
 #[derive(Debug)]
 pub(crate) struct BodyBudget {
-    bytes: Arc<Semaphore>,
+    /// Bytes any body may take.
+    shared: Arc<Semaphore>,
+    /// Bytes only small bodies may take.
+    small: Arc<Semaphore>,
     total: usize,
 }
 
+/// The largest body that counts as small for [`BodyBudget`]'s reserve: 64 KiB.
+pub(crate) const SMALL_BODY: usize = 64 << 10;
+
 /// Bytes a request holds of the [`BodyBudget`]; given back when dropped.
 #[derive(Debug, Default)]
-pub(crate) struct Held(Option<OwnedSemaphorePermit>);
+pub(crate) struct Held {
+    shared: Option<OwnedSemaphorePermit>,
+    small: Option<OwnedSemaphorePermit>,
+}
 
 impl BodyBudget {
     /// A budget of `total` bytes.
     pub(crate) fn new(total: usize) -> Self {
-        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        let total = total.clamp(8, Semaphore::MAX_PERMITS);
+        let small = total / 8;
         Self {
-            bytes: Arc::new(Semaphore::new(total)),
+            shared: Arc::new(Semaphore::new(total - small)),
+            small: Arc::new(Semaphore::new(small)),
             total,
         }
     }
 
-    /// Takes `n` more bytes for `held`, or refuses (503) when the budget has not that many left.
-    fn take(&self, held: &mut Held, n: usize) -> Result<(), GatewayError> {
+    /// Takes `n` more bytes for `held` (`small`: for a body declared small, from the reserve
+    /// first), or refuses (503) when the budget has not that many left.
+    fn take(&self, held: &mut Held, n: usize, small: bool) -> Result<(), GatewayError> {
         let refused = || {
             GatewayError::unavailable(format!(
                 "the gateway is holding {} MiB of request bodies, its limit: try again shortly",
@@ -106,18 +121,27 @@ impl BodyBudget {
             ))
         };
         let n = u32::try_from(n).map_err(|_| refused())?;
-        let permit = self.bytes.clone().try_acquire_many_owned(n).map_err(|_| refused())?;
-        match &mut held.0 {
+        let reserved = small
+            .then(|| self.small.clone().try_acquire_many_owned(n).ok())
+            .flatten();
+        let (slot, permit) = match reserved {
+            Some(p) => (&mut held.small, p),
+            None => (
+                &mut held.shared,
+                self.shared.clone().try_acquire_many_owned(n).map_err(|_| refused())?,
+            ),
+        };
+        match slot {
             Some(h) => h.merge(permit),
-            None => held.0 = Some(permit),
+            None => *slot = Some(permit),
         }
         Ok(())
     }
 
-    /// Bytes free now.
+    /// Bytes free now, for any body and for small ones.
     #[cfg(test)]
-    fn available(&self) -> usize {
-        self.bytes.available_permits()
+    fn available(&self) -> (usize, usize) {
+        (self.shared.available_permits(), self.small.available_permits())
     }
 }
 
@@ -221,7 +245,7 @@ where
         if buf.len() + data.len() > limit {
             return Err(too_large());
         }
-        budget.take(&mut held, data.len())?;
+        budget.take(&mut held, data.len(), declared.is_some_and(|len| len <= SMALL_BODY))?;
         buf.extend_from_slice(&data);
     }
     Ok((buf.freeze(), held))
@@ -239,27 +263,37 @@ mod tests {
     /// them back when their request is done.
     #[tokio::test]
     async fn bodies_share_one_budget_and_give_it_back() {
-        let budget = BodyBudget::new(10);
-        let req = |body: &'static str| {
-            Request::post("/x")
-                .body(http_body_util::Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap()
+        // 80 bytes: 70 for any body, 10 kept for small ones.
+        let budget = BodyBudget::new(80);
+        let req = |body: &'static [u8], declared: bool| {
+            let mut r = Request::post("/x");
+            if declared {
+                r = r.header(header::CONTENT_LENGTH, body.len());
+            }
+            r.body(http_body_util::Full::new(Bytes::from_static(body))).unwrap()
         };
-        let (body, first) = read_body(req("12345678"), 100, &budget).await.unwrap();
-        assert_eq!(&body[..], b"12345678");
-        assert_eq!(budget.available(), 2);
-        let refused = read_body(req("12345"), 100, &budget).await.unwrap_err();
+        let big = &[b'x'; 60][..];
+        let (body, first) = read_body(req(big, false), 100, &budget).await.unwrap();
+        assert_eq!(body.len(), 60);
+        assert_eq!(budget.available(), (10, 10));
+        let refused = read_body(req(big, true), 100, &budget).await.unwrap_err();
         assert_eq!(refused.code, StatusCode::SERVICE_UNAVAILABLE, "{refused:?}");
-        assert_eq!(budget.available(), 2, "a refused body holds nothing");
-        drop(first);
-        assert_eq!(budget.available(), 10);
-        let (_, second) = read_body(req("12345"), 100, &budget).await.unwrap();
-        assert_eq!(budget.available(), 5);
-        drop(second);
+        assert_eq!(budget.available(), (10, 10), "a refused body holds nothing");
+        // A small body still gets in: from the reserve, then from what is shared.
+        let (_, small) = read_body(req(b"0123456789", true), 100, &budget).await.unwrap();
+        assert_eq!(budget.available(), (10, 0));
+        let (_, small2) = read_body(req(b"0123456789", true), 100, &budget).await.unwrap();
+        assert_eq!(budget.available(), (0, 0));
+        assert_eq!(
+            read_body(req(b"0", true), 100, &budget).await.unwrap_err().code,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop((first, small, small2));
+        assert_eq!(budget.available(), (70, 10), "given back when the request is done");
         // The per-request limit still answers 413 first.
-        let over = read_body(req("123456789012"), 8, &budget).await.unwrap_err();
+        let over = read_body(req(b"123456789012", false), 8, &budget).await.unwrap_err();
         assert_eq!(over.code, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(budget.available(), 10);
+        assert_eq!(budget.available(), (70, 10));
     }
 
     #[test]
