@@ -227,9 +227,15 @@ async fn renders_hold_no_secret_and_are_deterministic() {
         .find_map(|v| v["projected"]["sources"][0]["serviceAccountToken"].as_object())
         .expect("a projected ServiceAccount token volume");
     assert_eq!(token["audience"], "microplane-sync");
-    assert!(
-        volumes.iter().all(|v| v.get("secret").is_none()),
-        "the gateway mounts a Secret"
+    // The one Secret it mounts is the sync CA's, and of it only `ca.crt`: never the CA's or the
+    // serving certificate's key, never a shared token.
+    let secrets: Vec<&serde_json::Value> = volumes.iter().filter_map(|v| v.get("secret")).collect();
+    assert_eq!(secrets.len(), 1, "the gateway mounts other Secrets: {secrets:?}");
+    assert_eq!(secrets[0]["secretName"], "microplane-sync-tls");
+    assert_eq!(
+        secrets[0]["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
+        "only the CA certificate"
     );
     let role = docs
         .iter()
