@@ -304,9 +304,148 @@ async fn stream_log(api: &Api<Pod>, pod: &Pod, container: Option<&str>, follow: 
     Ok(())
 }
 
+/// The tenants (cluster-wide).
+pub async fn tenants(client: &kube::Client, out: Output) -> Result<()> {
+    let list = Api::<microplane_crds::Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    if out != Output::Table {
+        return crate::print_value(&serde_json::to_value(&list.items)?, out);
+    }
+    let rows: Vec<[String; 4]> = list
+        .items
+        .iter()
+        .map(|t| {
+            let ready = t
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map_or("Unknown".to_string(), |c| c.status.clone());
+            [
+                t.metadata.name.clone().unwrap_or_default(),
+                format!("{:?}", t.spec.default_access),
+                t.spec.hosts.join(","),
+                ready,
+            ]
+        })
+        .collect();
+    crate::table(&["NAME", "ACCESS", "HOSTS", "READY"], &rows);
+    Ok(())
+}
+
+/// The tenant's AuthRules, in the order they are evaluated (priority, highest first).
+pub async fn rules(client: &kube::Client, ns: &str, out: Output) -> Result<()> {
+    let mut list = Api::<microplane_crds::AuthRule>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    list.sort_by_key(|r| std::cmp::Reverse(r.spec.priority));
+    if out != Output::Table {
+        return crate::print_value(&serde_json::to_value(&list)?, out);
+    }
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|r| {
+            let res = &r.spec.resource;
+            [
+                r.metadata.name.clone().unwrap_or_default(),
+                format!("{}:{}:{}", res.type_, res.name, res.endpoint),
+                if r.spec.scope.is_empty() {
+                    "(public)".into()
+                } else {
+                    r.spec.scope.clone()
+                },
+                format!("{:?}", r.spec.access),
+                r.spec.priority.to_string(),
+            ]
+        })
+        .collect();
+    crate::table(&["NAME", "RESOURCE", "SCOPE", "ACCESS", "PRIORITY"], &rows);
+    Ok(())
+}
+
+/// The value at dot-separated `path` of `doc` (the whole document for an empty path).
+pub fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(doc);
+    }
+    path.split('.').try_fold(doc, |v, k| v.get(k))
+}
+
+/// The merge patch setting dot-separated `path` of a Config's data to `value`.
+pub fn config_patch(path: &str, value: Value) -> Value {
+    let data = path.rsplit('.').fold(value, |inner, key| json!({ key: inner }));
+    json!({"spec": {"data": data}})
+}
+
+/// `config get <name> [path]`: a Config's document, or the value at `path`.
+pub async fn config_get(client: &kube::Client, ns: &str, name: &str, path: Option<&str>, out: Output) -> Result<()> {
+    let cfg = match Api::<microplane_crds::Config>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+    {
+        Ok(c) => c,
+        Err(kube::Error::Api(s)) if s.code == 404 => bail!(Failure::NotFound(format!("no config {name} in {ns}"))),
+        Err(e) => return Err(e.into()),
+    };
+    let path = path.unwrap_or("");
+    let value = lookup(&cfg.spec.data, path)
+        .ok_or_else(|| Failure::NotFound(format!("config {name} has no value at {path}")))?;
+    match (value, out) {
+        (Value::String(s), Output::Table) => println!("{s}"),
+        (v, Output::Yaml) => crate::print_value(v, Output::Yaml)?,
+        (v, _) => println!("{}", serde_json::to_string_pretty(v)?),
+    }
+    Ok(())
+}
+
+/// `config set <name> <path> <value>`: sets one value of a Config's document (JSON when it
+/// parses as JSON, else the text), creating the Config when it is missing.
+pub async fn config_set(client: &kube::Client, ns: &str, name: &str, path: &str, value: &str) -> Result<()> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        bail!(Failure::Usage(format!(
+            "{path:?} is not a dot-separated path such as helloworld.greeting"
+        )));
+    }
+    let value = serde_json::from_str::<Value>(value).unwrap_or_else(|_| json!(value));
+    let api = Api::<microplane_crds::Config>::namespaced(client.clone(), ns);
+    let patch = config_patch(path, value);
+    let result = match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let mut object = patch;
+            object["apiVersion"] = json!("microplane.dev/v1alpha1");
+            object["kind"] = json!("Config");
+            object["metadata"] = json!({"name": name});
+            api.patch(name, &PatchParams::apply("microplane-cli"), &Patch::Apply(&object))
+                .await
+        }
+        other => other,
+    };
+    match result {
+        Ok(_) => {
+            println!("config {ns}/{name}: {path} set");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => bail!(Failure::Usage(s.message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_paths() {
+        let doc = json!({"helloworld": {"greeting": "Hi", "n": 2}});
+        assert_eq!(lookup(&doc, "helloworld.greeting"), Some(&json!("Hi")));
+        assert_eq!(lookup(&doc, ""), Some(&doc));
+        assert_eq!(lookup(&doc, "helloworld.nope"), None);
+        assert_eq!(
+            config_patch("helloworld.greeting", json!("Hey")),
+            json!({"spec": {"data": {"helloworld": {"greeting": "Hey"}}}})
+        );
+    }
 
     #[test]
     fn sources_and_refs() {

@@ -97,6 +97,26 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// The Config's document, or the value at a dot-separated path.
+    Get {
+        /// The Config.
+        name: String,
+        /// E.g. `helloworld.greeting`.
+        path: Option<String>,
+    },
+    /// Sets the value at a dot-separated path (JSON, or text); creates the Config when missing.
+    Set {
+        /// The Config.
+        name: String,
+        /// E.g. `helloworld.greeting`.
+        path: String,
+        /// The value.
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a service from git (`<url>[@branch|tag|commit]`) or an image, and follow it to Ready.
     Run {
@@ -155,6 +175,13 @@ enum Command {
     },
     /// The endpoints this caller may call, from the tenant's OpenAPI document.
     Endpoints,
+    /// The tenants of the cluster.
+    Tenants,
+    /// The tenant's AuthRules, in evaluation order.
+    Rules,
+    /// Read or change a Config (`config get <name> [path]`, `config set <name> <path> <value>`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Sign in with an account's id and secret (the secret from --secret or stdin).
     Login {
         /// The account id.
@@ -329,6 +356,14 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Logout => target()?.logout(),
+        Command::Tenants => cluster::tenants(&kube().await?, cli.output).await,
+        Command::Rules => cluster::rules(&kube().await?, &tenant(&cli), cli.output).await,
+        Command::Config(ConfigCommand::Get { name, path }) => {
+            cluster::config_get(&kube().await?, &tenant(&cli), name, path.as_deref(), cli.output).await
+        }
+        Command::Config(ConfigCommand::Set { name, path, value }) => {
+            cluster::config_set(&kube().await?, &tenant(&cli), name, path, value).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "microplane", &mut std::io::stdout());
             Ok(())

@@ -154,6 +154,27 @@ async fn run_call_stream_login_and_kill_with_the_cli() {
         "{out}"
     );
 
+    // Tenants, rules, Configs.
+    let (out, _) = cli.expect(0, &["tenants"]);
+    assert!(
+        out.lines().any(|l| l.starts_with(ns.as_str()) && l.contains("Public")),
+        "{out}"
+    );
+    let (out, _) = cli.expect(0, &["rules"]);
+    assert!(out.contains("(public)") && out.contains("Granted"), "{out}");
+    let (out, _) = cli.expect(0, &["config", "set", "cli-cfg", "helloworld.greeting", "Hey"]);
+    assert!(out.contains("helloworld.greeting set"), "{out}");
+    cli.expect(0, &["config", "set", "cli-cfg", "helloworld.limits", r#"{"n":2}"#]);
+    let (out, _) = cli.expect(0, &["config", "get", "cli-cfg", "helloworld.greeting"]);
+    assert_eq!(out.trim(), "Hey");
+    let (out, _) = cli.expect(0, &["-o", "json", "config", "get", "cli-cfg"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        json!({"helloworld": {"greeting": "Hey", "limits": {"n": 2}}})
+    );
+    cli.expect(3, &["config", "get", "cli-cfg", "helloworld.nope"]);
+    cli.expect(2, &["config", "set", "cli-cfg", "a..b", "x"]);
+
     // Locked down: exit 4 with the hint; signed in, the call works again.
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), ns.as_str());
     let account: Secret = serde_json::from_value(json!({
