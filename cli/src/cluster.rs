@@ -30,16 +30,20 @@ pub struct RunSpec {
     pub protocol: Option<String>,
 }
 
-/// `url[@ref]` split; `@` inside `git@host:` is part of the URL.
+/// `url[@ref]` split. The `@` of a ref comes after the host: an `@` before it (`git@host:`) is
+/// part of the URL.
 pub fn split_ref(source: &str) -> (String, Option<String>) {
-    let tail_from = source.find("://").map_or(0, |i| i + 3);
-    let scp = source.starts_with("git@");
-    match source[tail_from..].rfind('@') {
-        Some(i) if !(scp && source[tail_from..][..i].find(':').is_none()) => {
-            let at = tail_from + i;
+    // Where the repository path starts: after `scheme://host`, or after `host:` in scp form.
+    let path_start = match source.find("://") {
+        Some(i) => source[i + 3..].find('/').map_or(source.len(), |j| i + 3 + j),
+        None => source.find(':').unwrap_or(0),
+    };
+    match source[path_start..].rfind('@') {
+        Some(i) => {
+            let at = path_start + i;
             (source[..at].to_string(), Some(source[at + 1..].to_string()))
         }
-        _ => (source.to_string(), None),
+        None => (source.to_string(), None),
     }
 }
 

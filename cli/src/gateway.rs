@@ -18,6 +18,8 @@ pub struct Target {
     /// The tenant named with `Micro-Namespace`, when given (else the gateway resolves it by host).
     pub tenant: Option<String>,
     http: reqwest::Client,
+    /// The access token once [`Target::token`] has looked (a command may make several requests).
+    token: std::sync::Mutex<Option<Option<String>>>,
 }
 
 /// A stored login.
@@ -55,6 +57,7 @@ impl Target {
             url: url.trim_end_matches('/').to_string(),
             tenant,
             http,
+            token: std::sync::Mutex::new(None),
         })
     }
 
@@ -103,8 +106,20 @@ impl Target {
         r
     }
 
-    /// The access token of the stored login, refreshed when it expires within a minute.
+    /// The access token of the stored login, refreshed when it expires within a minute; looked up
+    /// once per command.
     async fn token(&self) -> Result<Option<String>> {
+        if let Some(known) = self.token.lock().ok().and_then(|t| t.clone()) {
+            return Ok(known);
+        }
+        let token = self.stored_token().await?;
+        if let Ok(mut t) = self.token.lock() {
+            *t = Some(token.clone());
+        }
+        Ok(token)
+    }
+
+    async fn stored_token(&self) -> Result<Option<String>> {
         let Some(stored) = Self::load_all().remove(&self.key()) else {
             return Ok(None);
         };
@@ -132,22 +147,35 @@ impl Target {
         }
     }
 
+    /// `req` with the stored login's token, if there is one.
+    async fn signed(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+        Ok(match self.token().await? {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        })
+    }
+
+    /// Sends `req`; a refusal becomes the [`Failure`] its status and the gateway's error body say.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.url))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = json(resp).await.unwrap_or(Value::Null);
+            bail!(Failure::from_error(status.as_u16(), &body));
+        }
+        Ok(resp)
+    }
+
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<Stored> {
         let path = match &self.tenant {
             Some(t) => format!("/{t}/.well-known/token"),
             None => "/.well-known/token".to_string(),
         };
-        let resp = self
-            .request(reqwest::Method::POST, &path)
-            .form(form)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.url))?;
-        let status = resp.status();
-        let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!(Failure::from_error(status.as_u16(), &body));
-        }
+        let resp = self.send(self.request(reqwest::Method::POST, &path).form(form)).await?;
+        let body = json(resp).await?;
         let field = |k: &str| body[k].as_str().unwrap_or_default().to_string();
         Ok(Stored {
             access_token: field("access_token"),
@@ -180,45 +208,23 @@ impl Target {
 
     /// The tenant's OpenAPI document, as this caller sees it.
     pub async fn document(&self) -> Result<Value> {
-        let mut req = self.request(reqwest::Method::GET, "/.well-known/openapi.json");
-        if let Some(t) = self.token().await? {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.url))?;
-        let status = resp.status();
-        let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!(Failure::from_error(status.as_u16(), &body));
-        }
-        Ok(body)
+        let req = self.request(reqwest::Method::GET, "/.well-known/openapi.json");
+        let resp = self.send(self.signed(req).await?).await?;
+        json(resp).await
     }
 
     /// `POST path` with `body`; prints the answer (each message of a stream as it arrives).
     pub async fn call(&self, path: &str, body: &Value, pretty: bool) -> Result<()> {
-        let mut req = self
+        let req = self
             .request(reqwest::Method::POST, path)
             .header("Content-Type", "application/json")
             .body(body.to_string());
-        if let Some(t) = self.token().await? {
-            req = req.bearer_auth(t);
-        }
-        let mut resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.url))?;
-        let status = resp.status();
+        let mut resp = self.send(self.signed(req).await?).await?;
         let ndjson = resp
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("application/x-ndjson"));
-        if !status.is_success() {
-            let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
-            bail!(Failure::from_error(status.as_u16(), &body));
-        }
         let mut out = std::io::stdout().lock();
         if ndjson {
             let mut pending = Vec::new();
@@ -237,6 +243,12 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// The body of `resp` as JSON.
+async fn json(resp: reqwest::Response) -> Result<Value> {
+    let bytes = resp.bytes().await.context("reading the gateway's answer")?;
+    serde_json::from_slice(&bytes).context("the gateway's answer is not JSON")
 }
 
 fn print_json(out: &mut impl std::io::Write, bytes: &[u8], pretty: bool) -> Result<()> {

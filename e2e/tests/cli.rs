@@ -59,21 +59,30 @@ impl Cli {
         (stdout, stderr)
     }
 
-    /// Retries `args` until it exits 0 (the gateway learns routes and accounts from the next snapshot).
-    async fn eventually(&self, args: &[&str]) -> String {
+    /// Runs `args` until `done` holds of its output (the gateway learns routes, rules and accounts
+    /// from the next snapshot), at most [`T`].
+    async fn until(&self, args: &[&str], done: impl Fn(&Output) -> bool) -> Output {
         let deadline = std::time::Instant::now() + T;
+        let mut tick = tokio::time::interval(Duration::from_millis(300));
         loop {
+            tick.tick().await;
             let out = self.run(args);
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
+            if done(&out) {
+                return out;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "microplane {args:?} never succeeded: {}",
+                "microplane {args:?} never got there; last exit {:?}: {}",
+                out.status.code(),
                 String::from_utf8_lossy(&out.stderr)
             );
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Runs `args` until it exits 0; its stdout.
+    async fn eventually(&self, args: &[&str]) -> String {
+        let out = self.until(args, |o| o.status.success()).await;
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -192,15 +201,12 @@ async fn run_call_stream_login_and_kill_with_the_cli() {
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + T;
-    let err = loop {
-        let out = cli.run(&["call", "helloworld", "call", r#"{"name":"x"}"#]);
-        if out.status.code() == Some(4) {
-            break String::from_utf8_lossy(&out.stderr).into_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let refused = cli
+        .until(&["call", "helloworld", "call", r#"{"name":"x"}"#], |o| {
+            o.status.code() == Some(4)
+        })
+        .await;
+    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("microplane login"), "{err}");
     // The anonymous caller's document no longer holds the endpoint: not found, with the hint.
     let (_, err) = cli.expect(3, &["helloworld", "call", "--name", "x"]);

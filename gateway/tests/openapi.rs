@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use microplane_gateway::auth::token::{Claims, SigningKey};
 use microplane_gateway::metrics::Metrics;
 use microplane_gateway::state::{Gateway, Settings};
@@ -19,7 +17,7 @@ use microplane_gateway::{resolve, server, sync};
 use microplane_wire::sync::v1;
 use prost::Message as _;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const HELLOWORLD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/helloworld/proto");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -90,24 +88,11 @@ async fn start(key: &SigningKey) -> std::net::SocketAddr {
 }
 
 async fn get(addr: std::net::SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, "localhost");
+    let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = bearer {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = tx
-        .send_request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, body) = common::Client::connect(addr).await.fetch(req, Bytes::new()).await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 

@@ -34,11 +34,15 @@ async fn server(material: Option<tls::Material>) -> SocketAddr {
             .await
             .unwrap();
     });
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Listening once a connection is accepted; the server binds in its task.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync server never listened on {addr}"
+        );
+        tick.tick().await;
     }
     addr
 }

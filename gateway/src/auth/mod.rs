@@ -498,7 +498,10 @@ fn external_issuer(
         // Reported above, per name: trusting it with other algorithms would be a guess.
         return None;
     }
-    if !e.jwks.is_empty() && token::parse_jwks(e.jwks.as_bytes()).is_err() {
+    // The key cache parsed an inline set when it followed the snapshot; one it could not parse
+    // is missing from it.
+    let keys = external_keys.get(&jwks::source_key(e));
+    if !e.jwks.is_empty() && keys.is_none() {
         report(format!("external issuer {}: the inline jwks does not parse", e.issuer));
         return None;
     }
@@ -508,7 +511,7 @@ fn external_issuer(
         algorithms,
         audiences: e.audiences.clone(),
         scopes_claim: (!e.scopes_claim.is_empty()).then(|| e.scopes_claim.clone()),
-        keys: external_keys.get(&jwks::source_key(e)).cloned().unwrap_or_default(),
+        keys: keys.cloned().unwrap_or_default(),
     })
 }
 

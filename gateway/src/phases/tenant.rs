@@ -40,8 +40,9 @@ impl Gateway {
     /// Phase 1: the tenant, and the caller's account verified for it. The tenant is a host some
     /// tenant lists (a `Micro-Namespace` naming another tenant there is refused with 400), else the
     /// `Micro-Namespace` header, else the tenant whose platform issuer signed the verified token,
-    /// else the default tenant. The token is verified once, for the tenant it is presented to: the
-    /// issuer it claims only proposes the tenant, which holds when the token verifies.
+    /// else the default tenant. The token is verified once, with the named tenant's issuer policy
+    /// first, or, when none is named, the default tenant's: a platform token has one issuer
+    /// whichever tenant is preferred, and an external issuer's token never names a tenant.
     pub(super) async fn tenant_and_account(
         &self,
         snap: &Snapshot,
@@ -49,13 +50,16 @@ impl Gateway {
         headers: &HeaderMap,
         authority: Option<&str>,
     ) -> Result<(Arc<Tenant>, Arc<AuthState>, Option<auth::token::Verified>), GatewayError> {
-        let named = self.tenant_name(snap, &auth_state, headers, authority)?;
-        let (auth_state, verified) = self.authenticate(auth_state, headers, Some(named.name())).await;
-        let name = match named {
-            Named::Given(n) | Named::Default(n) => n,
-            // Proposed by a token that did not verify as that tenant's: the default tenant.
-            Named::ByIssuer(n) if verified.as_ref().is_some_and(|v| v.tenant == n) => n,
-            Named::ByIssuer(_) => Cow::Borrowed(self.settings.default_tenant.as_str()),
+        let named = self.named_tenant(snap, headers, authority)?;
+        let default = self.settings.default_tenant.as_str();
+        let preferred = named.as_deref().unwrap_or(default);
+        let (auth_state, verified) = self.authenticate(auth_state, headers, Some(preferred)).await;
+        let name: Cow<'_, str> = match named {
+            Some(n) => n,
+            None => match verified.as_ref().and_then(|v| auth_state.issuers.get(&v.issuer)) {
+                Some(t) => Cow::Owned(t.clone()),
+                None => Cow::Borrowed(default),
+            },
         };
         let tenant = snap
             .tenants
@@ -65,15 +69,13 @@ impl Gateway {
         Ok((tenant, auth_state, verified))
     }
 
-    /// The tenant a request names: by host or header, else proposed by the platform issuer its
-    /// token claims (unverified), else the default.
-    fn tenant_name<'a>(
-        &'a self,
+    /// The tenant a request names by host or `Micro-Namespace`, if any.
+    fn named_tenant<'a>(
+        &self,
         snap: &Snapshot,
-        auth_state: &AuthState,
         headers: &'a HeaderMap,
         authority: Option<&str>,
-    ) -> Result<Named<'a>, GatewayError> {
+    ) -> Result<Option<Cow<'a, str>>, GatewayError> {
         let header = headers
             .get(microplane_wire::headers::NAMESPACE)
             .and_then(|v| v.to_str().ok());
@@ -81,37 +83,10 @@ impl Gateway {
         let source = resolve::tenant_source(header, host, |h| snap.hosts.get(h).map(String::as_str))
             .map_err(|e| GatewayError::bad_request(e.to_string()))?;
         Ok(match source {
-            TenantSource::Header(h) => Named::Given(Cow::Borrowed(h)),
-            TenantSource::Host(h) => Named::Given(Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default())),
-            TenantSource::Default => {
-                let claimed = match auth::token::extract(headers) {
-                    Ok(Some(token)) => auth::token::unverified_issuer(&token),
-                    _ => None,
-                };
-                match claimed.and_then(|iss| auth_state.issuers.get(&iss)) {
-                    Some(t) => Named::ByIssuer(Cow::Owned(t.clone())),
-                    None => Named::Default(Cow::Borrowed(self.settings.default_tenant.as_str())),
-                }
-            }
+            TenantSource::Header(h) => Some(Cow::Borrowed(h)),
+            TenantSource::Host(h) => Some(Cow::Owned(snap.hosts.get(&h).cloned().unwrap_or_default())),
+            TenantSource::Default => None,
         })
-    }
-}
-
-/// How a request named its tenant.
-enum Named<'a> {
-    /// By host or `Micro-Namespace`.
-    Given(Cow<'a, str>),
-    /// Proposed by the platform issuer its token claims: holds only if the token verifies.
-    ByIssuer(Cow<'a, str>),
-    /// Nothing named one.
-    Default(Cow<'a, str>),
-}
-
-impl Named<'_> {
-    fn name(&self) -> &str {
-        match self {
-            Named::Given(n) | Named::ByIssuer(n) | Named::Default(n) => n,
-        }
     }
 }
 

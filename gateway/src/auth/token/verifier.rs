@@ -333,11 +333,6 @@ impl Verifier {
         self.verify_for(token, now_unix, TokenUse::Refresh, None)
     }
 
-    /// Verifies a token of the given use at `now_unix`, no tenant preferred.
-    pub fn verify_as(&self, token: &str, now_unix: i64, expected: TokenUse) -> Result<Verified, TokenError> {
-        self.verify_for(token, now_unix, expected, None)
-    }
-
     /// Verifies a token of the given use at `now_unix` for a call to `tenant`: where several
     /// issuers share the token's `iss`, `tenant`'s own comes first. See [`Verifier`] for the rules.
     pub fn verify_for(
