@@ -24,6 +24,7 @@ pub mod auth;
 pub(crate) mod body;
 pub(crate) mod call;
 pub(crate) mod cors;
+pub mod dashboard;
 pub(crate) mod decode;
 pub mod error;
 pub mod health;

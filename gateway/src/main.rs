@@ -75,7 +75,6 @@ struct Args {
     /// Seconds a client gets to send request headers on an open connection (then it is closed).
     #[arg(long, env = "MICROPLANE_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
     idle_timeout_seconds: u64,
-    /// Log one line per request (target `access`).
     /// Seconds a websocket tunnel may carry nothing either way before it is closed.
     #[arg(long, env = "MICROPLANE_TUNNEL_IDLE_TIMEOUT_SECONDS", default_value_t = 300)]
     tunnel_idle_timeout_seconds: u64,
@@ -93,6 +92,11 @@ struct Args {
     /// are replaced. Empty: nobody's.
     #[arg(long, env = "MICROPLANE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Directory of the built web dashboard (dashboard/dist), served at `/.dashboard/`; unset: no
+    /// dashboard.
+    #[arg(long, env = "MICROPLANE_DASHBOARD_DIR")]
+    dashboard_dir: Option<std::path::PathBuf>,
+    /// Log one line per request (target `access`).
     #[arg(long, env = "MICROPLANE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     access_log: bool,
     /// Worker threads (default: one per CPU; also `TOKIO_WORKER_THREADS`). With 1, a
@@ -134,8 +138,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     .shared();
 
+    let dashboard = match &args.dashboard_dir {
+        Some(dir) => Some(Arc::new(
+            microplane_gateway::dashboard::Dashboard::load(dir).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let metrics = Metrics::new();
     let settings = Settings {
+        dashboard,
         default_tenant: args.default_tenant,
         max_body_bytes: args.max_body_bytes,
         max_buffered_body_bytes: args.max_buffered_body_bytes,

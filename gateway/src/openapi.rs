@@ -11,7 +11,10 @@
 //! - errors are the gateway's JSON error (`{id, code, detail, status}`);
 //! - only what the caller may call: each endpoint is checked against the tenant's AuthRules with the
 //!   caller's account, exactly as a call would be; endpoints the rules leave to accounts carry the
-//!   bearer security requirement.
+//!   bearer security requirement;
+//! - one tag per MicroService with a described endpoint; for the tenant's own accounts the tag
+//!   carries the service's status (`x-microplane-status`: phase, readiness, what runs, the build),
+//!   which the dashboard shows.
 //!
 //! Pure: the phase serves what [`document`] returns.
 
@@ -68,7 +71,10 @@ fn segment_for(name: &str) -> Option<String> {
 /// The OpenAPI document of `tenant` for `account` (`None`: anonymous), as `auth` decides.
 pub(crate) fn document(tenant: &Tenant, auth: &TenantAuth, account: Option<&Caller>, version: u64) -> Value {
     let mut paths = BTreeMap::new();
+    let mut tags = Vec::new();
     let mut schemas = Schemas::default();
+    // Status is for the tenant's own accounts: anonymous and foreign callers see the API only.
+    let own = account.is_some_and(|a| a.is_own_in(&tenant.name));
     let mut routes: Vec<_> = tenant.routes.values().collect();
     routes.sort_by(|a, b| a.service.cmp(&b.service));
     for route in routes {
@@ -77,6 +83,7 @@ pub(crate) fn document(tenant: &Tenant, auth: &TenantAuth, account: Option<&Call
         };
         let mut endpoints: Vec<(&String, &MethodDescriptor)> = methods.iter().collect();
         endpoints.sort_by(|a, b| a.0.cmp(b.0));
+        let described = paths.len();
         for (endpoint, method) in endpoints {
             // What the caller could not call is not described.
             if auth.authorize(account, &route.service, endpoint).is_err() {
@@ -88,6 +95,13 @@ pub(crate) fn document(tenant: &Tenant, auth: &TenantAuth, account: Option<&Call
             let public = auth.authorize(None, &route.service, endpoint).is_ok();
             let op = operation(&route.service, endpoint, method, public, &mut schemas);
             paths.insert(path, json!({ "post": op }));
+        }
+        if paths.len() > described {
+            let mut tag = json!({ "name": route.service });
+            if let (true, Some(status)) = (own, &route.status) {
+                tag["x-microplane-status"] = status_json(status);
+            }
+            tags.push(tag);
         }
     }
     let mut components = schemas.done();
@@ -117,6 +131,7 @@ pub(crate) fn document(tenant: &Tenant, auth: &TenantAuth, account: Option<&Call
             ),
         },
         "servers": [{"url": "/"}],
+        "tags": tags,
         "paths": paths,
         "components": {
             "schemas": components,
@@ -130,6 +145,35 @@ pub(crate) fn document(tenant: &Tenant, auth: &TenantAuth, account: Option<&Call
             }
         }
     })
+}
+
+/// A service's status as the dashboard reads it; empty fields are left out.
+fn status_json(s: &microplane_wire::sync::v1::ServiceStatus) -> Value {
+    let mut out = serde_json::Map::new();
+    let text = |out: &mut serde_json::Map<String, Value>, key: &str, value: &str| {
+        if !value.is_empty() {
+            out.insert(key.into(), json!(value));
+        }
+    };
+    text(&mut out, "phase", &s.phase);
+    text(&mut out, "reason", &s.reason);
+    text(&mut out, "message", &s.message);
+    text(&mut out, "image", &s.image);
+    text(&mut out, "commit", &s.commit);
+    text(&mut out, "url", &s.url);
+    out.insert("ready".into(), json!(s.ready));
+    out.insert("replicas".into(), json!(s.replicas));
+    out.insert("readyReplicas".into(), json!(s.ready_replicas));
+    if let Some(b) = &s.build {
+        let mut build = serde_json::Map::new();
+        text(&mut build, "job", &b.job);
+        text(&mut build, "commit", &b.commit);
+        text(&mut build, "state", &b.state);
+        text(&mut build, "reason", &b.reason);
+        text(&mut build, "message", &b.message);
+        out.insert("build".into(), Value::Object(build));
+    }
+    Value::Object(out)
 }
 
 fn operation(service: &str, endpoint: &str, method: &MethodDescriptor, public: bool, schemas: &mut Schemas) -> Value {

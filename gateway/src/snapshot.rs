@@ -48,6 +48,9 @@ pub(crate) struct Route {
     pub methods: Option<HashMap<String, MethodDescriptor>>,
     /// Handles on this route's request metrics.
     pub metrics: crate::metrics::RouteMetrics,
+    /// The MicroService's status, as the operator summarised it (the explorer shows it to the
+    /// tenant's own accounts).
+    pub status: Option<v1::ServiceStatus>,
 }
 
 /// A tenant with its routes.
@@ -214,6 +217,7 @@ impl Snapshot {
                     endpoints: EndpointSet::new(ready, terminating),
                     methods,
                     metrics: crate::metrics::RouteMetrics::default(),
+                    status: s.status.clone(),
                 }),
             );
         }
@@ -330,6 +334,7 @@ message R {}
                         },
                     ],
                     descriptors: "img".into(),
+                    status: None,
                 },
                 v1::Service {
                     tenant: "micro".into(),
@@ -337,6 +342,7 @@ message R {}
                     protocol: v1::Protocol::Http as i32,
                     endpoints: vec![],
                     descriptors: String::new(),
+                    status: None,
                 },
                 v1::Service {
                     tenant: "ghost".into(),
@@ -344,6 +350,7 @@ message R {}
                     protocol: 0,
                     endpoints: vec![],
                     descriptors: String::new(),
+                    status: None,
                 },
             ],
             descriptors: vec![v1::Descriptors {

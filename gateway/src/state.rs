@@ -35,6 +35,8 @@ pub struct Settings {
     /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are believed (a load
     /// balancer in front of the gateway); from anyone else they are replaced (docs/gateway.md).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The web dashboard's files, served at `/.dashboard/` (none: not served).
+    pub dashboard: Option<std::sync::Arc<crate::dashboard::Dashboard>>,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             access_log: true,
             jwks: JwksSettings::default(),
             trusted_proxies: Vec::new(),
+            dashboard: None,
         }
     }
 }

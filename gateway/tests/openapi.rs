@@ -49,6 +49,22 @@ async fn start(key: &SigningKey) -> std::net::SocketAddr {
         protocol: v1::Protocol::Grpc as i32,
         endpoints: common::endpoints(&[common::any_port()]),
         descriptors: descriptors.into(),
+        status: (name == "helloworld").then(|| v1::ServiceStatus {
+            phase: "Running".into(),
+            ready: true,
+            reason: "Ready".into(),
+            image: "registry.local/micro/helloworld@sha256:abc".into(),
+            commit: "0123456789abcdef".into(),
+            replicas: 2,
+            ready_replicas: 2,
+            build: Some(v1::Build {
+                job: "helloworld-build-1".into(),
+                commit: "0123456789abcdef".into(),
+                state: "Succeeded".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
     };
     let wire = v1::Snapshot {
         version: 3,
@@ -135,6 +151,8 @@ async fn the_explorer_describes_what_the_caller_may_call_and_validates() {
     assert_eq!(status, StatusCode::OK, "{anonymous}");
     assert_eq!(paths(&anonymous), ["/helloworld/call"]);
     assert!(anonymous["paths"]["/helloworld/call"]["post"].get("security").is_none());
+    // One tag per described service; its status only for the tenant's own accounts.
+    assert_eq!(anonymous["tags"], serde_json::json!([{"name": "helloworld"}]));
     validate(&anonymous, "anonymous");
 
     // An account of the tenant: everything, the rest behind the bearer scheme.
@@ -166,6 +184,20 @@ async fn the_explorer_describes_what_the_caller_may_call_and_validates() {
         serde_json::json!([{"bearer": []}])
     );
     validate(&full, "full");
+    let tags = full["tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    let status = &tags[0]["x-microplane-status"];
+    assert_eq!(tags[0]["name"], "helloworld");
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["readyReplicas"], 2);
+    assert_eq!(status["image"], "registry.local/micro/helloworld@sha256:abc");
+    assert_eq!(status["build"]["state"], "Succeeded");
+    assert!(
+        status["build"].get("message").is_none(),
+        "empty fields are left out: {status}"
+    );
+    // A service whose status the snapshot lacks has a bare tag.
+    assert_eq!(tags[1], serde_json::json!({"name": "kitchen"}));
 
     // Every path routes back to the endpoint it describes.
     for path in paths(&full) {

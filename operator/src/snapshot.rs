@@ -295,6 +295,75 @@ pub(crate) fn host_owners<'a>(tenants: impl IntoIterator<Item = &'a Namespace>) 
     owners
 }
 
+/// The longest condition message the snapshot carries (a build log's tail can be long).
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+fn cut(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+/// What the explorer and the dashboard show of a MicroService's status: its phase, readiness, what
+/// runs and the state of its build, all read from `status` (nothing the status does not say).
+fn status_of(ms: &MicroService) -> v1::ServiceStatus {
+    let Some(status) = ms.status.as_ref() else {
+        return v1::ServiceStatus {
+            phase: "Pending".into(),
+            ..Default::default()
+        };
+    };
+    let condition = |t: &str| status.conditions.iter().find(|c| c.type_ == t);
+    let ready = condition("Ready");
+    let build = condition("BuildSucceeded").and_then(|c| {
+        let state = match (c.status.as_str(), c.reason.as_str()) {
+            ("True", _) => "Succeeded",
+            (_, "Building") => "Running",
+            (_, "BuildFailed") => "Failed",
+            // Still resolving the source: no build yet.
+            _ => return None,
+        };
+        // The Job of the running build is named in its message; a finished one in `builds`.
+        let job = match state {
+            "Running" => c
+                .message
+                .rsplit_once("(Job ")
+                .map(|(_, rest)| rest.trim_end_matches(')').to_string())
+                .unwrap_or_default(),
+            _ => status
+                .builds
+                .iter()
+                .find(|b| Some(&b.commit) == status.commit.as_ref())
+                .map(|b| b.build.clone())
+                .unwrap_or_default(),
+        };
+        Some(v1::Build {
+            job,
+            commit: status.commit.clone().unwrap_or_default(),
+            state: state.into(),
+            reason: c.reason.clone(),
+            message: cut(&c.message),
+        })
+    });
+    v1::ServiceStatus {
+        phase: format!("{:?}", status.phase.unwrap_or_default()),
+        ready: ready.is_some_and(|c| c.status == "True"),
+        reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
+        message: ready.map(|c| cut(&c.message)).unwrap_or_default(),
+        image: status.image.clone().unwrap_or_default(),
+        commit: status.commit.clone().unwrap_or_default(),
+        replicas: status.replicas.unwrap_or_default(),
+        ready_replicas: status.ready_replicas.unwrap_or_default(),
+        url: status.url.clone().unwrap_or_default(),
+        build,
+    }
+}
+
 /// Builds the snapshot: every tenant with a Namespace object (its issuer, keys, rules, accounts),
 /// every exposed MicroService of those tenants with its ready endpoints, and the descriptors
 /// discovered for their images.
@@ -403,6 +472,7 @@ pub(crate) fn build(inputs: Inputs<'_>) -> Built {
             protocol: protocol as i32,
             endpoints,
             descriptors,
+            status: Some(status_of(ms)),
         });
     }
     Built {
@@ -457,6 +527,81 @@ mod tests {
             services: vec!["helloworld.Helloworld".into()],
             endpoints: vec!["Helloworld.Call".into()],
         })
+    }
+
+    fn with_status(status: &str) -> MicroService {
+        serde_yaml::from_str(&format!(
+            "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {{name: hw, namespace: micro}}\nspec: {{image: x}}\nstatus: {status}"
+        ))
+        .unwrap()
+    }
+
+    fn cond(t: &str, status: &str, reason: &str, message: &str) -> String {
+        format!(
+            "{{type: {t}, status: '{status}', reason: {reason}, message: '{message}', lastTransitionTime: '2026-01-01T00:00:00Z'}}"
+        )
+    }
+
+    #[test]
+    fn the_status_summary_says_what_the_status_says() {
+        // No status yet: Pending, nothing else.
+        let none = status_of(&with_status("{}"));
+        assert_eq!((none.phase.as_str(), none.ready, none.build), ("Pending", false, None));
+
+        let running = status_of(&with_status(&format!(
+            "{{phase: Running, commit: c0ffee, image: 'r/micro/hw@sha256:1', replicas: 2, readyReplicas: 2, url: 'http://gw/hw', \
+             builds: [{{commit: c0ffee, image: 'r/micro/hw@sha256:1', build: hw-build-1}}, {{commit: old, image: o, build: hw-build-0}}], \
+             conditions: [{}, {}]}}",
+            cond("Ready", "True", "Ready", "running"),
+            cond("BuildSucceeded", "True", "Built", "r/micro/hw@sha256:1"),
+        )));
+        assert_eq!(running.phase, "Running");
+        assert!(running.ready);
+        assert_eq!((running.replicas, running.ready_replicas), (2, 2));
+        assert_eq!(running.url, "http://gw/hw");
+        let build = running.build.unwrap();
+        assert_eq!(
+            (build.state.as_str(), build.job.as_str(), build.commit.as_str()),
+            ("Succeeded", "hw-build-1", "c0ffee")
+        );
+
+        let building = status_of(&with_status(&format!(
+            "{{phase: Building, conditions: [{}, {}]}}",
+            cond("Ready", "False", "Building", "building commit 0123 (Job hw-build-2)"),
+            cond(
+                "BuildSucceeded",
+                "False",
+                "Building",
+                "building commit 0123 (Job hw-build-2)"
+            ),
+        )));
+        assert_eq!(building.reason, "Building");
+        let build = building.build.unwrap();
+        assert_eq!((build.state.as_str(), build.job.as_str()), ("Running", "hw-build-2"));
+
+        // A failed build's words, cut to a bounded size.
+        let long = "e".repeat(5000);
+        let failed = status_of(&with_status(&format!(
+            "{{phase: Failed, conditions: [{}, {}]}}",
+            cond("Ready", "False", "BuildFailed", &long),
+            cond("BuildSucceeded", "False", "BuildFailed", &long),
+        )));
+        let build = failed.build.unwrap();
+        assert_eq!(build.state, "Failed");
+        assert!(build.message.len() <= MAX_MESSAGE_BYTES + 3 && build.message.ends_with('…'));
+        assert!(failed.message.len() <= MAX_MESSAGE_BYTES + 3);
+
+        // Still resolving: no build to show.
+        let resolving = status_of(&with_status(&format!(
+            "{{phase: Resolving, conditions: [{}]}}",
+            cond(
+                "BuildSucceeded",
+                "False",
+                "Resolving",
+                "waiting for the source to resolve"
+            ),
+        )));
+        assert_eq!(resolving.build, None);
     }
 
     #[test]

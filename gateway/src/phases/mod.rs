@@ -67,6 +67,10 @@ impl Gateway {
         peer: &Peer,
         ctx: &mut RequestContext,
     ) -> Result<Response<BoxBody>, GatewayError> {
+        // The dashboard's files need no snapshot: the app loads and says what the API answers.
+        if let Some(served) = self.settings.dashboard.as_ref().and_then(|d| d.serve(&req)) {
+            return served;
+        }
         let snap = self
             .routing
             .snapshot
