@@ -30,15 +30,29 @@ pub(crate) fn retry_after(attempts: u32) -> Duration {
     RETRY.delay(attempts)
 }
 
-/// Descriptors are cached per image (or per commit for source builds): one discovery serves every
-/// MicroService running the same build.
+/// Descriptors are cached per image that runs: one discovery serves every MicroService running
+/// the same image, and nothing else. A source build's image is pinned by digest, so two services
+/// built from different paths of one commit, or one path rebuilt, never share an entry; an image
+/// service's status names its image by digest when known, else the spec's reference is the key.
 pub(crate) fn key_of(ms: &MicroService) -> Option<String> {
-    let status = ms.status.as_ref();
+    let pinned = ms
+        .status
+        .as_ref()
+        .and_then(|s| s.image.as_deref())
+        .filter(|i| i.contains("@sha256:"));
+    if let Some(image) = pinned {
+        return Some(format!("image:{image}"));
+    }
     if ms.spec.source.is_some() {
-        return status.and_then(|s| s.commit.clone()).map(|c| format!("commit:{c}"));
+        // Nothing built runs yet.
+        return None;
     }
     ms.spec.image.clone().map(|i| format!("image:{i}"))
 }
+
+/// How long a descriptor set no snapshot uses is kept (a service scaled to zero and back, a
+/// rollback) before [`Discovery::evict_unused`] forgets it.
+pub(crate) const UNUSED_FOR: Duration = Duration::from_secs(600);
 
 /// A discovery the snapshot needs: the key, an endpoint to ask, and who waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +90,8 @@ pub(crate) enum DiscoveryState {
 /// The descriptor cache, keyed by image (or commit), and the discoveries in flight.
 pub(crate) struct Discovery {
     entries: Mutex<HashMap<String, Entry>>,
+    /// When a snapshot last used each entry (or it was recorded). Locked after `entries`.
+    last_used: Mutex<HashMap<String, Instant>>,
     limit: Arc<Semaphore>,
     changed: Arc<Notify>,
     reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>,
@@ -99,6 +115,7 @@ impl Discovery {
     pub(crate) fn new(changed: Arc<Notify>, reconcile: mpsc::UnboundedSender<ObjectRef<MicroService>>) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(DISCOVERY_CONCURRENCY)),
             changed,
             reconcile,
@@ -145,6 +162,27 @@ impl Discovery {
             },
         };
         map.insert(key.to_string(), entry);
+        self.last_used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_string(), Instant::now());
+    }
+
+    /// Marks `in_use` (the keys of the last snapshot and its wanted discoveries) as used now and
+    /// forgets entries unused for `idle`: images that no longer run. Returns how many it forgot.
+    pub(crate) fn evict_unused<'a>(&self, in_use: impl IntoIterator<Item = &'a str>, idle: Duration) -> usize {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let mut used = self.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in in_use {
+            used.insert(key.to_string(), now);
+        }
+        let before = entries.len();
+        entries.retain(|key, entry| {
+            matches!(entry, Entry::InFlight) || used.get(key).is_some_and(|t| now.duration_since(*t) < idle)
+        });
+        used.retain(|key, _| entries.contains_key(key));
+        before - entries.len()
     }
 
     /// Starts the discovery `w` unless it is known, running, or waiting out its backoff.
@@ -228,5 +266,63 @@ mod tests {
         );
         assert!(matches!(d.state("k"), DiscoveryState::Ready(_)));
         assert_eq!(d.ready().len(), 1);
+    }
+
+    fn found(endpoint: &str) -> Result<Discovered, ReflectionError> {
+        Ok(Discovered {
+            file_descriptor_set: vec![],
+            services: vec![],
+            endpoints: vec![endpoint.into()],
+        })
+    }
+
+    #[test]
+    fn unused_entries_are_forgotten_after_their_grace() {
+        let d = Discovery::default();
+        d.record("image:a", found("A.Call"));
+        d.record("image:b", found("B.Call"));
+        // Just recorded: kept though no snapshot used them yet.
+        assert_eq!(d.evict_unused(["image:a"], Duration::from_secs(60)), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        // b unused for longer than the grace: forgotten; a used by this snapshot: kept.
+        assert_eq!(d.evict_unused(["image:a"], Duration::from_millis(50)), 1);
+        assert_eq!(d.state("image:b"), DiscoveryState::Pending);
+        assert!(matches!(d.state("image:a"), DiscoveryState::Ready(_)));
+    }
+
+    fn ms(yaml: &str) -> MicroService {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn descriptors_are_keyed_by_the_image_that_runs() {
+        let monorepo = |path: &str, digest: &str| {
+            ms(&format!(
+                "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {{name: {path}, namespace: t}}\n\
+                 spec: {{source: {{git: {{url: 'https://git.example/r', path: {path}}}}}}}\n\
+                 status: {{commit: c0ffee, image: 'reg/t/{path}@sha256:{digest}'}}"
+            ))
+        };
+        // Two services built from one commit at different paths: two keys.
+        let a = key_of(&monorepo("users", "aa")).unwrap();
+        let b = key_of(&monorepo("orders", "bb")).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a, "image:reg/t/users@sha256:aa");
+        // Built from source but nothing built runs yet: no key, so no discovery.
+        let unbuilt = ms(
+            "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {name: x, namespace: t}\n\
+             spec: {source: {git: {url: 'https://git.example/r'}}}\nstatus: {commit: c0ffee}",
+        );
+        assert_eq!(key_of(&unbuilt), None);
+        // An image service: its reference, or the digest its status pins.
+        let tagged = ms(
+            "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {name: x, namespace: t}\nspec: {image: 'reg/x:1'}",
+        );
+        assert_eq!(key_of(&tagged).as_deref(), Some("image:reg/x:1"));
+        let pinned = ms(
+            "apiVersion: microplane.dev/v1alpha1\nkind: MicroService\nmetadata: {name: x, namespace: t}\n\
+             spec: {image: 'reg/x:1'}\nstatus: {image: 'reg/x@sha256:cc'}",
+        );
+        assert_eq!(key_of(&pinned).as_deref(), Some("image:reg/x@sha256:cc"));
     }
 }

@@ -84,6 +84,17 @@ pub(crate) async fn run(
             accounts: &accounts,
             issuer_base: sources.issuer_base.as_deref(),
         });
+        let in_use: Vec<String> = built
+            .snapshot
+            .descriptors
+            .iter()
+            .map(|d| d.key.clone())
+            .chain(built.wanted.iter().map(|w| w.key.clone()))
+            .collect();
+        let evicted = discovery.evict_unused(in_use.iter().map(String::as_str), crate::discovery::UNUSED_FOR);
+        if evicted > 0 {
+            tracing::debug!(evicted, "unused descriptor sets forgotten");
+        }
         for w in built.wanted {
             discovery.want(w);
         }
