@@ -5,7 +5,7 @@
 #   docker buildx build --target helloworld -t ghcr.io/microplane-dev/helloworld:0.1.0 .
 # Static (musl) release binaries on distroless/static, user 65532. `make images` builds the same
 # runtime layout on machines without Docker (e2e/scripts/build-images.sh): the binaries in
-# /usr/local/bin, the nonroot user, the CA bundle, nothing else.
+# /usr/local/bin, the nonroot user, the CA bundle, and the gateway's dashboard files.
 
 ARG RUST_VERSION=1.95
 FROM --platform=$BUILDPLATFORM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
@@ -28,6 +28,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp "target/$target/release/microplane-operator" "target/$target/release/microplane-gateway" \
        "target/$target/release/helloworld" "target/$target/release/helloworld-call" /out/
 
+# The web dashboard's static files (Vite + TypeScript), served by the gateway at /.dashboard/.
+FROM --platform=$BUILDPLATFORM docker.io/library/node:20-bookworm AS dashboard
+WORKDIR /src/dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build
+
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.source="https://github.com/microplane-dev/microplane" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -39,6 +47,7 @@ ENTRYPOINT ["/usr/local/bin/microplane-operator"]
 
 FROM runtime AS gateway
 COPY --from=build /out/microplane-gateway /usr/local/bin/microplane-gateway
+COPY --from=dashboard /src/dashboard/dist /usr/share/microplane/dashboard
 ENTRYPOINT ["/usr/local/bin/microplane-gateway"]
 
 FROM runtime AS helloworld

@@ -20,7 +20,7 @@ E2E_STATE := $(CURDIR)/.state/e2e
 # `lifecycle` uninstalls and reinstalls the shared release, so it runs alone, after the others.
 E2E_SUITES := $(filter-out lifecycle,$(basename $(notdir $(wildcard e2e/tests/*.rs))))
 
-.PHONY: help up down status test test-unit test-e2e fuzz generate check-generated chart-lint deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway
+.PHONY: help up down status test test-unit test-e2e fuzz generate check-generated chart-lint deps controlplane images modules fmt operator binaries bench bench-operator bench-gateway dashboard
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,7 @@ up: deps ## Bring Microplane up on the local control plane and node: the chart (
 	@echo "Microplane is up on Kubernetes v$(K8S_VERSION): operator and gateway installed by the chart, tenant micro, MicroService helloworld Ready and routed."
 	@echo "  curl -s http://localhost:$(GATEWAY_PORT)/helloworld/call -d '{\"name\":\"John\"}'    # -> {\"message\":\"Hello John\"}"
 	@echo "  curl -s 'http://localhost:$(GATEWAY_PORT)/helloworld/call?name=Jane'"
+	@echo "  the dashboard: http://localhost:$(GATEWAY_PORT)/.dashboard/"
 	@echo "  export KUBECONFIG=$(DEV_STATE)/kubeconfig PATH=$(K8S_BIN):\$$PATH"
 	@echo "  kubectl get pods -n microplane-system; kubectl get microplane -A; kubectl explain microservice.spec"
 	@echo "This clone is served to the cluster at $$(cat $(DEV_STATE)/git.url) (git sources). Stop everything with: make down"
@@ -56,7 +57,16 @@ binaries: ## Build the operator, the gateway, the dev build node and the service
 deps: ## Install missing Debian packages and the musl target (e2e/scripts/deps.sh)
 	@e2e/scripts/deps.sh
 
-images: controlplane ## Build the node's images (pause, CoreDNS, registry, helloworld) from static binaries into target/images
+# The web dashboard (dashboard/, Vite + TypeScript): built when its sources change; the gateway image
+# carries dashboard/dist. npm ci runs only when the lock file changed.
+DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/public -type f 2>/dev/null) dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json dashboard/tsconfig.node.json dashboard/package-lock.json
+dashboard: dashboard/dist/index.html ## Build the web dashboard (dashboard/dist), served by the gateway at /.dashboard/
+dashboard/node_modules/.package-lock.json: dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+dashboard/dist/index.html: $(DASHBOARD_SOURCES) dashboard/node_modules/.package-lock.json
+	cd dashboard && npm run --silent build -- --logLevel warn
+
+images: controlplane dashboard ## Build the node's images (pause, CoreDNS, registry, helloworld) from static binaries into target/images
 	@e2e/scripts/build-images.sh
 
 down: ## Stop exactly what `make up` started
@@ -72,7 +82,8 @@ test: deps ## Unit, mocked and e2e tiers (starts and stops its own control plane
 # Seconds each gateway fuzz target runs in `make test` (kept compiling and exercised) and in `make fuzz`.
 FUZZ_TEST_SECONDS ?= 15
 FUZZ_SECONDS ?= 300
-test-unit: deps controlplane ## Unit and mocked tiers, plus formatting, lints, generated-file drift and the gateway's fuzz targets for FUZZ_TEST_SECONDS each (the build node's tests push with crane to a real registry)
+test-unit: deps controlplane dashboard ## Unit and mocked tiers, plus formatting, lints, generated-file drift, the dashboard's unit tests and the gateway's fuzz targets for FUZZ_TEST_SECONDS each (the build node's tests push with crane to a real registry)
+	cd dashboard && npm test --silent
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features microplane-e2e/e2e -- -D warnings
 	cargo test --workspace

@@ -5,7 +5,8 @@
 #
 #   product images (what users run; the Dockerfile builds the same from source):
 #     ghcr.io/microplane-dev/microplane-operator:<version>   operator (musl, static)
-#     ghcr.io/microplane-dev/microplane-gateway:<version>    gateway (musl, static)
+#     ghcr.io/microplane-dev/microplane-gateway:<version>    gateway (musl, static) and the built dashboard
+#                                                            (dashboard/dist → /usr/share/microplane/dashboard)
 #     ghcr.io/microplane-dev/helloworld:<version>            helloworld and helloworld-call
 #   the node's add-ons:
 #     localhost/microplane/pause:<tag>       kubernetes' own pause.c, gcc -static
@@ -73,7 +74,11 @@ add "localhost/microplane/registry:v$DISTRIBUTION_VERSION" registry "$REGISTRY_B
 # kubectl in a pod: in-cluster configuration with the pod's service-account token (e2e, debugging).
 add "localhost/microplane/kubectl:v$K8S_VERSION" kubectl "$K8S_BIN/kubectl"
 add "ghcr.io/microplane-dev/microplane-operator:$version" microplane-operator "$rust_out/microplane-operator"
-add "ghcr.io/microplane-dev/microplane-gateway:$version" microplane-gateway "$rust_out/microplane-gateway"
+# The gateway serves the dashboard's built files (`make dashboard`) when the chart enables it.
+[[ -f $root/dashboard/dist/index.html ]] || { echo "missing dashboard/dist: run make dashboard" >&2; exit 1; }
+mkdir -p "$work/gateway-files/usr/share/microplane"
+cp -r "$root/dashboard/dist" "$work/gateway-files/usr/share/microplane/dashboard"
+add "ghcr.io/microplane-dev/microplane-gateway:$version" microplane-gateway "$rust_out/microplane-gateway" "" "$work/gateway-files"
 add "ghcr.io/microplane-dev/helloworld:$version" helloworld "$rust_out/helloworld $rust_out/helloworld-call" "MICRO_SERVICE_ADDRESS=:8080"
 
 # --- The build Jobs' images (operator --builder-image, --clone-image), run on the real node.
@@ -138,16 +143,18 @@ for spec in "${images[@]}"; do
   key=$(cat "$work/base.tar" $bins <([[ -z $tree ]] || layer "$tree" -) <(echo "$ref|$name|$bins|$env v3") | sha256sum | cut -c1-64)
   [[ -f $tarball && $(cat "$tarball.key" 2>/dev/null) == "$key" ]] && continue
   start_registry
+  # Binaries go to /usr/local/bin (the entrypoint); a tree is laid over them; a tree alone is a
+  # tool image whose entrypoint is its shell.
   entrypoint=/usr/local/bin/$name
-  if [[ -n $tree ]]; then
-    entrypoint=/bin/sh
-    layer "$tree" "$work/$name.tar"
-  else
+  [[ -z $bins ]] && entrypoint=/bin/sh
+  mkdir -p "$work/$name"
+  [[ -n $tree ]] && cp -a "$tree/." "$work/$name/"
+  if [[ -n $bins ]]; then
     mkdir -p "$work/$name/usr/local/bin"
     # shellcheck disable=SC2086
     cp $bins "$work/$name/usr/local/bin/"
-    layer "$work/$name" "$work/$name.tar"
   fi
+  layer "$work/$name" "$work/$name.tar"
   env_args=(--env PATH=/usr/local/bin:/usr/bin:/bin)
   [[ -n $env ]] && env_args+=(--env "$env")
   "$crane" mutate --insecure "$REG/microplane/base:1" --append "$work/$name.tar" \

@@ -7,7 +7,9 @@
 #   OpenSSL); for the real node: nftables (kube-proxy), socat (bridges the API server into the node's
 #   namespace), util-linux (nsenter, unshare), iptables (CNI plugins), libseccomp-dev (runc, built
 #   with cgo, for the RuntimeDefault seccomp profile), musl-tools (static binaries for the images);
-#   lua5.4 (the e2e tier runs the Argo CD health checks in a real Lua interpreter); and, from PyPI
+#   lua5.4 (the e2e tier runs the Argo CD health checks in a real Lua interpreter); node and npm
+#   (the dashboard's Vite build and tests), chromium (its Playwright suite drives Debian's Chromium;
+#   Playwright never downloads a browser); and, from PyPI
 #   into .state/tools/openapi (a venv of its own), openapi-spec-validator, which validates the
 #   gateway's OpenAPI documents in gateway/tests/openapi.rs.
 set -euo pipefail
@@ -15,7 +17,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 missing=()
 for pair in openssl:openssl curl:curl python3:python3 git:git make:make ip:iproute2 gcc:build-essential \
   pkg-config:pkg-config nft:nftables socat:socat nsenter:util-linux unshare:util-linux iptables:iptables \
-  musl-gcc:musl-tools lua5.4:lua5.4; do
+  musl-gcc:musl-tools lua5.4:lua5.4 node:nodejs npm:npm chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 for pkg in libssl-dev libseccomp-dev; do

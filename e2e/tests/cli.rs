@@ -220,3 +220,50 @@ async fn run_call_stream_login_and_kill_with_the_cli() {
     cli.expect(0, &["kill", "helloworld"]);
     cli.expect(3, &["kill", "helloworld"]);
 }
+
+/// `microplane run <git-url>@<ref>`: the MicroService is created from the source, followed through
+/// Resolving and Building to Ready, and called; `status` names the commit it runs.
+#[tokio::test]
+async fn run_from_git_follows_the_build_to_ready() {
+    let (_c, gw, ns) = with_tenant("cli-git", json!({}), T)
+        .await
+        .expect("the e2e tier needs the control plane");
+    let server = microplane_e2e::git::GitServer::start().await.unwrap();
+    let repo = server.create_repo("hw").await.unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    microplane_e2e::git::helloworld_source(tree.path()).unwrap();
+    let commit = microplane_e2e::git::commit_tree(&repo, "main", tree.path(), "helloworld")
+        .await
+        .unwrap();
+    let cli = Cli {
+        gateway: gw.addr.clone(),
+        tenant: ns.as_str().to_string(),
+        config: tempfile::tempdir().unwrap(),
+    };
+    let source = format!("{}@main", server.url("hw"));
+    // A cold cargo build on 2 shared cores takes minutes; the dev build node builds Rust.
+    let (stdout, stderr) = cli.expect(
+        0,
+        &[
+            "run",
+            &source,
+            "--path",
+            "services/helloworld",
+            "--strategy",
+            "Rust",
+            "--name",
+            "hw-git",
+            "--timeout-seconds",
+            "900",
+        ],
+    );
+    assert!(stdout.contains("hw-git is Ready"), "{stdout}");
+    assert!(stderr.contains("Building"), "the phases as they pass: {stderr}");
+    let (out, _) = cli.expect(0, &["status", "hw-git"]);
+    assert!(out.contains(&commit[..12]), "status names the commit: {out}");
+    let out = cli
+        .eventually(&["-o", "json", "call", "hw-git", "Helloworld.Call", r#"{"name":"Git"}"#])
+        .await;
+    assert_eq!(out.trim(), r#"{"message":"Hello Git"}"#);
+    cli.expect(0, &["kill", "hw-git"]);
+}

@@ -834,6 +834,30 @@ async fn buildkit_builds_dockerfile_and_go_sources_that_the_node_runs_by_digest(
     );
     assert!(message.contains("too many return values"), "go's own words: {message}");
     assert!(built.log.contains("too many return values"), "{}", built.log);
+    // The CLI shows the same whole log: `microplane logs --build` reads the newest build pod.
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/microplane");
+    let out = std::process::Command::new(&cli)
+        .args([
+            "--gateway",
+            &format!("http://{}", gw.addr),
+            "-n",
+            ns.as_str(),
+            "logs",
+            "hello-go",
+            "--build",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (make binaries builds it)", cli.display()));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("too many return values"),
+        "the CLI's build log: {printed}"
+    );
     delete_builds(&c, &ns).await;
 }
 

@@ -59,6 +59,7 @@ impl Routing {
                     ..Default::default()
                 }],
                 descriptors: DESCRIPTORS_KEY.into(),
+                ..Default::default()
             },
             http("web", &self.backend),
         ];
