@@ -111,18 +111,20 @@ test-e2e: deps ## e2e tier against a fresh real control plane and node (operator
 BENCH_STATE := $(CURDIR)/.state/bench
 bench: bench-operator bench-gateway ## All benchmarks
 
-bench-operator: controlplane ## 1000 MicroServices to Ready on kwok nodes: rate, operator peak RSS, requests per object, idle writes
+# Extra operator flags for bench-operator, e.g. BENCH_OPERATOR_ARGS=--status-settle-ms=0 (every status change written at once).
+BENCH_OPERATOR_ARGS ?=
+bench-operator: controlplane ## 1000 plain Deployments+Services vs 1000 MicroServices on kwok nodes, one control plane: rate ratio, operator CPU, peak RSS, writes per object, idle writes
 	cargo build --release -p microplane-operator
 	cargo build --profile bench-tools -p microplane-e2e --features e2e --bin bench-operator
 	@MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh
 	@rm -rf $(BENCH_STATE)/etcd $(BENCH_STATE)/operator.info
 	@trap 'MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/controlplane-down.sh' EXIT; \
 	  MICROPLANE_STATE=$(BENCH_STATE) KCM_API_QPS=1000 KCM_API_BURST=2000 e2e/scripts/controlplane-up.sh >/dev/null; \
-	  MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/kwok-nodes.sh 5 >/dev/null; \
+	  MICROPLANE_STATE=$(BENCH_STATE) e2e/scripts/kwok-nodes.sh 10 >/dev/null; \
 	  $(KUBECTL) --kubeconfig $(BENCH_STATE)/kubeconfig apply --server-side -k config/crd >/dev/null; \
 	  $(KUBECTL) --kubeconfig $(BENCH_STATE)/kubeconfig wait --for condition=Established --timeout=60s crd -l '!none' >/dev/null; \
 	  MICROPLANE_STATE=$(BENCH_STATE) MICROPLANE_OPERATOR_BIN=$(CURDIR)/target/release/microplane-operator \
-	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10; \
+	    MICROPLANE_LOG=info e2e/scripts/operator-up.sh --resync-seconds 10 $(BENCH_OPERATOR_ARGS); \
 	  MICROPLANE_STATE=$(BENCH_STATE) KUBECONFIG=$(BENCH_STATE)/kubeconfig BENCH_RESYNC_SECONDS=10 MICROPLANE_E2E_INSTALL=process \
 	    target/bench-tools/bench-operator
 

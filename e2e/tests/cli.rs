@@ -222,8 +222,9 @@ async fn run_call_stream_login_and_kill_with_the_cli() {
 }
 
 /// `microplane run <git-url>@<ref>`: the MicroService is created from the source, followed through
-/// Resolving and Building to Ready, and called; `status` names the commit it runs.
-#[tokio::test]
+/// Resolving and Building to Ready, and called; `status` names the commit it runs. Multi-threaded:
+/// the git server's tasks answer the operator while the test's thread waits on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_from_git_follows_the_build_to_ready() {
     let (_c, gw, ns) = with_tenant("cli-git", json!({}), T)
         .await

@@ -44,6 +44,10 @@ pub struct Settings {
     pub key_rotation: crate::issuer::Rotation,
     /// The operator's own namespace (its Lease's), never a tenant.
     pub operator_namespace: String,
+    /// How long a new MicroService's first status may wait while it is only progressing, so that
+    /// a rollout that finishes within it costs one status write instead of several (zero: write
+    /// every change at once).
+    pub status_settle: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             gateway_url: None,
             key_rotation: Default::default(),
             operator_namespace: "microplane-system".into(),
+            status_settle: std::time::Duration::ZERO,
         }
     }
 }

@@ -105,6 +105,11 @@ struct Args {
     /// when nothing drifted).
     #[arg(long, env = "MICROPLANE_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
+    /// Milliseconds a new MicroService's first status may wait while its rollout only progresses:
+    /// one that is Ready within it gets one status write (Ready) instead of Deploying, progress and
+    /// Ready. Problems (a failing pod, a missing Config) are written at once. 0: every change at once.
+    #[arg(long, env = "MICROPLANE_STATUS_SETTLE_MS", default_value_t = 3000)]
+    status_settle_ms: u64,
     /// Address of the gateway sync server (gRPC).
     #[arg(long, env = "MICROPLANE_SYNC_ADDRESS", default_value = "0.0.0.0:8082")]
     sync_address: SocketAddr,
@@ -241,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
+        status_settle: std::time::Duration::from_millis(args.status_settle_ms),
         gateway_url: args.gateway_url,
         key_rotation: microplane_operator::issuer::Rotation {
             every_seconds: args.key_rotation_hours.max(1) * 3600,

@@ -383,3 +383,52 @@ fn closed_tenant_has_no_default_rule_policy_quota_or_binding() {
     let d = tenant::desired(&t, "gw").unwrap();
     assert!(d.rule.is_none() && d.policy.is_none() && d.quota.is_none() && d.binding.is_none());
 }
+
+#[test]
+fn a_new_microservice_that_only_progresses_waits_for_one_status_write() {
+    use microplane_crds::{CondType, Reason};
+    use microplane_operator::conditions::Cond;
+    use std::time::Duration;
+    let settle = Duration::from_secs(3);
+    let mut ms: MicroService = fixture("helloworld.yaml");
+    let created = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    ms.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created));
+    let at = |secs: i64| created + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+    let deploying = [Cond::fail(CondType::Ready, Reason::Deploying, "0/1 available")];
+    let ready_unrouted = [
+        Cond::ok(CondType::Ready, Reason::Running, ""),
+        Cond::fail(CondType::Routed, Reason::DiscoveryPending, ""),
+    ];
+    let ready_routed = [
+        Cond::ok(CondType::Ready, Reason::Running, ""),
+        Cond::ok(CondType::Routed, Reason::Routed, ""),
+    ];
+    let pulling = [Cond::fail(CondType::Ready, Reason::ImagePullBackOff, "no such image")];
+
+    // Progress within the settle: wait for the rest of it.
+    assert_eq!(
+        status::settling(&ms, None, &deploying, settle, at(1)),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(
+        status::settling(&ms, None, &ready_unrouted, settle, at(1)),
+        Some(Duration::from_secs(2))
+    );
+    // Done, something to fix, or the settle over: now.
+    assert_eq!(status::settling(&ms, None, &ready_routed, settle, at(1)), None);
+    assert_eq!(status::settling(&ms, None, &pulling, settle, at(1)), None);
+    assert_eq!(status::settling(&ms, None, &deploying, settle, at(3)), None);
+    assert_eq!(status::settling(&ms, None, &deploying, Duration::ZERO, at(1)), None);
+    // An object that has a status (a changed spec): observedGeneration moves at once.
+    let written = microplane_crds::MicroServiceStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(status::settling(&ms, Some(&written), &deploying, settle, at(1)), None);
+    // A source build's phases are the news.
+    let mut built = ms.clone();
+    built.spec.image = None;
+    built.spec.source =
+        Some(serde_json::from_value(serde_json::json!({"git": {"url": "https://git.example/r"}})).unwrap());
+    assert_eq!(status::settling(&built, None, &deploying, settle, at(1)), None);
+}

@@ -152,6 +152,10 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         &now,
     );
     if previous != Some(&next) {
+        if let Some(wait) = status::settling(ms, previous, &wanted, ctx.settings.status_settle, jiff_now()) {
+            // Nothing to report but progress yet: the next change (or the settle's end) writes.
+            return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
+        }
         let old_reason = previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == CondType::Ready.as_str()))
             .map(|c| c.reason.clone());
@@ -178,6 +182,10 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         .and_then(|p| p.again_in)
         .map(|d| d.max(Duration::from_millis(100)));
     Ok(Action::requeue(again.map_or(backstop, |a| a.min(backstop))))
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
 }
 
 fn blocked(ms: &MicroService, ctx: &Context, namespace: &str) -> Option<Blocked> {

@@ -2,7 +2,9 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use microplane_crds::{CondType, MicroServiceStatus, Phase, Reason};
+use std::time::Duration;
+
+use microplane_crds::{CondType, MicroService, MicroServiceStatus, Phase, Reason};
 
 use crate::conditions::Cond;
 
@@ -216,6 +218,46 @@ pub fn compute(
     };
     status.phase = Some(phase);
     (status, vec![ready, available])
+}
+
+/// How much longer a new MicroService's first status may wait, or `None` to write it now.
+///
+/// A MicroService that has never had a status (its first generation) and is only *progressing*
+/// — `Ready` False with a reason that resolves by itself (`Deploying`, `Pending`), or `Routed`
+/// waiting for discovery — within `settle` of its creation is not written yet: a rollout that ends
+/// within it costs one status write (Ready) instead of three. Anything a user must act on (a
+/// failing pod, a missing Config: a `Stalled` reason), a source build (its phases are the news), a
+/// changed spec of an existing object (`observedGeneration` must move at once) and every object
+/// older than `settle` are written at once. kstatus, Argo CD and `kubectl wait` read no status as
+/// in progress, which it is.
+pub fn settling(
+    ms: &MicroService,
+    previous: Option<&MicroServiceStatus>,
+    wanted: &[Cond],
+    settle: Duration,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<Duration> {
+    if settle.is_zero() || ms.spec.source.is_some() || previous.is_some_and(|p| p.observed_generation.is_some()) {
+        return None;
+    }
+    let progressing =
+        |c: &Cond| !c.status && crate::conditions::progress(c.reason) == crate::conditions::Progress::Reconciling;
+    let ready = wanted.iter().find(|c| c.type_ == CondType::Ready)?;
+    let routed_pending = wanted
+        .iter()
+        .find(|c| c.type_ == CondType::Routed)
+        .is_some_and(|c| c.reason == Reason::DiscoveryPending);
+    let waiting = if ready.status {
+        routed_pending
+    } else {
+        progressing(ready)
+    };
+    if !waiting {
+        return None;
+    }
+    let created = ms.metadata.creation_timestamp.as_ref()?.0;
+    let age = Duration::try_from(now.duration_since(created)).ok()?;
+    settle.checked_sub(age).filter(|d| !d.is_zero())
 }
 
 /// Overlays the source step on a status computed by [`compute`] (whose `wanted` is `[Ready,
