@@ -48,6 +48,8 @@ pub struct Settings {
     /// a rollout that finishes within it costs one status write instead of several (zero: write
     /// every change at once).
     pub status_settle: std::time::Duration,
+    /// Reconciles running at once per controller.
+    pub concurrency: u16,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             key_rotation: Default::default(),
             operator_namespace: "microplane-system".into(),
             status_settle: std::time::Duration::ZERO,
+            concurrency: 16,
         }
     }
 }

@@ -110,6 +110,9 @@ struct Args {
     /// Ready. Problems (a failing pod, a missing Config) are written at once. 0: every change at once.
     #[arg(long, env = "MICROPLANE_STATUS_SETTLE_MS", default_value_t = 3000)]
     status_settle_ms: u64,
+    /// Reconciles running at once per controller (each mostly waits on the API server).
+    #[arg(long, env = "MICROPLANE_RECONCILE_CONCURRENCY", default_value_t = 64)]
+    reconcile_concurrency: u16,
     /// Address of the gateway sync server (gRPC).
     #[arg(long, env = "MICROPLANE_SYNC_ADDRESS", default_value = "0.0.0.0:8082")]
     sync_address: SocketAddr,
@@ -247,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
         },
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
         status_settle: std::time::Duration::from_millis(args.status_settle_ms),
+        concurrency: args.reconcile_concurrency,
         gateway_url: args.gateway_url,
         key_rotation: microplane_operator::issuer::Rotation {
             every_seconds: args.key_rotation_hours.max(1) * 3600,

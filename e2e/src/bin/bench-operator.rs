@@ -69,6 +69,8 @@ async fn plain(c: &Cluster, n: usize) -> Result<Duration, Box<dyn std::error::Er
                 let name = format!("svc-{i:04}");
                 let mut ms = microservice(&name);
                 ms.metadata.namespace = Some(ns);
+                // The builder names its owner by uid; the reference is removed below.
+                ms.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
                 let mut d = microplane_operator::controller::microservice::build::desired_running(
                     &ms,
                     "localhost/microplane/helloworld:1",

@@ -28,9 +28,6 @@ use tokio::sync::{Notify, watch};
 use crate::Error;
 use crate::context::{Context, Stores};
 
-/// Reconciles running at once per controller.
-pub(super) const CONCURRENCY: u16 = 16;
-
 /// What every controller's wiring needs.
 pub(super) struct Wiring<S> {
     /// Client of the API server.
@@ -48,7 +45,7 @@ pub(super) struct Wiring<S> {
 impl<S> Wiring<S> {
     /// The controller configuration every controller runs with.
     pub(super) fn config(&self) -> controller::Config {
-        controller::Config::default().concurrency(CONCURRENCY)
+        controller::Config::default().concurrency(self.ctx.settings.concurrency.max(1))
     }
 }
 
