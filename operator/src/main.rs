@@ -107,8 +107,10 @@ struct Args {
     resync_seconds: u64,
     /// Milliseconds a new MicroService's first status may wait while its rollout only progresses:
     /// one that is Ready within it gets one status write (Ready) instead of Deploying, progress and
-    /// Ready. Problems (a failing pod, a missing Config) are written at once. 0: every change at once.
-    #[arg(long, env = "MICROPLANE_STATUS_SETTLE_MS", default_value_t = 3000)]
+    /// Ready. Problems (a failing pod, a missing Config) are written at once. Off (0) by default:
+    /// kstatus (Flux) reads a missing status as Current, so a settle lets Flux call a new
+    /// MicroService healthy before it is (docs/operator.md#status-writes).
+    #[arg(long, env = "MICROPLANE_STATUS_SETTLE_MS", default_value_t = 0)]
     status_settle_ms: u64,
     /// Reconciles running at once per controller (each mostly waits on the API server).
     #[arg(long, env = "MICROPLANE_RECONCILE_CONCURRENCY", default_value_t = 64)]
