@@ -47,7 +47,7 @@ fn microservice(name: &str) -> MicroService {
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
         "spec": {"image": "localhost/microplane/helloworld:1"}
     }))
-    .expect("valid")
+    .expect("a literal MicroService always deserializes")
 }
 
 /// N Deployments + Services as the operator would make them, applied 32 at a time in a namespace

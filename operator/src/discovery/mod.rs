@@ -170,8 +170,12 @@ impl Discovery {
 
     /// Marks `in_use` (the keys of the last snapshot and its wanted discoveries) as used now and
     /// forgets entries unused for `idle`: images that no longer run. Returns how many it forgot.
-    pub(crate) fn evict_unused<'a>(&self, in_use: impl IntoIterator<Item = &'a str>, idle: Duration) -> usize {
-        let now = Instant::now();
+    pub(crate) fn evict_unused<'a>(
+        &self,
+        in_use: impl IntoIterator<Item = &'a str>,
+        idle: Duration,
+        now: Instant,
+    ) -> usize {
         let mut entries = self.lock();
         let mut used = self.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for key in in_use {
@@ -179,7 +183,7 @@ impl Discovery {
         }
         let before = entries.len();
         entries.retain(|key, entry| {
-            matches!(entry, Entry::InFlight) || used.get(key).is_some_and(|t| now.duration_since(*t) < idle)
+            matches!(entry, Entry::InFlight) || used.get(key).is_some_and(|t| now.saturating_duration_since(*t) < idle)
         });
         used.retain(|key, _| entries.contains_key(key));
         before - entries.len()
@@ -281,11 +285,12 @@ mod tests {
         let d = Discovery::default();
         d.record("image:a", found("A.Call"));
         d.record("image:b", found("B.Call"));
+        let now = Instant::now();
         // Just recorded: kept though no snapshot used them yet.
-        assert_eq!(d.evict_unused(["image:a"], Duration::from_secs(60)), 0);
-        std::thread::sleep(Duration::from_millis(60));
-        // b unused for longer than the grace: forgotten; a used by this snapshot: kept.
-        assert_eq!(d.evict_unused(["image:a"], Duration::from_millis(50)), 1);
+        assert_eq!(d.evict_unused(["image:a"], Duration::from_secs(60), now), 0);
+        // A minute later, b unused for longer than the grace: forgotten; a used by this snapshot: kept.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(d.evict_unused(["image:a"], Duration::from_secs(60), later), 1);
         assert_eq!(d.state("image:b"), DiscoveryState::Pending);
         assert!(matches!(d.state("image:a"), DiscoveryState::Ready(_)));
     }

@@ -84,14 +84,9 @@ pub(crate) async fn run(
             accounts: &accounts,
             issuer_base: sources.issuer_base.as_deref(),
         });
-        let in_use: Vec<String> = built
-            .snapshot
-            .descriptors
-            .iter()
-            .map(|d| d.key.clone())
-            .chain(built.wanted.iter().map(|w| w.key.clone()))
-            .collect();
-        let evicted = discovery.evict_unused(in_use.iter().map(String::as_str), crate::discovery::UNUSED_FOR);
+        let in_use = (built.snapshot.descriptors.iter().map(|d| d.key.as_str()))
+            .chain(built.wanted.iter().map(|w| w.key.as_str()));
+        let evicted = discovery.evict_unused(in_use, crate::discovery::UNUSED_FOR, std::time::Instant::now());
         if evicted > 0 {
             tracing::debug!(evicted, "unused descriptor sets forgotten");
         }

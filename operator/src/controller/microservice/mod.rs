@@ -152,7 +152,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         &now,
     );
     if previous != Some(&next) {
-        if let Some(wait) = status::settling(ms, previous, &wanted, ctx.settings.status_settle, jiff_now()) {
+        if let Some(wait) = status::settling(ms, previous, &wanted, ctx.settings.status_settle, now.0) {
             // Nothing to report but progress yet: the next change (or the settle's end) writes.
             return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
         }
@@ -182,10 +182,6 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         .and_then(|p| p.again_in)
         .map(|d| d.max(Duration::from_millis(100)));
     Ok(Action::requeue(again.map_or(backstop, |a| a.min(backstop))))
-}
-
-fn jiff_now() -> k8s_openapi::jiff::Timestamp {
-    k8s_openapi::jiff::Timestamp::now()
 }
 
 fn blocked(ms: &MicroService, ctx: &Context, namespace: &str) -> Option<Blocked> {
