@@ -65,7 +65,7 @@ pub(crate) struct GrpcCall<'a> {
 pub(crate) async fn call(
     c: GrpcCall<'_>,
     metrics: &Metrics,
-    upstream_out: &mut Option<String>,
+    upstream_out: &mut Option<std::sync::Arc<crate::upstream::Upstream>>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let GrpcCall {
         route,
@@ -92,7 +92,7 @@ pub(crate) async fn call(
             .pick(&excluded)
             .ok_or_else(|| GatewayError::unavailable(format!("service {} has no ready endpoint", route.service)))?;
         let upstream = picked.upstream().clone();
-        *upstream_out = Some(upstream.address.clone());
+        *upstream_out = Some(upstream.clone());
         // The channel is always ready (it connects in `call`): no `ready()` first.
         let mut grpc = tonic::client::Grpc::with_origin(upstream.grpc(), upstream.origin());
         let mut request = tonic::Request::new(input.clone());

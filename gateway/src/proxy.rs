@@ -234,7 +234,7 @@ pub(crate) async fn forward(
     peer: &Peer,
     identity: Identity<'_>,
     limits: Limits,
-    upstream_out: &mut Option<String>,
+    upstream_out: &mut Option<std::sync::Arc<crate::upstream::Upstream>>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let declared = req
         .headers()
@@ -276,7 +276,7 @@ pub(crate) async fn forward(
             }
         };
         let upstream = current.upstream().clone();
-        *upstream_out = Some(upstream.address.clone());
+        *upstream_out = Some(upstream.clone());
         let pooled = upstream.h1.take();
         let reused = pooled.is_some();
         let mut tx = match pooled {

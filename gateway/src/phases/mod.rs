@@ -41,7 +41,8 @@ struct RequestContext {
     tenant: Option<Arc<Tenant>>,
     route: Option<Arc<Route>>,
     endpoint: Option<String>,
-    upstream: Option<String>,
+    /// The endpoint the request went to last (for the access log).
+    upstream: Option<Arc<crate::upstream::Upstream>>,
     origin: Option<HeaderValue>,
     account: Option<String>,
 }
@@ -83,8 +84,10 @@ impl Gateway {
             .ok_or_else(|| GatewayError::unavailable("the gateway has no routing snapshot yet"))?;
 
         // The issuer endpoints of a tenant named in the path need no other resolution.
-        let raw_path = req.uri().path().to_string();
-        let well_known = crate::auth::endpoints::match_path(&raw_path);
+        // The URI shares the request's buffer: its clone copies no path.
+        let uri = req.uri().clone();
+        let raw_path = uri.path();
+        let well_known = crate::auth::endpoints::match_path(raw_path);
         if let Some((Some(named), endpoint)) = well_known {
             let tenant = snap
                 .tenants
@@ -131,7 +134,7 @@ impl Gateway {
         ctx.account = account.as_ref().map(|a| a.verified.account_id.clone());
 
         // Phase 2: route. An `Http` service owns every path under its name; otherwise Micro's resolver.
-        match route::route(&tenant, &raw_path, req.method())? {
+        match route::route(&tenant, raw_path, req.method())? {
             route::Target::Http { route, path } => {
                 ctx.route = Some(route.clone());
                 // Phase 3: auth; the resource endpoint of an `Http` service is the decoded backend

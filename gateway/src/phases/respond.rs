@@ -57,7 +57,7 @@ impl Gateway {
                 tenant,
                 service,
                 endpoint = ctx.endpoint.as_deref().unwrap_or(""),
-                upstream = ctx.upstream.as_deref().unwrap_or(""),
+                upstream = ctx.upstream.as_ref().map_or("", |u| u.address.as_str()),
                 account = ctx.account.as_deref().unwrap_or(""),
                 status = resp.status().as_u16(),
                 micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

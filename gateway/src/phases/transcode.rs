@@ -24,7 +24,7 @@ impl Gateway {
         endpoint: &str,
         tenant: &str,
         account: Option<&Caller>,
-        upstream_out: &mut Option<String>,
+        upstream_out: &mut Option<std::sync::Arc<crate::upstream::Upstream>>,
     ) -> Result<Response<BoxBody>, GatewayError> {
         let methods = route.methods.as_ref().ok_or_else(|| {
             GatewayError::unavailable(format!(

@@ -15,7 +15,7 @@ mod balance;
 mod h1;
 mod h2;
 
-pub(crate) use balance::{EndpointSet, Picked, Upstreams};
+pub(crate) use balance::{EndpointSet, Picked, Upstream, Upstreams};
 pub(crate) use h1::PooledBody;
 #[cfg(test)]
 pub(crate) use h2::NotSent;

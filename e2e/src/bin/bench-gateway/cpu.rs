@@ -29,6 +29,12 @@ impl CpuBusy {
         Ok(Self(out))
     }
 
+    /// Busy clock ticks of CPU `cpu` (0 or 1) since `earlier`.
+    pub fn busy_ticks_since(&self, earlier: &Self, cpu: u32) -> u64 {
+        let i = usize::from(cpu != 0);
+        self.0[i].0.saturating_sub(earlier.0[i].0)
+    }
+
     /// Busy share of each CPU since `earlier`.
     pub fn since(&self, earlier: &Self) -> [f64; 2] {
         let share = |i: usize| {
@@ -176,6 +182,10 @@ mod tests {
         .unwrap();
         assert_eq!(before.0, [(200, 1000), (10, 100)]);
         let after = CpuBusy::parse("cpu0 150 0 150 750 150 0 0 0 0 0\ncpu1 110 0 0 90 0 0 0 0 0 0\n").unwrap();
+        assert_eq!(
+            (after.busy_ticks_since(&before, 0), after.busy_ticks_since(&before, 1)),
+            (100, 100)
+        );
         let share = after.since(&before);
         assert!((share[0] - 0.5).abs() < 1e-9, "{share:?}");
         assert!((share[1] - 1.0).abs() < 1e-9, "{share:?}");

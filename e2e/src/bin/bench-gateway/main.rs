@@ -34,8 +34,10 @@
 //!   clients as light as the protocols allow: HTTP/1.1 written and parsed (httparse) on the socket
 //!   itself, gRPC on the `h2` crate without hyper's per-call task) first runs closed-loop (each worker sends its next request when the previous
 //!   answered) against the gateway path `POST /helloworld/call {"name":"John"}`, one HTTP/1.1
-//!   keep-alive connection per worker, to find its maximum throughput. Then, open-loop at 50% of
-//!   that rate, once straight to helloworld over gRPC (h2c, a hand-framed `CallRequest`,
+//!   keep-alive connection per worker, to find its maximum throughput and the gateway's CPU time per
+//!   transcoded call. Then open loop at a rate where no CPU is more than half busy (from half the
+//!   closed-loop rate, lowered after short runs through the gateway until neither CPU passes 50%;
+//!   the report gives the busy shares of the measured runs), once straight to helloworld over gRPC (h2c, a hand-framed `CallRequest`,
 //!   `grpc-status` 0 checked in the trailers; the workers share one connection, as the gateway's
 //!   own channel to helloworld does) and once through the gateway. A pacer thread releases the send
 //!   times at fixed intervals and any free worker takes the next one; latency runs from the
@@ -43,18 +45,23 @@
 //!   queued behind it too (no coordinated omission). A run that completes less than 95% of the
 //!   scheduled rate fell behind and does not count. Latencies go into HDR histograms (µs, 3
 //!   significant digits); the added latency is gateway − direct per percentile.
-//! - **(b) Proxy throughput.** `wrk -t1 -c64 --latency` (2 s warm-up, then 10 s measured) against
-//!   the backend itself (the ceiling, no proxy), then against `/web/` on the gateway, haproxy,
-//!   nginx, nginx, haproxy and the gateway again (so that a drift of a shared machine's speed
-//!   weighs on all alike; the ratios are of the means); requests/s, p50, p99, non-2xx responses and socket errors from wrk's report, and the
-//!   CPU the server under test used (from /proc), which tells whether it was the bottleneck.
+//! - **(b) Proxy throughput and CPU per request.** `wrk -t1 -c64 --latency` against the backend
+//!   itself (the ceiling, no proxy; 2 s warm-up, then 10 s), then 6 rounds of the three proxies'
+//!   `/web/` (1 s warm-up, then 4 s each), the rounds in all six orders of the three, so that each
+//!   proxy runs first, second and third equally often and a drift of a shared machine's speed
+//!   weighs on all alike. Per run: requests/s, p50, p99, non-2xx responses and socket errors from
+//!   wrk's report; the CPU time of the server under test (its process group, from /proc/<pid>/stat)
+//!   and the busy time of CPU 0 (from /proc/stat: the proxy with the kernel's work for it, softirq
+//!   included), each divided by the requests wrk completed. The report gives each proxy's median
+//!   and range over its 6 runs, and the ratios of the medians: CPU per request is what a 2-CPU
+//!   machine measures steadily; throughput there also depends on what shares the other CPU.
 //! - **(c) Route change latency.** 50 times: publish a snapshot adding an HTTP route `probe-<i>`
 //!   (to the nginx backend) with `send_replace`, and poll `GET /probe-<i>/` back to back on one
 //!   kept-alive connection until the first 200; the time from `send_replace` to that 200.
 //! - **(d) 1000 routes at once.** Publish one snapshot adding `bulk-0` … `bulk-999` and poll all of
 //!   them in rounds (8 kept-alive connections) until every one answered 200; the time from
 //!   `send_replace` to the last route's first 200.
-//! - **(e) Auth on vs off.** The same wrk run as (b) against the gateway's `/web/` four times, in
+//! - **(e) Auth on vs off.** The wrk run of (b)'s ceiling (2 s warm-up, 10 s) against the gateway's `/web/` four times, in
 //!   the order off, on, on, off (so that a drift of the machine's speed weighs on both alike; the
 //!   ratio is of the means): *off* with `Micro-Namespace: micro` (the default public rule decides,
 //!   no token);
@@ -128,19 +135,31 @@ use tokio::sync::watch;
 
 use crate::abuse::abusive_load;
 use crate::changes::{bulk_routes, route_changes, rule_changes};
-use crate::cpu::{CpuBusy, CpuSample, online_cpus};
+use crate::cpu::{CpuBusy, CpuSample, clock_ticks_per_second, group_ticks, online_cpus};
 use crate::fixtures::{DESCRIPTORS_KEY, Routing, SECURE, SECURE_KID, TENANT, secure_token, unix_nanos};
 use crate::h1::H1;
 use crate::host::{commit, load_average, machine};
 use crate::load::{Target, closed_loop, open_loop};
 use crate::params::{
-    ABUSE_DURATION, AUTH_OFF, AUTH_ON, BACKEND_BODY, BACKEND_CPU, BULK, CLOSED_MEASURE, CLOSED_WARMUP, CONNECTIONS,
-    GREETING, JSON_REQUEST, LOAD_CPU, OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROBES, PROXY_CPU, RULE_CHANGES,
+    ABUSE_DURATION, AUTH_OFF, AUTH_ON, BACKEND_BODY, BACKEND_CPU, BULK, CEILING, CLOSED_MEASURE, CLOSED_WARMUP,
+    CONNECTIONS, GREETING, JSON_REQUEST, LOAD_CPU, OPEN_CALIBRATION, OPEN_CALIBRATION_RUNS, OPEN_MAX_BUSY,
+    OPEN_MEASURE, OPEN_SHARE, OPEN_WARMUP, PROBES, PROXY_CPU, ROUND_DURATION, ROUND_ORDERS, ROUND_WARMUP, RULE_CHANGES,
+    WRK_DURATION, WRK_WARMUP,
 };
 use crate::procs::{Proc, free_ports, nginx_args, pin, tool, version, wait_http_ok, write_config};
 use crate::report::Report;
 use crate::session::{SESSION_ENV, hold_cpu_latency, interrupted, raise_priority, supervise};
-use crate::wrk::measure_wrk;
+use crate::wrk::{Durations, measure_wrk};
+
+/// wrk runs of the ceiling and of (e), and of (b)'s rounds.
+const FULL_RUN: Durations = Durations {
+    warmup: WRK_WARMUP,
+    measured: WRK_DURATION,
+};
+const ROUND_RUN: Durations = Durations {
+    warmup: ROUND_WARMUP,
+    measured: ROUND_DURATION,
+};
 
 const NGINX_BACKEND_CONF: &str = include_str!("../../../bench/nginx-backend.conf");
 const NGINX_PROXY_CONF: &str = include_str!("../../../bench/nginx-proxy.conf");
@@ -452,33 +471,27 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
         return Ok((o.join("\n") + "\n", "gateway-report-g.md"));
     }
 
-    // (b) Proxy throughput.
+    // (b) Proxy throughput and CPU per request: the backend alone (the ceiling), then rounds of
+    // the three proxies in every order, so that a drift of the machine's speed (a shared VM's
+    // neighbours) weighs on all alike; the report takes medians.
     let only_a = part == "a";
     let mut wrk_results = Vec::new();
-    // The proxies in the order A B C C B A, so that a drift of the machine's speed (a shared VM's
-    // neighbours) weighs on all alike; ratios are of the means.
-    let order = [
-        ("backend direct (ceiling, no proxy)", 0),
-        ("microplane-gateway", 1),
-        ("haproxy", 2),
-        ("nginx", 3),
-        ("nginx", 3),
-        ("haproxy", 2),
-        ("microplane-gateway", 1),
-    ];
-    for (name, which) in order {
+    let proxies = ["microplane-gateway", "haproxy", "nginx"];
+    let mut runs = vec![(CEILING, None)];
+    runs.extend(ROUND_ORDERS.iter().flatten().map(|&i| (proxies[i], Some(i))));
+    for (round, (name, which)) in runs.into_iter().enumerate() {
         if only_a {
             break;
         }
-        let (addr, path, proc) = match which {
-            0 => (backend_addr, "/", &mut backend),
-            1 => (gw_addr, "/web/", &mut gateway),
-            2 => (haproxy_addr, "/web/", &mut haproxy_proc),
-            _ => (nginx_addr, "/web/", &mut nginx_proc),
+        let (addr, path, proc, durations) = match which {
+            None => (backend_addr, "/", &mut backend, FULL_RUN),
+            Some(0) => (gw_addr, "/web/", &mut gateway, ROUND_RUN),
+            Some(1) => (haproxy_addr, "/web/", &mut haproxy_proc, ROUND_RUN),
+            Some(_) => (nginx_addr, "/web/", &mut nginx_proc, ROUND_RUN),
         };
-        eprintln!("(b) wrk against {name}");
+        eprintln!("(b) {}/{} wrk against {name}", round + 1, ROUND_ORDERS.len() * 3 + 1);
         let url = format!("http://{addr}{path}");
-        wrk_results.push((name.to_string(), measure_wrk(&wrk, &url, &[], proc).await?));
+        wrk_results.push((name.to_string(), measure_wrk(&wrk, &url, &[], proc, durations).await?));
     }
 
     // (e) Auth off and on: the same wrk run through the gateway, in the order off, on, on, off, so
@@ -495,7 +508,10 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
         }
         eprintln!("(e) wrk against the gateway, {name}");
         let url = format!("http://{gw_addr}/web/");
-        auth_results.push((name.to_string(), measure_wrk(&wrk, &url, headers, &mut gateway).await?));
+        auth_results.push((
+            name.to_string(),
+            measure_wrk(&wrk, &url, headers, &mut gateway, FULL_RUN).await?,
+        ));
     }
 
     // (a) Added latency of JSON transcoding.
@@ -503,13 +519,34 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
     let through = Target::Gateway(gw_addr);
     let direct = Target::Direct(hello_addr);
     let busy = CpuBusy::take()?;
+    let hz = clock_ticks_per_second();
+    let ticks = group_ticks(gateway.child.id())?;
     let closed = closed_loop(&through, CONNECTIONS, CLOSED_WARMUP, CLOSED_MEASURE).await?;
     let closed_busy = CpuBusy::take()?.since(&busy);
     ensure!(closed.ok > 0, "no request through the gateway succeeded");
-    // With (a) alone, the open-loop rate may be set by hand, to compare builds at the same load.
+    // The gateway's CPU per transcoded call, over the warm-up and the measured window alike.
+    let closed_cpu_us = group_ticks(gateway.child.id())?.saturating_sub(ticks) as f64 / hz * 1e6
+        / (closed.rate * (CLOSED_WARMUP + CLOSED_MEASURE).as_secs_f64());
+    // The open-loop rate: one at which no CPU is more than half busy, so that the latencies are the
+    // path's and not a queue's. From half the closed-loop rate, scaled down until a short run
+    // through the gateway keeps both CPUs at or under `OPEN_MAX_BUSY`. With (a) alone it may be set
+    // by hand, to compare builds at the same load.
     let open_rate = match std::env::var(OPEN_RATE_ENV).ok().and_then(|r| r.parse::<f64>().ok()) {
         Some(rate) if only_a => rate,
-        _ => closed.rate * OPEN_SHARE,
+        _ => {
+            let mut rate = closed.rate * OPEN_SHARE;
+            for _ in 0..OPEN_CALIBRATION_RUNS {
+                let busy = CpuBusy::take()?;
+                open_loop(&through, CONNECTIONS, rate, Duration::ZERO, OPEN_CALIBRATION).await?;
+                let peak = CpuBusy::take()?.since(&busy).into_iter().fold(0.0, f64::max);
+                eprintln!("(a) calibration at {rate:.0}/s: busiest CPU {:.0}%", peak * 100.0);
+                if peak <= OPEN_MAX_BUSY {
+                    break;
+                }
+                rate *= OPEN_MAX_BUSY / peak * 0.9;
+            }
+            rate
+        }
     };
     eprintln!("(a) open loop at {open_rate:.0}/s, direct");
     let busy = CpuBusy::take()?;
@@ -573,6 +610,7 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
         others_cpu,
         commit: commit(),
         closed,
+        closed_cpu_us,
         open_rate,
         direct: direct_run,
         through: through_run,

@@ -12,9 +12,14 @@ pub const LOAD_CPU: u32 = 1;
 pub const BACKEND_CPU: u32 = 2;
 /// Connections of every load (wrk and the Rust generator).
 pub const CONNECTIONS: usize = 64;
-/// wrk's warm-up and measured durations.
+/// wrk's warm-up and measured durations: the ceiling in (b) and the runs of (e).
 pub const WRK_WARMUP: &str = "2s";
 pub const WRK_DURATION: &str = "10s";
+/// (b)'s rounds: each proxy once per round, the rounds in every order of the three (each proxy
+/// first, second and third twice), each run this long after this warm-up.
+pub const ROUND_WARMUP: &str = "1s";
+pub const ROUND_DURATION: &str = "4s";
+pub const ROUND_ORDERS: [[usize; 3]; 6] = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0], [1, 0, 2], [0, 2, 1]];
 /// The generator's closed-loop run: warm-up, then measured.
 pub const CLOSED_WARMUP: Duration = Duration::from_secs(1);
 pub const CLOSED_MEASURE: Duration = Duration::from_secs(5);
@@ -22,6 +27,11 @@ pub const CLOSED_MEASURE: Duration = Duration::from_secs(5);
 pub const OPEN_WARMUP: Duration = Duration::from_secs(1);
 pub const OPEN_MEASURE: Duration = Duration::from_secs(10);
 pub const OPEN_SHARE: f64 = 0.5;
+/// The open-loop rate is lowered until no CPU is busier than this in a run through the gateway
+/// (issue 22: latencies at a load that queues nowhere), in at most this many runs of this length.
+pub const OPEN_MAX_BUSY: f64 = 0.5;
+pub const OPEN_CALIBRATION_RUNS: usize = 4;
+pub const OPEN_CALIBRATION: Duration = Duration::from_secs(2);
 /// An open-loop run that completed less than this share of the scheduled rate fell behind it.
 pub const OPEN_KEPT_UP: f64 = 0.95;
 /// A request that takes longer than this counts as an error.
@@ -37,6 +47,8 @@ pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RULE_CHANGES: usize = 100;
 /// How long one rule change may take before the bench gives up on it.
 pub const RULE_TIMEOUT: Duration = Duration::from_secs(10);
+/// (b)'s first row: the backend without a proxy.
+pub const CEILING: &str = "backend direct (ceiling, no proxy)";
 /// The rows of (e).
 pub const AUTH_OFF: &str = "auth off: tenant micro, public rule, no token";
 pub const AUTH_ON: &str = "auth on: tenant secure, scope *, bearer token";

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::cpu::{clock_ticks_per_second, group_ticks};
-use crate::params::{CONNECTIONS, LOAD_CPU, WRK_DURATION, WRK_WARMUP};
+use crate::cpu::{CpuBusy, clock_ticks_per_second, group_ticks};
+use crate::params::{CONNECTIONS, LOAD_CPU, PROXY_CPU};
 use crate::procs::Proc;
 
 /// What wrk measured.
@@ -20,15 +20,57 @@ pub struct Wrk {
     pub socket_errors: u64,
     /// CPU the server under test (its process group) used during the measured run, in CPUs.
     pub server_cpu: f64,
+    /// CPU seconds the server under test (its process group) used during the measured run.
+    pub server_secs: f64,
+    /// Busy seconds of the proxies' CPU during the measured run: the server under test with the
+    /// kernel's work on that CPU (softirq: the loopback's packets) and anything else that ran there.
+    pub core_secs: f64,
 }
 
-/// A wrk warm-up, then the measured run, with the CPU the server under test used meanwhile.
-pub async fn measure_wrk(wrk: &Path, url: &str, headers: &[(String, String)], server: &mut Proc) -> Result<Wrk> {
-    run_wrk(wrk, url, WRK_WARMUP, false, headers).await?;
-    let (ticks, started) = (group_ticks(server.child.id())?, Instant::now());
-    let mut result = parse_wrk(&run_wrk(wrk, url, WRK_DURATION, true, headers).await?)?;
-    let used = group_ticks(server.child.id())?.saturating_sub(ticks) as f64 / clock_ticks_per_second();
+impl Wrk {
+    /// CPU time of the server under test per request, µs.
+    pub fn server_us_per_request(&self) -> f64 {
+        per_request_us(self.server_secs, self.requests)
+    }
+
+    /// Busy time of the proxies' CPU per request, µs.
+    pub fn core_us_per_request(&self) -> f64 {
+        per_request_us(self.core_secs, self.requests)
+    }
+}
+
+fn per_request_us(secs: f64, requests: u64) -> f64 {
+    if requests == 0 {
+        return f64::NAN;
+    }
+    secs * 1e6 / requests as f64
+}
+
+/// How long a wrk run warms up and then measures (wrk's duration syntax: `2s`).
+#[derive(Clone, Copy)]
+pub struct Durations {
+    pub warmup: &'static str,
+    pub measured: &'static str,
+}
+
+/// A wrk warm-up, then the measured run, with the CPU the server under test and the proxies' CPU
+/// used meanwhile.
+pub async fn measure_wrk(
+    wrk: &Path,
+    url: &str,
+    headers: &[(String, String)],
+    server: &mut Proc,
+    durations: Durations,
+) -> Result<Wrk> {
+    run_wrk(wrk, url, durations.warmup, false, headers).await?;
+    let hz = clock_ticks_per_second();
+    let (ticks, core, started) = (group_ticks(server.child.id())?, CpuBusy::take()?, Instant::now());
+    let mut result = parse_wrk(&run_wrk(wrk, url, durations.measured, true, headers).await?)?;
+    let used = group_ticks(server.child.id())?.saturating_sub(ticks) as f64 / hz;
+    let core = CpuBusy::take()?.busy_ticks_since(&core, PROXY_CPU) as f64 / hz;
     result.server_cpu = used / started.elapsed().as_secs_f64();
+    result.server_secs = used;
+    result.core_secs = core;
     server.check_running()?;
     Ok(result)
 }
@@ -88,6 +130,8 @@ fn parse_wrk(text: &str) -> Result<Wrk> {
         non_2xx: 0,
         socket_errors: 0,
         server_cpu: f64::NAN,
+        server_secs: f64::NAN,
+        core_secs: f64::NAN,
     };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -147,6 +191,18 @@ Transfer/sec:      8.00MB
     }
 
     #[test]
+    fn cpu_per_request() {
+        let mut w =
+            parse_wrk("     50%  1.00ms\n     99%  2.00ms\n  4000 requests in 1.00s, 1KB read\nRequests/sec: 4000\n")
+                .unwrap();
+        (w.server_secs, w.core_secs) = (0.1, 0.2);
+        assert!((w.server_us_per_request() - 25.0).abs() < 1e-9);
+        assert!((w.core_us_per_request() - 50.0).abs() < 1e-9);
+        w.requests = 0;
+        assert!(w.core_us_per_request().is_nan());
+    }
+
+    #[test]
     fn reads_wrk_durations_and_refuses_incomplete_reports() {
         assert!((wrk_duration_us("164.00us").unwrap() - 164.0).abs() < 1e-9);
         assert!((wrk_duration_us("1.20ms").unwrap() - 1200.0).abs() < 1e-9);
@@ -161,6 +217,7 @@ Transfer/sec:      8.00MB
         assert!((w.p99_us - 1e6).abs() < 1e-9);
         assert_eq!((w.requests, w.non_2xx, w.socket_errors), (12, 0, 0));
         assert!(w.server_cpu.is_nan());
+        assert!(w.server_us_per_request().is_nan());
         // Without --latency there are no percentiles: not a report the bench can use.
         let Err(err) = parse_wrk("Requests/sec:  1.00\n") else {
             panic!("read a report without percentiles")
