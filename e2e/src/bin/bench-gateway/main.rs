@@ -35,8 +35,10 @@
 //!   itself, gRPC on the `h2` crate without hyper's per-call task) first runs closed-loop (each worker sends its next request when the previous
 //!   answered) against the gateway path `POST /helloworld/call {"name":"John"}`, one HTTP/1.1
 //!   keep-alive connection per worker, to find its maximum throughput and the gateway's CPU time per
-//!   transcoded call. Then open loop at a rate where no CPU is more than half busy (from half the
-//!   closed-loop rate, lowered after short runs through the gateway until neither CPU passes 50%;
+//!   transcoded call; then the same clients post the same JSON to `/web/` (proxied to the HTTP
+//!   backend, not transcoded) for the gateway's CPU per proxied call. Then open loop at a rate where
+//!   no CPU is more than half busy (from half the closed-loop rate, lowered after short runs of both
+//!   paths until neither CPU passes 50%;
 //!   the report gives the busy shares of the measured runs), once straight to helloworld over gRPC (h2c, a hand-framed `CallRequest`,
 //!   `grpc-status` 0 checked in the trailers; the workers share one connection, as the gateway's
 //!   own channel to helloworld does) and once through the gateway. A pacer thread releases the send
@@ -524,9 +526,16 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
     let closed = closed_loop(&through, CONNECTIONS, CLOSED_WARMUP, CLOSED_MEASURE).await?;
     let closed_busy = CpuBusy::take()?.since(&busy);
     ensure!(closed.ok > 0, "no request through the gateway succeeded");
-    // The gateway's CPU per transcoded call, over the warm-up and the measured window alike.
-    let closed_cpu_us = group_ticks(gateway.child.id())?.saturating_sub(ticks) as f64 / hz * 1e6
-        / (closed.rate * (CLOSED_WARMUP + CLOSED_MEASURE).as_secs_f64());
+    // The gateway's CPU per call, over the warm-up and the measured window alike: transcoded, then
+    // the same request from the same clients proxied to the HTTP backend.
+    let per_call = |ticks: u64, run: &load::ClosedLoop| {
+        ticks as f64 / hz * 1e6 / (run.rate * (CLOSED_WARMUP + CLOSED_MEASURE).as_secs_f64())
+    };
+    let closed_cpu_us = per_call(group_ticks(gateway.child.id())?.saturating_sub(ticks), &closed);
+    let ticks = group_ticks(gateway.child.id())?;
+    let proxied = closed_loop(&Target::Proxied(gw_addr), CONNECTIONS, CLOSED_WARMUP, CLOSED_MEASURE).await?;
+    ensure!(proxied.ok > 0, "no proxied request through the gateway succeeded");
+    let proxied_cpu_us = per_call(group_ticks(gateway.child.id())?.saturating_sub(ticks), &proxied);
     // The open-loop rate: one at which no CPU is more than half busy, so that the latencies are the
     // path's and not a queue's. From half the closed-loop rate, scaled down until a short run
     // through the gateway keeps both CPUs at or under `OPEN_MAX_BUSY`. With (a) alone it may be set
@@ -536,9 +545,12 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
         _ => {
             let mut rate = closed.rate * OPEN_SHARE;
             for _ in 0..OPEN_CALIBRATION_RUNS {
-                let busy = CpuBusy::take()?;
-                open_loop(&through, CONNECTIONS, rate, Duration::ZERO, OPEN_CALIBRATION).await?;
-                let peak = CpuBusy::take()?.since(&busy).into_iter().fold(0.0, f64::max);
+                let mut peak = 0.0_f64;
+                for path in [&direct, &through] {
+                    let busy = CpuBusy::take()?;
+                    open_loop(path, CONNECTIONS, rate, Duration::ZERO, OPEN_CALIBRATION).await?;
+                    peak = CpuBusy::take()?.since(&busy).into_iter().fold(peak, f64::max);
+                }
                 eprintln!("(a) calibration at {rate:.0}/s: busiest CPU {:.0}%", peak * 100.0);
                 if peak <= OPEN_MAX_BUSY {
                     break;
@@ -611,6 +623,7 @@ async fn bench(dir: &Path, priority: String) -> Result<(String, &'static str)> {
         commit: commit(),
         closed,
         closed_cpu_us,
+        proxied_cpu_us,
         open_rate,
         direct: direct_run,
         through: through_run,

@@ -10,13 +10,16 @@ use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::params::{GREETING, JSON_REQUEST};
+use crate::params::{BACKEND_BODY, GREETING, JSON_REQUEST};
 
 /// Where the generator sends `Helloworld.Call`.
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     /// Through the gateway: `POST /helloworld/call` with JSON over HTTP/1.1.
     Gateway(SocketAddr),
+    /// The same request proxied, not transcoded: `POST /web/` with the same JSON through the gateway
+    /// to the HTTP backend (which answers it without reading it).
+    Proxied(SocketAddr),
     /// Straight to helloworld: gRPC over h2c, all workers multiplexed on one connection like the
     /// gateway's own channel to it (so helloworld serves the same kind of connection either way).
     Direct(SocketAddr),
@@ -44,6 +47,8 @@ pub enum Client {
         stream: TcpStream,
         request: Bytes,
         buf: bytes::BytesMut,
+        /// What the answer's body holds.
+        expect: &'static str,
     },
     /// gRPC with the `h2` crate directly (hyper's client spawns a task per request with a body).
     Grpc {
@@ -59,7 +64,7 @@ impl Client {
     pub async fn workers(target: &Target, n: usize) -> Result<Vec<Self>> {
         let mut clients = Vec::with_capacity(n);
         match target {
-            Target::Gateway(_) => {
+            Target::Gateway(_) | Target::Proxied(_) => {
                 for _ in 0..n {
                     clients.push(Self::connect(target).await?);
                 }
@@ -81,11 +86,15 @@ impl Client {
 
     pub async fn connect(target: &Target) -> Result<Self> {
         match *target {
-            Target::Gateway(addr) => {
+            Target::Gateway(addr) | Target::Proxied(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 stream.set_nodelay(true)?;
+                let (path, expect) = match *target {
+                    Target::Proxied(_) => ("/web/", BACKEND_BODY),
+                    _ => ("/helloworld/call", GREETING),
+                };
                 let request = format!(
-                    "POST /helloworld/call HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                    "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
                      content-length: {}\r\n\r\n{JSON_REQUEST}",
                     JSON_REQUEST.len()
                 );
@@ -93,6 +102,7 @@ impl Client {
                     stream,
                     request: Bytes::from(request),
                     buf: bytes::BytesMut::with_capacity(4096),
+                    expect,
                 })
             }
             Target::Direct(addr) => {
@@ -119,13 +129,18 @@ impl Client {
     /// One `Helloworld.Call`, checked to answer "Hello John".
     pub async fn call(&mut self) -> Result<()> {
         match self {
-            Self::Json { stream, request, buf } => {
+            Self::Json {
+                stream,
+                request,
+                buf,
+                expect,
+            } => {
                 stream.write_all(request).await?;
                 buf.clear();
                 loop {
                     if let Some((status, body)) = parse_response(buf)? {
                         ensure!(
-                            status == 200 && body.windows(GREETING.len()).any(|w| w == GREETING.as_bytes()),
+                            status == 200 && body.windows(expect.len()).any(|w| w == expect.as_bytes()),
                             "gateway answered {status} {:?}",
                             String::from_utf8_lossy(body)
                         );
