@@ -42,6 +42,30 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks.map_or(0.0, |t| t / 100.0)
 }
 
+/// The whole machine's busy and total CPU time so far (clock ticks, all CPUs), from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    busy_and_total(&stat)
+}
+
+/// Busy and total ticks of the `cpu ` line of a /proc/stat text (idle and iowait are not busy).
+fn busy_and_total(stat: &str) -> (u64, u64) {
+    let v: Vec<u64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .map(|l| l.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// The busy share of the machine between two [`machine_ticks`].
+fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    after.0.saturating_sub(before.0) as f64 / total
+}
+
 fn microservice(name: &str) -> MicroService {
     serde_json::from_value(json!({
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
@@ -156,7 +180,9 @@ async fn main() -> anyhow_free::Result {
     let tenants: Api<Namespace> = Api::all(c.client.clone());
 
     // 1. The API server's and kube-controller-manager's own pace, with the operator idle.
+    let machine0 = machine_ticks();
     let plain_took = plain(&c, n).await?;
+    let plain_busy = busy_share(machine0, machine_ticks());
     let plain_rate = n as f64 / plain_took.as_secs_f64();
 
     let page = op.metrics()?;
@@ -168,6 +194,7 @@ async fn main() -> anyhow_free::Result {
     );
     let api: Api<MicroService> = Api::namespaced(c.client.clone(), &ns);
     let cluster_writes0 = apiserver_writes(&c).await;
+    let machine1 = machine_ticks();
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -205,6 +232,7 @@ async fn main() -> anyhow_free::Result {
             return Err(format!("only {count}/{n} Ready after 600s").into());
         }
     };
+    let ms_busy = busy_share(machine1, machine_ticks());
     let cluster_writes1 = apiserver_writes(&c).await;
     let cpu1 = cpu_seconds(op.pid);
     let page = op.metrics()?;
@@ -245,6 +273,12 @@ async fn main() -> anyhow_free::Result {
         plain_took.as_secs_f64()
     );
     println!("| **MicroServices to Ready / plain to Available (rate ratio)** | **{ratio:.2}×** | ≥ 0.9× |");
+    println!(
+        "| the machine's busy share ({} CPUs): plain phase / MicroService phase | {:.0}% / {:.0}% | |",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        plain_busy * 100.0,
+        ms_busy * 100.0
+    );
     println!(
         "| operator CPU per MicroService (to Ready) | {:.2} ms | |",
         (cpu1 - cpu0) * 1000.0 / n as f64
@@ -326,6 +360,22 @@ async fn apiserver_writes(c: &Cluster) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_busy_share_from_proc_stat() {
+        let before = busy_and_total("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n");
+        assert_eq!(before, (200, 1000));
+        let after = busy_and_total("cpu  250 0 150 800 100 0 0 0 0 0\n");
+        assert_eq!(after, (400, 1300));
+        assert!((busy_share(before, after) - 200.0 / 300.0).abs() < 1e-9);
+        assert_eq!(busy_and_total("no cpu line"), (0, 0));
+        assert_eq!(busy_share((5, 5), (5, 5)), 0.0);
+    }
 }
 
 /// `main` returns errors as text without pulling in anyhow.

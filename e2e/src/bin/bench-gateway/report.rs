@@ -198,7 +198,7 @@ impl Report {
             "Closed loop through the gateway (`POST /helloworld/call` JSON, {CONNECTIONS} HTTP/1.1 keep-alive \
              connections, {}s after {}s warm-up): **{:.0} req/s** ({} errors; CPU 0 {:.0}% busy, CPU 1 {:.0}%). \
              Open loop at **{:.0} req/s** ({:.0}% of that: a rate at which no CPU is more than {:.0}% busy, \
-             found from {:.0}% by short runs through the gateway), {}s after {}s warm-up, latency from the \
+             found from {:.0}% by short runs of both paths), {}s after {}s warm-up, latency from the \
              scheduled send time (HDR histogram):",
             CLOSED_MEASURE.as_secs(),
             CLOSED_WARMUP.as_secs(),
