@@ -48,6 +48,9 @@ pub struct Settings {
     /// a rollout that finishes within it costs one status write instead of several (zero: write
     /// every change at once).
     pub status_settle: std::time::Duration,
+    /// The least time between two status writes of one object that only report progress (counts,
+    /// messages) with every condition's status and reason unchanged (zero: write every change).
+    pub status_progress_interval: std::time::Duration,
     /// Reconciles running at once per controller.
     pub concurrency: u16,
 }
@@ -62,6 +65,7 @@ impl Default for Settings {
             key_rotation: Default::default(),
             operator_namespace: "microplane-system".into(),
             status_settle: std::time::Duration::ZERO,
+            status_progress_interval: std::time::Duration::ZERO,
             concurrency: 16,
         }
     }
@@ -110,6 +114,9 @@ pub struct Context {
     applied: Mutex<HashMap<AppliedKey, (u64, String)>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When this process last wrote each object's status (by uid), for
+    /// [`Settings::status_progress_interval`].
+    status_written: Mutex<StatusWrites>,
     /// Descriptors discovered through gRPC reflection.
     pub(crate) discovery: std::sync::Arc<crate::discovery::Discovery>,
     /// Git resolutions of source-mode MicroServices.
@@ -143,6 +150,7 @@ impl Context {
             leader,
             applied: Mutex::default(),
             failures: Mutex::default(),
+            status_written: Mutex::default(),
             discovery: std::sync::Arc::default(),
             resolver: crate::source::Resolver::default(),
         }
@@ -186,6 +194,31 @@ impl Context {
             self.succeeded(&object_key(obj));
         }
         result
+    }
+
+    /// How long a status write that only reports progress must still wait, or `None` to write it
+    /// now: the object's status was written by this process less than
+    /// [`Settings::status_progress_interval`] ago.
+    pub(crate) fn progress_hold(&self, uid: &str, now: std::time::Instant) -> Option<std::time::Duration> {
+        let interval = self.settings.status_progress_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let written = self.status_written.lock().ok()?.last.get(uid).copied()?;
+        interval
+            .checked_sub(now.saturating_duration_since(written))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Notes a status write of the object `uid` at `now`, for [`Context::progress_hold`].
+    pub(crate) fn status_wrote(&self, uid: &str, now: std::time::Instant) {
+        let interval = self.settings.status_progress_interval;
+        if interval.is_zero() {
+            return;
+        }
+        if let Ok(mut w) = self.status_written.lock() {
+            w.note(uid, now, interval);
+        }
     }
 
     /// Whether this replica holds the lease (standbys watch but never write).
@@ -345,6 +378,29 @@ impl Context {
     }
 }
 
+/// The last status write per object (uid). Entries older than the interval hold nothing back, so
+/// they are dropped whenever the map has doubled since the last sweep: its size follows the objects
+/// written within one interval, not every object ever written.
+#[derive(Debug, Default)]
+struct StatusWrites {
+    last: HashMap<String, std::time::Instant>,
+    sweep_at: usize,
+}
+
+impl StatusWrites {
+    fn note(&mut self, uid: &str, now: std::time::Instant, interval: std::time::Duration) {
+        if let Some(t) = self.last.get_mut(uid) {
+            *t = now;
+            return;
+        }
+        self.last.insert(uid.to_string(), now);
+        if self.last.len() > self.sweep_at {
+            self.last.retain(|_, t| now.saturating_duration_since(*t) < interval);
+            self.sweep_at = (2 * self.last.len()).max(1024);
+        }
+    }
+}
+
 /// Namespaced or cluster-scoped `Api` construction from the resource scope.
 pub(crate) trait ApiScope {
     /// The `Api` of `K` in `namespace` (ignored for cluster-scoped kinds).
@@ -400,4 +456,30 @@ pub(crate) fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.meta().namespace.as_deref().unwrap_or(""),
         obj.meta().name.as_deref().unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn status_writes_forget_what_holds_nothing_back() {
+        let interval = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut w = StatusWrites::default();
+        for i in 0..1024 {
+            w.note(&format!("old-{i}"), t0, interval);
+        }
+        assert_eq!(w.last.len(), 1024, "no sweep before the map passes its threshold");
+        // A rewrite of a known object moves its time and never sweeps.
+        w.note("old-7", t0 + Duration::from_secs(5), interval);
+        assert_eq!(w.last.get("old-7"), Some(&(t0 + Duration::from_secs(5))));
+        // The next new object passes the threshold: what is older than the interval goes.
+        w.note("new", t0 + Duration::from_secs(5), interval);
+        let mut kept: Vec<&str> = w.last.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["new", "old-7"]);
+        assert_eq!(w.sweep_at, 1024);
+    }
 }

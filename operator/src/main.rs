@@ -112,6 +112,13 @@ struct Args {
     /// MicroService healthy before it is (docs/operator.md#status-writes).
     #[arg(long, env = "MICROPLANE_STATUS_SETTLE_MS", default_value_t = 0)]
     status_settle_ms: u64,
+    /// Milliseconds between two status writes of a MicroService that only report progress (pod
+    /// counts, condition messages, endpoints) while no condition's status or reason changes: a
+    /// rollout's intermediate counts are written at most this often. A change of phase, reason or
+    /// generation is written at once, and a held count is written when the interval ends. 0:
+    /// every change at once.
+    #[arg(long, env = "MICROPLANE_STATUS_PROGRESS_INTERVAL_MS", default_value_t = 2000)]
+    status_progress_interval_ms: u64,
     /// Reconciles running at once per controller (each mostly waits on the API server).
     #[arg(long, env = "MICROPLANE_RECONCILE_CONCURRENCY", default_value_t = 64)]
     reconcile_concurrency: u16,
@@ -252,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
         },
         resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
         status_settle: std::time::Duration::from_millis(args.status_settle_ms),
+        status_progress_interval: std::time::Duration::from_millis(args.status_progress_interval_ms),
         concurrency: args.reconcile_concurrency,
         gateway_url: args.gateway_url,
         key_rotation: microplane_operator::issuer::Rotation {

@@ -432,3 +432,58 @@ fn a_new_microservice_that_only_progresses_waits_for_one_status_write() {
         Some(serde_json::from_value(serde_json::json!({"git": {"url": "https://git.example/r"}})).unwrap());
     assert_eq!(status::settling(&built, None, &deploying, settle, at(1)), None);
 }
+
+#[test]
+fn only_a_rollouts_counts_moving_is_progress_that_may_wait() {
+    use microplane_operator::conditions;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+    );
+    // The status as the reconcile writes it: computed, conditions merged over the previous ones.
+    let written = |previous: Option<&microplane_crds::MicroServiceStatus>, generation: i64, d: &Deployment| {
+        let (mut s, wanted) = status::compute(
+            previous,
+            Some(generation),
+            Some("img:1"),
+            None,
+            Some(&Rollout::of(d)),
+            None,
+        );
+        s.conditions = conditions::merge(
+            previous.map_or(&[][..], |p| &p.conditions),
+            &conditions::kstatus(wanted),
+            Some(generation),
+            &now,
+        );
+        s
+    };
+    let first = written(None, 5, &deployment(3, 1, 1, 3));
+    assert_eq!(first.phase, Some(Phase::Deploying));
+    // One more pod available: messages and counts only.
+    let more = written(Some(&first), 5, &deployment(3, 2, 2, 3));
+    assert_ne!(first, more, "the counts did move");
+    assert!(status::progress_only(&first, &more));
+    // Rolled out: the phase and Ready's status change — never held.
+    let done = written(Some(&more), 5, &deployment(3, 3, 3, 3));
+    assert!(!status::progress_only(&more, &done));
+    // A new generation must be observed at once, even with the same counts.
+    let next = written(Some(&more), 6, &deployment(3, 2, 2, 3));
+    assert!(!status::progress_only(&more, &next));
+    // A new image, or a reason that asks for action, is news too.
+    let mut other_image = more.clone();
+    other_image.image = Some("img:2".into());
+    assert!(!status::progress_only(&more, &other_image));
+    let (mut failing, wanted) = status::compute(
+        Some(&more),
+        Some(5),
+        Some("img:1"),
+        None,
+        Some(&Rollout::of(&deployment(3, 2, 2, 3))),
+        Some(&status::PodProblem {
+            reason: microplane_crds::Reason::CrashLoopBackOff,
+            message: "pod x container y: CrashLoopBackOff".into(),
+        }),
+    );
+    failing.conditions = conditions::merge(&more.conditions, &conditions::kstatus(wanted), Some(5), &now);
+    assert!(!status::progress_only(&more, &failing));
+}

@@ -96,6 +96,11 @@ fn context(client: Client) -> (Arc<Context>, Writers) {
 
 /// A context of a leader (`true`) or a standby (`false`).
 fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
+    context_with(client, leader, Settings::default())
+}
+
+/// A context with the given settings.
+fn context_with(client: Client, leader: bool, settings: Settings) -> (Arc<Context>, Writers) {
     let (deployments, dw) = reflector::store();
     let (services, sw) = reflector::store();
     let (pdbs, _) = reflector::store();
@@ -119,7 +124,7 @@ fn context_as(client: Client, leader: bool) -> (Arc<Context>, Writers) {
         build_pods,
     };
     let (_, leader) = watch::channel(leader);
-    let ctx = Context::new(client, Settings::default(), stores, leader);
+    let ctx = Context::new(client, settings, stores, leader);
     (
         Arc::new(ctx),
         Writers {
@@ -216,6 +221,81 @@ async fn idle_resync_sends_nothing() {
         Vec::<String>::new(),
         "an idle resync must not touch the API server"
     );
+}
+
+#[tokio::test]
+async fn a_rollouts_counts_are_written_at_most_once_per_progress_interval() {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+    let interval = std::time::Duration::from_millis(300);
+    let (client, calls) = mock(Box::new(echo));
+    let settings = Settings {
+        status_progress_interval: interval,
+        ..Settings::default()
+    };
+    let (ctx, mut w) = context_with(client, true, settings);
+    w.tenants.apply_watcher_event(&watcher::Event::Apply(tenant("micro")));
+    let mut ms = helloworld();
+    microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let log = calls.lock().unwrap().clone();
+    let answered = |i: usize| echo(&log[i]).1;
+    let mut deployment: Deployment = serde_json::from_value(answered(0)).unwrap();
+    w.services
+        .apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(answered(1)).unwrap()));
+    let status_of = |call: &Call| serde_json::from_value(call.body["status"].clone()).unwrap();
+    ms.status = Some(status_of(&log[3]));
+    // The Deployment controller has made the pod: one updated, none available yet.
+    let mut rollout = |w: &mut Writers, updated: i32, available: i32| {
+        deployment.status = Some(DeploymentStatus {
+            observed_generation: deployment.metadata.generation,
+            replicas: Some(1),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            ready_replicas: Some(available),
+            ..DeploymentStatus::default()
+        });
+        w.deployments
+            .apply_watcher_event(&watcher::Event::Apply(deployment.clone()));
+    };
+    rollout(&mut w, 1, 0);
+    calls.lock().unwrap().clear();
+    microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&calls),
+        Vec::<String>::new(),
+        "only the counts moved, right after a write: held"
+    );
+
+    // Once the interval has passed, the held counts are written.
+    tokio::time::sleep(interval + std::time::Duration::from_millis(50)).await;
+    microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let log = calls.lock().unwrap().clone();
+    assert_eq!(
+        summary(&calls),
+        ["PATCH /apis/microplane.dev/v1alpha1/namespaces/micro/microservices/helloworld/status"]
+    );
+    assert_eq!(log[0].body["status"]["phase"], "Deploying");
+    assert_eq!(log[0].body["status"]["replicas"], 1);
+    ms.status = Some(status_of(&log[0]));
+
+    // Rolled out, at once after that write: a change of substance is never held.
+    rollout(&mut w, 1, 1);
+    calls.lock().unwrap().clear();
+    microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
+        .await
+        .unwrap();
+    let log = calls.lock().unwrap().clone();
+    let status = log
+        .iter()
+        .find(|c| c.path.ends_with("/status"))
+        .expect("Running is written at once");
+    assert_eq!(status.body["status"]["phase"], "Running");
+    assert_eq!(status.body["status"]["conditions"][0]["status"], "True");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //!    (`build::desired_running`, owner references removed) — server-side applied 32 at a time,
 //!    timed until every Deployment is Available: the API server's and kube-controller-manager's own
 //!    pace on this machine.
-//! 2. **MicroServices**: N MicroServices (image mode), applied the same way, timed until all are Ready
+//! 2. **MicroServices**: N MicroServices (image mode, `protocol: Http`), applied the same way, timed until all are Ready
 //!    through the operator, with the operator's peak RSS, CPU, API requests and writes per object.
 //! 3. **Idle**: two resync periods; the writes must be zero.
 //!
@@ -66,10 +66,14 @@ fn busy_share(before: (u64, u64), after: (u64, u64)) -> f64 {
     after.0.saturating_sub(before.0) as f64 / total
 }
 
+/// An image-mode MicroService, `protocol: Http`: the operator then never calls its pods. Pods on kwok
+/// nodes have addresses that lead nowhere on this machine (kwok's pool, e2e/kwok/kwok.yaml); the
+/// gRPC reflection that discovers a gRPC service's methods would dial them — off this machine,
+/// where nothing may be dialled — and fail, and its retries would measure that failure.
 fn microservice(name: &str) -> MicroService {
     serde_json::from_value(json!({
         "apiVersion": "microplane.dev/v1alpha1", "kind": "MicroService", "metadata": {"name": name},
-        "spec": {"image": "localhost/microplane/helloworld:1"}
+        "spec": {"image": "localhost/microplane/helloworld:1", "protocol": "Http"}
     }))
     .expect("a literal MicroService always deserializes")
 }

@@ -40,6 +40,22 @@ pub enum ReflectionError {
     Timeout(String, Duration),
 }
 
+impl ReflectionError {
+    /// What failed, without the pod's address: the text of a MicroService's `Routed` condition.
+    /// Descriptors are shared by every MicroService running the same image, and the pod asked may
+    /// be another one's (another tenant's, even), whose address is not this MicroService's to see;
+    /// and an address that changes with each attempt would rewrite every such status on each
+    /// retry. The operator's log has the address.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Call(_, e) => format!("calling a ready pod failed: {e}"),
+            Self::Protocol(_, e) => format!("a ready pod answered: {e}"),
+            Self::Invalid(_, e) => format!("the descriptors are inconsistent: {e}"),
+            Self::Timeout(_, t) => format!("a ready pod did not answer within {t:?}"),
+        }
+    }
+}
+
 /// Services every SDK server carries that are never routed.
 pub fn infrastructure(service: &str) -> bool {
     service.starts_with("grpc.reflection.") || service.starts_with("grpc.health.")

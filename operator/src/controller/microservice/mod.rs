@@ -156,6 +156,16 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
             // Nothing to report but progress yet: the next change (or the settle's end) writes.
             return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
         }
+        let instant = std::time::Instant::now();
+        let uid = ms.metadata.uid.as_deref().unwrap_or_default();
+        if let Some(previous) = previous
+            && status::progress_only(previous, &next)
+            && let Some(wait) = ctx.progress_hold(uid, instant)
+        {
+            // Only counts moved since a write moments ago: the next change of substance, or the
+            // interval's end, writes them.
+            return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
+        }
         let old_reason = previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == CondType::Ready.as_str()))
             .map(|c| c.reason.clone());
@@ -168,6 +178,7 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
                 .await;
         }
         ctx.patch_status(CONTROLLER, ms, &next).await?;
+        ctx.status_wrote(uid, instant);
     }
 
     let backstop = match (&blocked, &rollout) {

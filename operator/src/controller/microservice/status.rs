@@ -260,6 +260,27 @@ pub fn settling(
     settle.checked_sub(age).filter(|d| !d.is_zero())
 }
 
+/// Whether `next` differs from `previous` only in how far a rollout has come — condition messages,
+/// pod counts, the endpoints list — while everything a reader acts on is the same: the generation
+/// observed, the phase, every condition's status and reason, the image, the commit, the URL and
+/// the builds. Such a write is held for the rest of the progress interval (`Context::progress_hold`).
+pub fn progress_only(previous: &MicroServiceStatus, next: &MicroServiceStatus) -> bool {
+    let same_conditions = previous.conditions.len() == next.conditions.len()
+        && previous.conditions.iter().zip(&next.conditions).all(|(a, b)| {
+            a.type_ == b.type_
+                && a.status == b.status
+                && a.reason == b.reason
+                && a.observed_generation == b.observed_generation
+        });
+    same_conditions
+        && previous.observed_generation == next.observed_generation
+        && previous.phase == next.phase
+        && previous.image == next.image
+        && previous.commit == next.commit
+        && previous.url == next.url
+        && previous.builds == next.builds
+}
+
 /// Overlays the source step on a status computed by [`compute`] (whose `wanted` is `[Ready,
 /// Available]`): `SourceReady` and `BuildSucceeded` conditions, the running commit and image, and
 /// `Ready`/phase held back until the current commit's image is what runs.
@@ -408,7 +429,7 @@ pub(crate) fn routing(
             )
         }
         (_, Some(DiscoveryState::Failed(e))) => {
-            let mut e = e.to_string();
+            let mut e = e.summary();
             if e.len() > 300 {
                 let mut cut = 300;
                 while !e.is_char_boundary(cut) {
@@ -435,5 +456,42 @@ pub(crate) fn routing(
                 "waiting for a ready pod to answer gRPC server reflection",
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::DiscoveryState;
+    use crate::discovery::reflection::ReflectionError;
+
+    #[test]
+    fn a_failed_discovery_is_reported_without_the_pod_it_asked() {
+        let routed = |e: ReflectionError| {
+            routing(
+                "hello",
+                true,
+                microplane_crds::Protocol::Grpc,
+                Some(&DiscoveryState::Failed(e)),
+                None,
+            )
+            .2
+        };
+        let unimplemented = "status: Unimplemented, message: \"no reflection\"".to_string();
+        let a = routed(ReflectionError::Call("10.244.3.240:8080".into(), unimplemented.clone()));
+        let b = routed(ReflectionError::Call("10.244.9.7:8080".into(), unimplemented));
+        assert_eq!((a.status, a.reason), (false, Reason::ReflectionFailed));
+        assert_eq!(a.message, b.message, "another pod, the same failure: the same status");
+        assert!(a.message.contains("Unimplemented"), "{}", a.message);
+        for e in [
+            ReflectionError::Call("10.1.2.3:8080".into(), "channel closed".into()),
+            ReflectionError::Protocol("10.1.2.3:8080".into(), "stream ended early".into()),
+            ReflectionError::Invalid("10.1.2.3:8080".into(), "missing dependency".into()),
+            ReflectionError::Timeout("10.1.2.3:8080".into(), std::time::Duration::from_secs(5)),
+        ] {
+            let c = routed(e.clone());
+            assert!(!c.message.contains("10.1.2.3"), "{} shows the address", c.message);
+            assert!(e.to_string().contains("10.1.2.3"), "the log keeps it: {e}");
+        }
     }
 }
