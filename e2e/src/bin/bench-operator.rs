@@ -185,8 +185,10 @@ async fn main() -> anyhow_free::Result {
 
     // 1. The API server's and kube-controller-manager's own pace, with the operator idle.
     let machine0 = machine_ticks();
+    let plain_writes0 = apiserver_writes(&c).await;
     let plain_took = plain(&c, n).await?;
     let plain_busy = busy_share(machine0, machine_ticks());
+    let plain_writes = (apiserver_writes(&c).await - plain_writes0) / n as f64;
     let plain_rate = n as f64 / plain_took.as_secs_f64();
 
     let page = op.metrics()?;
@@ -313,6 +315,10 @@ async fn main() -> anyhow_free::Result {
         "| all clients' writes to the API server per MicroService (to Ready) | {:.1} ({:.0}/s) | |",
         (cluster_writes1 - cluster_writes0) / n as f64,
         (cluster_writes1 - cluster_writes0) / all_ready.as_secs_f64()
+    );
+    println!(
+        "| all clients' writes per plain Deployment + Service (to Available) | {plain_writes:.1} ({:.0}/s) | |",
+        plain_writes * n as f64 / plain_took.as_secs_f64()
     );
     println!(
         "| reconciles per MicroService (to Ready) | {:.2} | |",
