@@ -115,7 +115,8 @@ pub struct Context {
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// When this process last wrote each object's status (by uid), for
-    /// [`Settings::status_progress_interval`].
+    /// [`Settings::status_progress_interval`]. Tokio's clock (the monotonic one, which tests can
+    /// pause and advance).
     status_written: Mutex<StatusWrites>,
     /// Descriptors discovered through gRPC reflection.
     pub(crate) discovery: std::sync::Arc<crate::discovery::Discovery>,
@@ -199,7 +200,7 @@ impl Context {
     /// How long a status write that only reports progress must still wait, or `None` to write it
     /// now: the object's status was written by this process less than
     /// [`Settings::status_progress_interval`] ago.
-    pub(crate) fn progress_hold(&self, uid: &str, now: std::time::Instant) -> Option<std::time::Duration> {
+    pub(crate) fn progress_hold(&self, uid: &str, now: tokio::time::Instant) -> Option<std::time::Duration> {
         let interval = self.settings.status_progress_interval;
         if interval.is_zero() {
             return None;
@@ -211,7 +212,7 @@ impl Context {
     }
 
     /// Notes a status write of the object `uid` at `now`, for [`Context::progress_hold`].
-    pub(crate) fn status_wrote(&self, uid: &str, now: std::time::Instant) {
+    pub(crate) fn status_wrote(&self, uid: &str, now: tokio::time::Instant) {
         let interval = self.settings.status_progress_interval;
         if interval.is_zero() {
             return;
@@ -383,12 +384,12 @@ impl Context {
 /// written within one interval, not every object ever written.
 #[derive(Debug, Default)]
 struct StatusWrites {
-    last: HashMap<String, std::time::Instant>,
+    last: HashMap<String, tokio::time::Instant>,
     sweep_at: usize,
 }
 
 impl StatusWrites {
-    fn note(&mut self, uid: &str, now: std::time::Instant, interval: std::time::Duration) {
+    fn note(&mut self, uid: &str, now: tokio::time::Instant, interval: std::time::Duration) {
         if let Some(t) = self.last.get_mut(uid) {
             *t = now;
             return;
@@ -461,7 +462,8 @@ pub(crate) fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+    use tokio::time::Instant;
 
     #[test]
     fn status_writes_forget_what_holds_nothing_back() {

@@ -196,16 +196,14 @@ async fn create_applies_children_then_reports_deploying() {
     assert_eq!(status["conditions"][0]["reason"], "Deploying");
 }
 
-#[tokio::test]
-async fn idle_resync_sends_nothing() {
-    let (client, calls) = mock(Box::new(echo));
-    let (ctx, mut w) = context(client);
+/// A reconcile of a new helloworld, and what the API server answered fed back through the watches
+/// into the caches (Deployment, Service) and the object (its status). The calls are cleared.
+async fn created_and_observed(ctx: &Arc<Context>, calls: &Calls, w: &mut Writers) -> MicroService {
     w.tenants.apply_watcher_event(&watcher::Event::Apply(tenant("micro")));
     let mut ms = helloworld();
     microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
         .await
         .unwrap();
-    // What the API server now holds flows back through the watches into the caches and the object.
     let log = calls.lock().unwrap().clone();
     let answered = |i: usize| echo(&log[i]).1;
     w.deployments
@@ -214,6 +212,14 @@ async fn idle_resync_sends_nothing() {
         .apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(answered(1)).unwrap()));
     ms.status = Some(serde_json::from_value(log[3].body["status"].clone()).unwrap());
     calls.lock().unwrap().clear();
+    ms
+}
+
+#[tokio::test]
+async fn idle_resync_sends_nothing() {
+    let (client, calls) = mock(Box::new(echo));
+    let (ctx, mut w) = context(client);
+    let ms = created_and_observed(&ctx, &calls, &mut w).await;
 
     microservice::reconcile(Arc::new(ms), ctx.clone()).await.unwrap();
     assert_eq!(
@@ -233,18 +239,14 @@ async fn a_rollouts_counts_are_written_at_most_once_per_progress_interval() {
         ..Settings::default()
     };
     let (ctx, mut w) = context_with(client, true, settings);
-    w.tenants.apply_watcher_event(&watcher::Event::Apply(tenant("micro")));
-    let mut ms = helloworld();
-    microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
-        .await
-        .unwrap();
-    let log = calls.lock().unwrap().clone();
-    let answered = |i: usize| echo(&log[i]).1;
-    let mut deployment: Deployment = serde_json::from_value(answered(0)).unwrap();
-    w.services
-        .apply_watcher_event(&watcher::Event::Apply(serde_json::from_value(answered(1)).unwrap()));
+    let mut ms = created_and_observed(&ctx, &calls, &mut w).await;
+    let mut deployment: Deployment = (*ctx
+        .stores
+        .deployments
+        .get(&reflector::ObjectRef::new("helloworld").within("micro"))
+        .unwrap())
+    .clone();
     let status_of = |call: &Call| serde_json::from_value(call.body["status"].clone()).unwrap();
-    ms.status = Some(status_of(&log[3]));
     // The Deployment controller has made the pod: one updated, none available yet.
     let mut rollout = |w: &mut Writers, updated: i32, available: i32| {
         deployment.status = Some(DeploymentStatus {
@@ -259,7 +261,6 @@ async fn a_rollouts_counts_are_written_at_most_once_per_progress_interval() {
             .apply_watcher_event(&watcher::Event::Apply(deployment.clone()));
     };
     rollout(&mut w, 1, 0);
-    calls.lock().unwrap().clear();
     microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
         .await
         .unwrap();
@@ -270,7 +271,8 @@ async fn a_rollouts_counts_are_written_at_most_once_per_progress_interval() {
     );
 
     // Once the interval has passed, the held counts are written.
-    tokio::time::sleep(interval + std::time::Duration::from_millis(50)).await;
+    tokio::time::pause();
+    tokio::time::advance(interval).await;
     microservice::reconcile(Arc::new(ms.clone()), ctx.clone())
         .await
         .unwrap();

@@ -152,18 +152,17 @@ async fn reconcile_inner(ms: &MicroService, ctx: &Context) -> Result<Action> {
         &now,
     );
     if previous != Some(&next) {
-        if let Some(wait) = status::settling(ms, previous, &wanted, ctx.settings.status_settle, now.0) {
-            // Nothing to report but progress yet: the next change (or the settle's end) writes.
-            return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
-        }
-        let instant = std::time::Instant::now();
+        let instant = tokio::time::Instant::now();
         let uid = ms.metadata.uid.as_deref().unwrap_or_default();
-        if let Some(previous) = previous
-            && status::progress_only(previous, &next)
-            && let Some(wait) = ctx.progress_hold(uid, instant)
-        {
-            // Only counts moved since a write moments ago: the next change of substance, or the
-            // interval's end, writes them.
+        // Held: a new object with nothing to report but progress yet (the settle), or only counts
+        // moved since a write moments ago (the progress interval). The next change of substance,
+        // or the hold's end, writes.
+        let hold = status::settling(ms, previous, &wanted, ctx.settings.status_settle, now.0).or_else(|| {
+            previous
+                .filter(|p| status::progress_only(p, &next))
+                .and_then(|_| ctx.progress_hold(uid, instant))
+        });
+        if let Some(wait) = hold {
             return Ok(Action::requeue(wait.max(Duration::from_millis(100))));
         }
         let old_reason = previous
